@@ -1,0 +1,3 @@
+//! warden: a ZooKeeper-compatible coordination service. See docs/ARCHITECTURE.md.
+
+pub mod proto;

@@ -309,7 +309,7 @@ impl<T: Jute> Jute for Vec<T> {
 macro_rules! jute_record {
     ($(#[$meta:meta])* pub struct $name:ident { $(pub $field:ident : $type:ty),* $(,)? }) => {
         $(#[$meta])*
-        #[derive(Debug, Clone, PartialEq, Eq, Default)]
+        #[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
         pub struct $name { $(pub $field: $type),* }
 
         impl $crate::proto::jute::Jute for $name {

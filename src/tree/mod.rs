@@ -1,0 +1,460 @@
+//! The DataTree: znodes by path, their Stat, data and ACLs, plus the indexes
+//! ZooKeeper keeps beside them (ephemerals by session, containers, TTL nodes).
+//! It applies committed txns and reports which watches they trigger; it never
+//! decides anything (validation is the Prep stage's job) and never does I/O.
+//! Every replica applies the same txns in zxid order and reaches the same state.
+
+pub mod path;
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use hashbrown::{HashMap, HashSet};
+
+use crate::proto::codes::{event, op, perms};
+use crate::proto::{Acl, ErrorCode, Id, Stat};
+use crate::txn::{ephemeral_owner, CreateTxn, Txn, TxnBody};
+
+/// A znode's persisted metadata (ZooKeeper's StatPersisted: Stat without the
+/// derived dataLength and numChildren).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct StatPersisted {
+    pub czxid: i64,
+    pub mzxid: i64,
+    pub ctime: i64,
+    pub mtime: i64,
+    pub version: i32,
+    pub cversion: i32,
+    pub aversion: i32,
+    pub ephemeral_owner: i64,
+    pub pzxid: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct Node {
+    pub data: Option<Bytes>,
+    pub acl: Arc<[Acl]>,
+    pub stat: StatPersisted,
+    pub children: HashSet<Box<str>>,
+}
+
+impl Node {
+    pub fn full_stat(&self) -> Stat {
+        let stat = &self.stat;
+        Stat {
+            czxid: stat.czxid,
+            mzxid: stat.mzxid,
+            ctime: stat.ctime,
+            mtime: stat.mtime,
+            version: stat.version,
+            cversion: stat.cversion,
+            aversion: stat.aversion,
+            ephemeral_owner: stat.ephemeral_owner,
+            data_length: self.data.as_ref().map_or(0, |data| data.len() as i32),
+            num_children: self.children.len() as i32,
+            pzxid: stat.pzxid,
+        }
+    }
+}
+
+/// A watch trigger produced by applying a txn. Which watch tables it reaches
+/// follows from the event type, as in ZooKeeper's DataTree: NodeCreated and
+/// NodeDataChanged reach data watches, NodeChildrenChanged child watches, and
+/// NodeDeleted both.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Trigger {
+    pub path: String,
+    pub event_type: i32,
+}
+
+/// What applying one txn (or one op of a multi) produced, for the reply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApplyResult {
+    pub err: ErrorCode,
+    /// The created path, for creates.
+    pub path: String,
+    pub stat: Option<Stat>,
+    /// The opcode this result answers (a multi's per-op results need it).
+    pub opcode: i32,
+    pub multi: Vec<ApplyResult>,
+}
+
+impl ApplyResult {
+    fn ok(opcode: i32) -> ApplyResult {
+        ApplyResult { err: ErrorCode::Ok, path: String::new(), stat: None, opcode, multi: Vec::new() }
+    }
+
+    fn error(err: ErrorCode) -> ApplyResult {
+        ApplyResult { err, path: String::new(), stat: None, opcode: op::ERROR, multi: Vec::new() }
+    }
+}
+
+/// ZooKeeper's ACL constants.
+pub fn open_acl_unsafe() -> Vec<Acl> {
+    vec![Acl { perms: perms::ALL, id: Id { scheme: "world".into(), id: "anyone".into() } }]
+}
+
+pub fn read_acl_unsafe() -> Vec<Acl> {
+    vec![Acl { perms: perms::READ, id: Id { scheme: "world".into(), id: "anyone".into() } }]
+}
+
+pub const ZOOKEEPER_PATH: &str = "/zookeeper";
+pub const QUOTA_PATH: &str = "/zookeeper/quota";
+pub const CONFIG_PATH: &str = "/zookeeper/config";
+
+pub struct DataTree {
+    nodes: HashMap<Box<str>, Node>,
+    /// ACL lists are interned: most znodes share a handful of lists.
+    acl_cache: HashMap<Vec<Acl>, Arc<[Acl]>>,
+    ephemerals: HashMap<i64, BTreeSet<String>>,
+    containers: BTreeSet<String>,
+    ttls: BTreeSet<String>,
+    /// Live sessions and their timeouts, as created and closed by txns.
+    sessions: HashMap<i64, i32>,
+    last_processed_zxid: i64,
+    data_bytes: u64,
+}
+
+impl Default for DataTree {
+    fn default() -> Self {
+        DataTree::new()
+    }
+}
+
+impl DataTree {
+    /// A tree holding what a fresh ZooKeeper holds: `/`, `/zookeeper`,
+    /// `/zookeeper/quota`, and `/zookeeper/config` (world-readable only, with
+    /// aversion -1, as ZooKeeper's addConfigNode leaves it).
+    pub fn new() -> DataTree {
+        let mut tree = DataTree {
+            nodes: HashMap::new(),
+            acl_cache: HashMap::new(),
+            ephemerals: HashMap::new(),
+            containers: BTreeSet::new(),
+            ttls: BTreeSet::new(),
+            sessions: HashMap::new(),
+            last_processed_zxid: 0,
+            data_bytes: 0,
+        };
+        let open = tree.intern_acl(&open_acl_unsafe());
+        let system_node = |acl: Arc<[Acl]>, data: Option<Bytes>| Node {
+            data,
+            acl,
+            stat: StatPersisted::default(),
+            children: HashSet::new(),
+        };
+        tree.nodes.insert("/".into(), system_node(open.clone(), Some(Bytes::new())));
+        tree.nodes.insert(ZOOKEEPER_PATH.into(), system_node(open.clone(), Some(Bytes::new())));
+        tree.nodes.insert(QUOTA_PATH.into(), system_node(open.clone(), Some(Bytes::new())));
+        let read_only = tree.intern_acl(&read_acl_unsafe());
+        let mut config = system_node(read_only, Some(Bytes::new()));
+        config.stat.aversion = -1;
+        tree.nodes.insert(CONFIG_PATH.into(), config);
+        tree.link_child("/", "zookeeper");
+        tree.link_child(ZOOKEEPER_PATH, "quota");
+        tree.link_child(ZOOKEEPER_PATH, "config");
+        tree
+    }
+
+    fn link_child(&mut self, parent: &str, child: &str) {
+        if let Some(node) = self.nodes.get_mut(parent) {
+            node.children.insert(child.into());
+        }
+    }
+
+    fn intern_acl(&mut self, acl: &[Acl]) -> Arc<[Acl]> {
+        if let Some(shared) = self.acl_cache.get(acl) {
+            return shared.clone();
+        }
+        let shared: Arc<[Acl]> = acl.to_vec().into();
+        self.acl_cache.insert(acl.to_vec(), shared.clone());
+        shared
+    }
+
+    /// Drops an interned list once no znode uses it, so distinct ACLs sent by
+    /// clients cannot accumulate.
+    fn release_acl(&mut self, acl: Arc<[Acl]>) {
+        // One reference in the cache and the one we were handed.
+        if Arc::strong_count(&acl) == 2 {
+            self.acl_cache.remove(&acl[..]);
+        }
+    }
+
+    pub fn get(&self, path: &str) -> Option<&Node> {
+        self.nodes.get(path)
+    }
+
+    pub fn node_count(&self) -> usize {
+        self.nodes.len()
+    }
+
+    pub fn data_bytes(&self) -> u64 {
+        self.data_bytes
+    }
+
+    pub fn last_processed_zxid(&self) -> i64 {
+        self.last_processed_zxid
+    }
+
+    pub fn sessions(&self) -> &HashMap<i64, i32> {
+        &self.sessions
+    }
+
+    pub fn ephemerals(&self, session_id: i64) -> impl Iterator<Item = &String> {
+        self.ephemerals.get(&session_id).into_iter().flatten()
+    }
+
+    pub fn ephemeral_count(&self) -> usize {
+        self.ephemerals.values().map(BTreeSet::len).sum()
+    }
+
+    pub fn acl_count(&self) -> usize {
+        self.acl_cache.len()
+    }
+
+    /// All descendants of `path` (ZooKeeper's getAllChildrenNumber; for `/`
+    /// every node but the root).
+    pub fn all_children_number(&self, path: &str) -> usize {
+        if path == "/" {
+            return self.nodes.len() - 1;
+        }
+        let mut count = 0;
+        let mut pending = vec![path.to_owned()];
+        while let Some(parent) = pending.pop() {
+            if let Some(node) = self.nodes.get(parent.as_str()) {
+                for child in &node.children {
+                    count += 1;
+                    pending.push(path::join(&parent, child));
+                }
+            }
+        }
+        count
+    }
+
+    /// Containers with no children that have had one (cversion > 0), and TTL
+    /// nodes with no children whose TTL has passed since their last change:
+    /// what ZooKeeper's ContainerManager deletes.
+    pub fn container_candidates(&self, now_ms: i64, limit: usize) -> Vec<String> {
+        let mut candidates = Vec::new();
+        for path in &self.containers {
+            if let Some(node) = self.nodes.get(path.as_str()) {
+                if node.children.is_empty() && node.stat.cversion > 0 {
+                    candidates.push(path.clone());
+                }
+            }
+        }
+        for path in &self.ttls {
+            if let Some(node) = self.nodes.get(path.as_str()) {
+                let ttl_ms = ephemeral_owner::ttl_ms(node.stat.ephemeral_owner).unwrap_or(i64::MAX);
+                if node.children.is_empty() && now_ms.saturating_sub(node.stat.mtime) > ttl_ms {
+                    candidates.push(path.clone());
+                }
+            }
+        }
+        candidates.truncate(limit);
+        candidates
+    }
+
+    /// Applies a committed txn. Appends the watch triggers it causes, in the
+    /// order ZooKeeper fires them, to `triggers`.
+    pub fn apply(&mut self, txn: &Txn, triggers: &mut Vec<Trigger>) -> ApplyResult {
+        assert!(
+            txn.zxid >= self.last_processed_zxid,
+            "txn zxid {:#x} below last processed {:#x}",
+            txn.zxid,
+            self.last_processed_zxid
+        );
+        self.last_processed_zxid = txn.zxid;
+        match &txn.body {
+            TxnBody::CreateSession { timeout_ms } => {
+                self.sessions.insert(txn.session_id, *timeout_ms);
+                ApplyResult::ok(op::CREATE_SESSION)
+            }
+            TxnBody::CloseSession => {
+                self.kill_session(txn.session_id, txn.zxid, triggers);
+                ApplyResult::ok(op::CLOSE_SESSION)
+            }
+            TxnBody::Multi(ops) => {
+                let failed = ops.iter().any(|body| matches!(body, TxnBody::Error { .. }));
+                let mut result = ApplyResult::ok(op::MULTI);
+                for body in ops {
+                    let sub = if failed {
+                        match body {
+                            TxnBody::Error { err } => ApplyResult::error(*err),
+                            _ => ApplyResult::error(ErrorCode::Ok),
+                        }
+                    } else {
+                        self.apply_op(txn, body, triggers)
+                    };
+                    result.multi.push(sub);
+                }
+                result
+            }
+            body => self.apply_op(txn, body, triggers),
+        }
+    }
+
+    fn apply_op(&mut self, txn: &Txn, body: &TxnBody, triggers: &mut Vec<Trigger>) -> ApplyResult {
+        match body {
+            TxnBody::Create(create) => self.create_node(create, txn.zxid, txn.time_ms, triggers),
+            TxnBody::Delete { path } => {
+                let opcode = op::DELETE;
+                match self.delete_node(path, txn.zxid, triggers) {
+                    Ok(()) => ApplyResult::ok(opcode),
+                    Err(err) => ApplyResult::error(err),
+                }
+            }
+            TxnBody::SetData { path, data, version } => {
+                let Some(node) = self.nodes.get_mut(path.as_str()) else {
+                    return ApplyResult::error(ErrorCode::NoNode);
+                };
+                let old_length = node.data.as_ref().map_or(0, Bytes::len) as u64;
+                let new_length = data.as_ref().map_or(0, Bytes::len) as u64;
+                node.data = data.clone();
+                node.stat.version = *version;
+                node.stat.mtime = txn.time_ms;
+                node.stat.mzxid = txn.zxid;
+                let stat = node.full_stat();
+                self.data_bytes = self.data_bytes - old_length + new_length;
+                triggers.push(Trigger { path: path.clone(), event_type: event::NODE_DATA_CHANGED });
+                ApplyResult { stat: Some(stat), ..ApplyResult::ok(op::SET_DATA) }
+            }
+            TxnBody::SetAcl { path, acl, version } => {
+                if !self.nodes.contains_key(path.as_str()) {
+                    return ApplyResult::error(ErrorCode::NoNode);
+                }
+                let interned = self.intern_acl(acl);
+                let node = self.nodes.get_mut(path.as_str()).expect("checked above");
+                let previous = std::mem::replace(&mut node.acl, interned);
+                node.stat.aversion = *version;
+                let stat = node.full_stat();
+                self.release_acl(previous);
+                ApplyResult { stat: Some(stat), ..ApplyResult::ok(op::SET_ACL) }
+            }
+            TxnBody::Check { path } => {
+                let stat = self.nodes.get(path.as_str()).map(Node::full_stat);
+                ApplyResult { stat, ..ApplyResult::ok(op::CHECK) }
+            }
+            TxnBody::Error { err } => ApplyResult::error(*err),
+            TxnBody::CreateSession { .. } | TxnBody::CloseSession | TxnBody::Multi(_) => {
+                // Prep never nests these inside a multi.
+                ApplyResult::error(ErrorCode::MarshallingError)
+            }
+        }
+    }
+
+    fn create_node(&mut self, create: &CreateTxn, zxid: i64, time_ms: i64, triggers: &mut Vec<Trigger>) -> ApplyResult {
+        let (parent_path, child_name) = path::split(&create.path);
+        if !self.nodes.contains_key(parent_path) {
+            return ApplyResult::error(ErrorCode::NoNode);
+        }
+        if self.nodes.contains_key(create.path.as_str()) {
+            return ApplyResult::error(ErrorCode::NodeExists);
+        }
+        let acl = self.intern_acl(&create.acl);
+        let parent = self.nodes.get_mut(parent_path).expect("checked above");
+        // Only move cversion forward, as ZooKeeper does for replayed creates.
+        if create.parent_cversion > parent.stat.cversion {
+            parent.stat.cversion = create.parent_cversion;
+            parent.stat.pzxid = zxid;
+        }
+        parent.children.insert(child_name.into());
+        let stat = StatPersisted {
+            czxid: zxid,
+            mzxid: zxid,
+            ctime: time_ms,
+            mtime: time_ms,
+            version: 0,
+            cversion: 0,
+            aversion: 0,
+            ephemeral_owner: create.ephemeral_owner,
+            pzxid: zxid,
+        };
+        let node = Node { data: create.data.clone(), acl, stat, children: HashSet::new() };
+        self.data_bytes += create.data.as_ref().map_or(0, Bytes::len) as u64;
+        let full_stat = node.full_stat();
+        self.nodes.insert(create.path.as_str().into(), node);
+        let owner = create.ephemeral_owner;
+        if ephemeral_owner::is_container(owner) {
+            self.containers.insert(create.path.clone());
+        } else if ephemeral_owner::ttl_ms(owner).is_some() {
+            self.ttls.insert(create.path.clone());
+        } else if owner != 0 {
+            self.ephemerals.entry(owner).or_default().insert(create.path.clone());
+        }
+        triggers.push(Trigger { path: create.path.clone(), event_type: event::NODE_CREATED });
+        triggers.push(Trigger { path: parent_path.to_owned(), event_type: event::NODE_CHILDREN_CHANGED });
+        let opcode = if create.opcode == op::CREATE { op::CREATE } else { op::CREATE2 };
+        ApplyResult { path: create.path.clone(), stat: Some(full_stat), ..ApplyResult::ok(opcode) }
+    }
+
+    fn delete_node(&mut self, node_path: &str, zxid: i64, triggers: &mut Vec<Trigger>) -> Result<(), ErrorCode> {
+        let (parent_path, child_name) = path::split(node_path);
+        let Some(node) = self.nodes.remove(node_path) else {
+            return Err(ErrorCode::NoNode);
+        };
+        if let Some(parent) = self.nodes.get_mut(parent_path) {
+            parent.children.remove(child_name);
+            // A delete moves pzxid but not cversion (ZooKeeper's DataTree.deleteNode).
+            if zxid > parent.stat.pzxid {
+                parent.stat.pzxid = zxid;
+            }
+        }
+        self.data_bytes -= node.data.as_ref().map_or(0, Bytes::len) as u64;
+        let owner = node.stat.ephemeral_owner;
+        if ephemeral_owner::is_container(owner) {
+            self.containers.remove(node_path);
+        } else if ephemeral_owner::ttl_ms(owner).is_some() {
+            self.ttls.remove(node_path);
+        } else if owner != 0 {
+            if let Some(paths) = self.ephemerals.get_mut(&owner) {
+                paths.remove(node_path);
+                if paths.is_empty() {
+                    self.ephemerals.remove(&owner);
+                }
+            }
+        }
+        self.release_acl(node.acl);
+        triggers.push(Trigger { path: node_path.to_owned(), event_type: event::NODE_DELETED });
+        triggers.push(Trigger { path: parent_path.to_owned(), event_type: event::NODE_CHILDREN_CHANGED });
+        Ok(())
+    }
+
+    /// Removes a closed or expired session and its ephemerals. Ephemerals have
+    /// no children, so any order works; sorted order keeps replicas' watch
+    /// events identical.
+    fn kill_session(&mut self, session_id: i64, zxid: i64, triggers: &mut Vec<Trigger>) {
+        self.sessions.remove(&session_id);
+        let paths: Vec<String> = self.ephemerals.remove(&session_id).into_iter().flatten().collect();
+        for node_path in paths {
+            let _ = self.delete_node(&node_path, zxid, triggers);
+        }
+    }
+
+    /// A digest of the whole tree (paths, data and Stat), equal on replicas
+    /// that applied the same txns. Order-independent.
+    pub fn digest(&self) -> u64 {
+        let mut digest = 0u64;
+        for (node_path, node) in &self.nodes {
+            let mut hasher = crc32fast::Hasher::new();
+            hasher.update(node_path.as_bytes());
+            hasher.update(node.data.as_deref().unwrap_or(&[]));
+            let stat = node.full_stat();
+            for value in [stat.czxid, stat.mzxid, stat.ctime, stat.mtime, stat.ephemeral_owner, stat.pzxid] {
+                hasher.update(&value.to_be_bytes());
+            }
+            for value in [stat.version, stat.cversion, stat.aversion, stat.num_children] {
+                hasher.update(&value.to_be_bytes());
+            }
+            let low = hasher.clone().finalize() as u64;
+            hasher.update(b"high");
+            let high = hasher.finalize() as u64;
+            digest = digest.wrapping_add((high << 32) | low);
+        }
+        digest
+    }
+}
+
+#[cfg(test)]
+mod tests;

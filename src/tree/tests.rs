@@ -1,0 +1,128 @@
+use super::*;
+
+fn txn(zxid: i64, body: TxnBody) -> Txn {
+    Txn { session_id: 7, cxid: 1, zxid, time_ms: 1000 + zxid, body }
+}
+
+fn create(path: &str, owner: i64, parent_cversion: i32) -> TxnBody {
+    TxnBody::Create(CreateTxn {
+        opcode: op::CREATE,
+        path: path.into(),
+        data: Some(Bytes::from_static(b"v")),
+        acl: open_acl_unsafe(),
+        ephemeral_owner: owner,
+        parent_cversion,
+    })
+}
+
+#[test]
+fn fresh_tree_matches_zookeeper_system_nodes() {
+    let tree = DataTree::new();
+    let root = tree.get("/").unwrap();
+    assert_eq!(root.children.iter().map(|c| &**c).collect::<Vec<_>>(), vec!["zookeeper"]);
+    assert_eq!(tree.get(ZOOKEEPER_PATH).unwrap().full_stat().num_children, 2);
+    let config = tree.get(CONFIG_PATH).unwrap();
+    assert_eq!(config.stat.aversion, -1);
+    assert_eq!(&config.acl[..], &read_acl_unsafe()[..]);
+    assert_eq!(tree.all_children_number("/"), 3);
+}
+
+#[test]
+fn create_sets_stat_and_parent_cversion_pzxid() {
+    let mut tree = DataTree::new();
+    let mut triggers = Vec::new();
+    let result = tree.apply(&txn(5, create("/a", 0, 1)), &mut triggers);
+    assert_eq!(result.err, ErrorCode::Ok);
+    let stat = result.stat.unwrap();
+    assert_eq!((stat.czxid, stat.mzxid, stat.pzxid, stat.ctime, stat.mtime), (5, 5, 5, 1005, 1005));
+    assert_eq!((stat.version, stat.cversion, stat.aversion, stat.data_length), (0, 0, 0, 1));
+    let root = tree.get("/").unwrap().full_stat();
+    assert_eq!((root.cversion, root.pzxid, root.num_children), (1, 5, 2));
+    assert_eq!(
+        triggers,
+        vec![
+            Trigger { path: "/a".into(), event_type: event::NODE_CREATED },
+            Trigger { path: "/".into(), event_type: event::NODE_CHILDREN_CHANGED },
+        ]
+    );
+}
+
+#[test]
+fn delete_moves_parent_pzxid_but_not_cversion() {
+    let mut tree = DataTree::new();
+    let mut triggers = Vec::new();
+    tree.apply(&txn(2, create("/a", 0, 1)), &mut triggers);
+    tree.apply(&txn(3, create("/a/b", 0, 1)), &mut triggers);
+    triggers.clear();
+    let result = tree.apply(&txn(4, TxnBody::Delete { path: "/a/b".into() }), &mut triggers);
+    assert_eq!(result.err, ErrorCode::Ok);
+    let parent = tree.get("/a").unwrap().full_stat();
+    assert_eq!((parent.cversion, parent.pzxid, parent.num_children), (1, 4, 0));
+    assert_eq!(triggers[0], Trigger { path: "/a/b".into(), event_type: event::NODE_DELETED });
+    assert_eq!(triggers[1], Trigger { path: "/a".into(), event_type: event::NODE_CHILDREN_CHANGED });
+}
+
+#[test]
+fn close_session_removes_its_ephemerals_only() {
+    let mut tree = DataTree::new();
+    let mut triggers = Vec::new();
+    tree.apply(&txn(1, TxnBody::CreateSession { timeout_ms: 4000 }), &mut triggers);
+    tree.apply(&txn(2, create("/e1", 7, 1)), &mut triggers);
+    tree.apply(&txn(3, create("/e2", 7, 2)), &mut triggers);
+    tree.apply(&txn(4, create("/other", 8, 3)), &mut triggers);
+    assert_eq!(tree.ephemerals(7).count(), 2);
+    tree.apply(&txn(5, TxnBody::CloseSession), &mut triggers);
+    assert!(tree.get("/e1").is_none() && tree.get("/e2").is_none());
+    assert!(tree.get("/other").is_some());
+    assert_eq!(tree.ephemerals(7).count(), 0);
+    assert!(!tree.sessions().contains_key(&7));
+    assert_eq!(tree.get("/").unwrap().stat.pzxid, 5);
+}
+
+#[test]
+fn failed_multi_changes_nothing_and_reports_ok_then_error_then_runtime_inconsistency() {
+    let mut tree = DataTree::new();
+    let mut triggers = Vec::new();
+    let body = TxnBody::Multi(vec![
+        TxnBody::Error { err: ErrorCode::Ok },
+        TxnBody::Error { err: ErrorCode::NoNode },
+        TxnBody::Error { err: ErrorCode::RuntimeInconsistency },
+    ]);
+    let before = tree.digest();
+    let result = tree.apply(&txn(9, body), &mut triggers);
+    assert_eq!(result.err, ErrorCode::Ok);
+    let errors: Vec<_> = result.multi.iter().map(|sub| sub.err).collect();
+    assert_eq!(errors, vec![ErrorCode::Ok, ErrorCode::NoNode, ErrorCode::RuntimeInconsistency]);
+    assert_eq!(tree.digest(), before);
+    assert!(triggers.is_empty());
+    assert_eq!(tree.last_processed_zxid(), 9);
+}
+
+#[test]
+fn containers_and_ttls_become_candidates_as_zookeeper_decides() {
+    let mut tree = DataTree::new();
+    let mut triggers = Vec::new();
+    tree.apply(&txn(1, create("/c", ephemeral_owner::CONTAINER, 1)), &mut triggers);
+    tree.apply(&txn(2, create("/t", ephemeral_owner::ttl(100), 2)), &mut triggers);
+    // A container that never had a child is not removed.
+    assert_eq!(tree.container_candidates(1002, 10), Vec::<String>::new());
+    tree.apply(&txn(3, create("/c/x", 0, 1)), &mut triggers);
+    tree.apply(&txn(4, TxnBody::Delete { path: "/c/x".into() }), &mut triggers);
+    assert_eq!(tree.container_candidates(1002, 10), vec!["/c".to_string()]);
+    assert_eq!(tree.container_candidates(1002 + 101, 10), vec!["/c".to_string(), "/t".to_string()]);
+}
+
+#[test]
+fn acl_interning_releases_unused_lists() {
+    let mut tree = DataTree::new();
+    let mut triggers = Vec::new();
+    let baseline = tree.acl_count();
+    let mut body = create("/a", 0, 1);
+    if let TxnBody::Create(create) = &mut body {
+        create.acl = vec![Acl { perms: 1, id: Id { scheme: "digest".into(), id: "u:x".into() } }];
+    }
+    tree.apply(&txn(1, body), &mut triggers);
+    assert_eq!(tree.acl_count(), baseline + 1);
+    tree.apply(&txn(2, TxnBody::Delete { path: "/a".into() }), &mut triggers);
+    assert_eq!(tree.acl_count(), baseline);
+}

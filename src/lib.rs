@@ -3,3 +3,4 @@
 pub mod proto;
 pub mod tree;
 pub mod txn;
+pub mod watch;

@@ -40,19 +40,26 @@ pub struct Node {
 }
 
 impl Node {
+    /// The Stat clients see. ZooKeeper stores cversion as a count of child
+    /// creates (the sequential suffix uses it) and reports creates plus deletes,
+    /// `2 * creates - children` (DataNode.copyStat); it reports ephemeralOwner
+    /// only for session ephemerals, 0 for containers and TTL nodes.
     pub fn full_stat(&self) -> Stat {
         let stat = &self.stat;
+        let num_children = self.children.len() as i32;
+        let ephemeral_owner =
+            if ephemeral_owner::is_session(stat.ephemeral_owner) { stat.ephemeral_owner } else { 0 };
         Stat {
             czxid: stat.czxid,
             mzxid: stat.mzxid,
             ctime: stat.ctime,
             mtime: stat.mtime,
             version: stat.version,
-            cversion: stat.cversion,
+            cversion: stat.cversion.wrapping_mul(2).wrapping_sub(num_children),
             aversion: stat.aversion,
-            ephemeral_owner: stat.ephemeral_owner,
+            ephemeral_owner,
             data_length: self.data.as_ref().map_or(0, |data| data.len() as i32),
-            num_children: self.children.len() as i32,
+            num_children,
             pzxid: stat.pzxid,
         }
     }
@@ -441,7 +448,7 @@ impl DataTree {
             hasher.update(node_path.as_bytes());
             hasher.update(node.data.as_deref().unwrap_or(&[]));
             let stat = node.full_stat();
-            for value in [stat.czxid, stat.mzxid, stat.ctime, stat.mtime, stat.ephemeral_owner, stat.pzxid] {
+            for value in [stat.czxid, stat.mzxid, stat.ctime, stat.mtime, node.stat.ephemeral_owner, stat.pzxid] {
                 hasher.update(&value.to_be_bytes());
             }
             for value in [stat.version, stat.cversion, stat.aversion, stat.num_children] {

@@ -1,0 +1,65 @@
+//! The request pipeline between the wire and the tree, as pure state
+//! machines: `Sequencer` (one per process, on the peer core) turns writes into
+//! txns through `Prep` and owns sessions; `Shard` (one per core) owns client
+//! connections, a DataTree replica and the watches, answers reads locally and
+//! applies the committed stream, producing reply and event frames. The runtime
+//! moves messages between them and performs I/O; nothing here does.
+
+pub mod auth;
+pub mod prep;
+pub mod sequencer;
+pub mod shard;
+
+pub use sequencer::{Sequencer, SequencerConfig};
+pub use shard::{Shard, ShardConfig, ShardOutput};
+
+use std::sync::Arc;
+
+use crate::proto::{Id, Request};
+use crate::txn::Txn;
+
+/// A connection, unique within the process: the shard index in the top 16 bits.
+pub type ConnectionId = u64;
+
+pub fn shard_of(connection: ConnectionId) -> usize {
+    (connection >> 48) as usize
+}
+
+/// Where a request came from, so its reply finds its way back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Origin {
+    pub connection: ConnectionId,
+    pub xid: i32,
+    pub opcode: i32,
+}
+
+/// Shard -> sequencer.
+#[derive(Debug)]
+pub enum ToSequencer {
+    Write { origin: Origin, session_id: i64, request: Request, auth: Vec<Id> },
+    /// `sync`: answered once everything before it has been applied on the shard.
+    Sync { origin: Origin, path: String },
+    CreateSession { origin: Origin, timeout_ms: i32 },
+    /// A client reconnecting with an existing session id and the right password.
+    Revalidate { origin: Origin, session_id: i64, timeout_ms: i32 },
+    /// Sessions active on a shard since its last report (ZooKeeper's learner PING).
+    Touch { session_ids: Vec<i64> },
+}
+
+/// Sequencer -> shards: the committed stream, in zxid order.
+#[derive(Debug, Clone)]
+pub enum Committed {
+    Txn { txn: Arc<Txn>, origin: Option<Origin> },
+    SyncDone { origin: Origin, path: String },
+    Revalidated { origin: Origin, session_id: i64, timeout_ms: i32, valid: bool },
+}
+
+impl Committed {
+    /// Items only the origin's shard needs; txns and revalidations go to every shard.
+    pub fn only_for_shard(&self) -> Option<usize> {
+        match self {
+            Committed::SyncDone { origin, .. } => Some(shard_of(origin.connection)),
+            _ => None,
+        }
+    }
+}

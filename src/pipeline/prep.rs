@@ -1,0 +1,343 @@
+//! The Prep stage (ZooKeeper's PrepRequestProcessor): turns a write request
+//! into a txn, checking session, path, ACL, version and existence against the
+//! latest state. The latest state is a DataTree that every prepped txn is
+//! applied to at once (ZooKeeper's tree plus outstanding changes); inside one
+//! request, a multi's earlier ops are seen through an overlay of change
+//! records, so a failed multi leaves nothing behind. Every write gets a zxid,
+//! failed ones included: the error is itself a txn, as in ZooKeeper.
+
+use std::sync::Arc;
+
+use hashbrown::HashMap;
+
+use super::auth::{check_acl, fixup_acl};
+use crate::proto::codes::{op, perms, CreateMode};
+use crate::proto::{Acl, CreateRequest, ErrorCode, Id, MultiOp, Request};
+use crate::tree::{path, DataTree, StatPersisted, Trigger};
+use crate::txn::{ephemeral_owner, CreateTxn, Txn, TxnBody};
+
+#[derive(Debug, Clone)]
+pub struct PrepConfig {
+    /// zookeeper.extendedTypesEnabled: TTL nodes.
+    pub extended_types_enabled: bool,
+}
+
+/// A node as Prep sees it: the tree's state or a change earlier in the same request.
+#[derive(Clone)]
+struct ChangeRecord {
+    stat: StatPersisted,
+    child_count: usize,
+    acl: Arc<[Acl]>,
+}
+
+pub struct Prep {
+    /// The latest state: every prepped txn already applied.
+    tree: DataTree,
+    /// The last zxid handed out.
+    zxid_last: i64,
+    config: PrepConfig,
+    /// Changes made by earlier ops of the request being prepped; `None` = deleted.
+    overlay: HashMap<String, Option<ChangeRecord>>,
+    triggers_scratch: Vec<Trigger>,
+}
+
+type PrepResult<T> = Result<T, ErrorCode>;
+
+impl Prep {
+    pub fn new(tree: DataTree, config: PrepConfig) -> Prep {
+        let zxid_last = tree.last_processed_zxid();
+        Prep { tree, zxid_last, config, overlay: HashMap::new(), triggers_scratch: Vec::new() }
+    }
+
+    pub fn tree(&self) -> &DataTree {
+        &self.tree
+    }
+
+    pub fn zxid_last(&self) -> i64 {
+        self.zxid_last
+    }
+
+    fn next_zxid(&mut self) -> i64 {
+        self.zxid_last += 1;
+        self.zxid_last
+    }
+
+    /// Finishes a txn: applies it to the latest state and returns it.
+    fn seal(&mut self, session_id: i64, cxid: i32, zxid: i64, time_ms: i64, body: TxnBody) -> Txn {
+        self.overlay.clear();
+        let txn = Txn { session_id, cxid, zxid, time_ms, body };
+        self.triggers_scratch.clear();
+        self.tree.apply(&txn, &mut self.triggers_scratch);
+        txn
+    }
+
+    pub fn create_session(&mut self, session_id: i64, timeout_ms: i32, now_ms: i64) -> Txn {
+        let zxid = self.next_zxid();
+        self.seal(session_id, 0, zxid, now_ms, TxnBody::CreateSession { timeout_ms })
+    }
+
+    pub fn close_session(&mut self, session_id: i64, cxid: i32, now_ms: i64) -> Txn {
+        let zxid = self.next_zxid();
+        self.seal(session_id, cxid, zxid, now_ms, TxnBody::CloseSession)
+    }
+
+    /// The ContainerManager's request: session 0, as ZooKeeper sends it.
+    pub fn delete_container(&mut self, node_path: &str, now_ms: i64) -> Txn {
+        let zxid = self.next_zxid();
+        let body = match self.prep_delete_container(node_path, zxid) {
+            Ok(body) => body,
+            Err(err) => TxnBody::Error { err },
+        };
+        self.seal(0, 0, zxid, now_ms, body)
+    }
+
+    /// Preps a write request from a live or dead session. `session_live` is the
+    /// session tracker's verdict; a dead session's write fails SESSIONEXPIRED.
+    pub fn prep(&mut self, now_ms: i64, session_id: i64, cxid: i32, request: &Request, auth: &[Id], session_live: bool) -> Txn {
+        let zxid = self.next_zxid();
+        if let Request::CloseSession = request {
+            return self.seal(session_id, cxid, zxid, now_ms, TxnBody::CloseSession);
+        }
+        let body = if !session_live && !matches!(request, Request::DeleteContainer(_)) {
+            TxnBody::Error { err: ErrorCode::SessionExpired }
+        } else {
+            match request {
+                Request::Multi(multi) => self.prep_multi(&multi.ops, zxid, now_ms, session_id, auth),
+                _ => self.prep_single(request, zxid, now_ms, session_id, auth).unwrap_or_else(|err| TxnBody::Error { err }),
+            }
+        };
+        self.seal(session_id, cxid, zxid, now_ms, body)
+    }
+
+    fn prep_single(&mut self, request: &Request, zxid: i64, now_ms: i64, session_id: i64, auth: &[Id]) -> PrepResult<TxnBody> {
+        match request {
+            Request::Create { opcode, request } => self.prep_create(*opcode, request, -1, zxid, now_ms, session_id, auth),
+            Request::CreateTtl(request) => {
+                let create = CreateRequest {
+                    path: request.path.clone(),
+                    data: request.data.clone(),
+                    acl: request.acl.clone(),
+                    flags: request.flags,
+                };
+                self.prep_create(op::CREATE_TTL, &create, request.ttl, zxid, now_ms, session_id, auth)
+            }
+            Request::Delete(request) => self.prep_delete(&request.path, request.version, zxid, auth),
+            Request::DeleteContainer(request) => self.prep_delete_container(&request.path, zxid),
+            Request::SetData(request) => {
+                validate_path(&request.path)?;
+                let mut record = self.record(&request.path)?;
+                check_acl(&record.acl, perms::WRITE, auth)?;
+                let version = check_and_increment_version(record.stat.version, request.version)?;
+                record.stat.version = version;
+                record.stat.mzxid = zxid;
+                record.stat.mtime = now_ms;
+                self.overlay.insert(request.path.clone(), Some(record));
+                Ok(TxnBody::SetData { path: request.path.clone(), data: request.data.clone(), version })
+            }
+            Request::SetAcl(request) => {
+                validate_path(&request.path)?;
+                let acl = fixup_acl(&request.acl, auth)?;
+                let mut record = self.record(&request.path)?;
+                check_acl(&record.acl, perms::ADMIN, auth)?;
+                let version = check_and_increment_version(record.stat.aversion, request.version)?;
+                record.stat.aversion = version;
+                record.acl = acl.clone().into();
+                self.overlay.insert(request.path.clone(), Some(record));
+                Ok(TxnBody::SetAcl { path: request.path.clone(), acl, version })
+            }
+            Request::Check(request) => {
+                validate_path(&request.path)?;
+                let record = self.record(&request.path)?;
+                check_acl(&record.acl, perms::READ, auth)?;
+                check_and_increment_version(record.stat.version, request.version)?;
+                Ok(TxnBody::Check { path: request.path.clone() })
+            }
+            // Standalone ZooKeeper runs with reconfigEnabled=false.
+            Request::Reconfig(_) => Err(ErrorCode::ReconfigDisabled),
+            // Reads never reach Prep; a multi inside a multi cannot be decoded.
+            _ => Err(ErrorCode::MarshallingError),
+        }
+    }
+
+    fn prep_multi(&mut self, ops: &[MultiOp], zxid: i64, now_ms: i64, session_id: i64, auth: &[Id]) -> TxnBody {
+        // A multi is writes only (MultiOperationRecord refuses to mix kinds).
+        if ops.iter().any(MultiOp::is_read) {
+            return TxnBody::Error { err: ErrorCode::MarshallingError };
+        }
+        let mut bodies = Vec::with_capacity(ops.len());
+        let mut failed = false;
+        for operation in ops {
+            if failed {
+                bodies.push(TxnBody::Error { err: ErrorCode::RuntimeInconsistency });
+                continue;
+            }
+            let request = match operation.clone() {
+                MultiOp::Create { opcode, request } => Request::Create { opcode, request },
+                MultiOp::CreateTtl(request) => Request::CreateTtl(request),
+                MultiOp::Delete { opcode: op::DELETE_CONTAINER, request } => {
+                    Request::DeleteContainer(crate::proto::PathRequest { path: request.path })
+                }
+                MultiOp::Delete { request, .. } => Request::Delete(request),
+                MultiOp::SetData(request) => Request::SetData(request),
+                MultiOp::Check(request) => Request::Check(request),
+                MultiOp::GetChildren(_) | MultiOp::GetData(_) => unreachable!("reads rejected above"),
+            };
+            match self.prep_single(&request, zxid, now_ms, session_id, auth) {
+                Ok(body) => bodies.push(body),
+                Err(err) => {
+                    failed = true;
+                    self.overlay.clear();
+                    bodies.push(TxnBody::Error { err });
+                }
+            }
+        }
+        TxnBody::Multi(bodies)
+    }
+
+    /// The node at `node_path` as of the ops prepped so far.
+    fn record(&self, node_path: &str) -> PrepResult<ChangeRecord> {
+        if let Some(change) = self.overlay.get(node_path) {
+            return change.clone().ok_or(ErrorCode::NoNode);
+        }
+        let node = self.tree.get(node_path).ok_or(ErrorCode::NoNode)?;
+        Ok(ChangeRecord { stat: node.stat, child_count: node.children.len(), acl: node.acl.clone() })
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn prep_create(
+        &mut self,
+        opcode: i32,
+        request: &CreateRequest,
+        ttl_ms: i64,
+        zxid: i64,
+        now_ms: i64,
+        session_id: i64,
+        auth: &[Id],
+    ) -> PrepResult<TxnBody> {
+        let mode = CreateMode::from_flags(request.flags).ok_or(ErrorCode::BadArguments)?;
+        if mode.is_ttl() && !self.config.extended_types_enabled {
+            return Err(ErrorCode::Unimplemented);
+        }
+        // EphemeralType.validateTTL: TTL modes need 0 < ttl <= max; others no TTL.
+        if mode.is_ttl() {
+            if ttl_ms <= 0 || ttl_ms > ephemeral_owner::TTL_MS_MAX {
+                return Err(ErrorCode::BadArguments);
+            }
+        } else if ttl_ms >= 0 {
+            return Err(ErrorCode::BadArguments);
+        }
+        // validatePathForCreate: needs a slash and no NUL; the full check comes after the suffix.
+        if !request.path.contains('/') || request.path.contains('\0') || request.path == "/" {
+            return Err(ErrorCode::BadArguments);
+        }
+        let (parent_path, _) = path::split(&request.path);
+        let parent_path = parent_path.to_owned();
+        let acl = fixup_acl(&request.acl, auth)?;
+        let mut parent = self.record(&parent_path)?;
+        check_acl(&parent.acl, perms::CREATE, auth)?;
+        let mut node_path = request.path.clone();
+        if mode.is_sequential() {
+            node_path.push_str(&format!("{:010}", parent.stat.cversion));
+        }
+        validate_path(&node_path)?;
+        if self.record(&node_path).is_ok() {
+            return Err(ErrorCode::NodeExists);
+        }
+        if ephemeral_owner::is_session(parent.stat.ephemeral_owner) {
+            return Err(ErrorCode::NoChildrenForEphemerals);
+        }
+        let parent_cversion = parent.stat.cversion + 1;
+        let owner = if mode.is_container() {
+            ephemeral_owner::CONTAINER
+        } else if mode.is_ttl() {
+            ephemeral_owner::ttl(ttl_ms)
+        } else if mode.is_ephemeral() {
+            session_id
+        } else {
+            0
+        };
+        parent.child_count += 1;
+        parent.stat.cversion = parent_cversion;
+        parent.stat.pzxid = zxid;
+        self.overlay.insert(parent_path, Some(parent));
+        let stat = StatPersisted {
+            czxid: zxid,
+            mzxid: zxid,
+            ctime: now_ms,
+            mtime: now_ms,
+            ephemeral_owner: owner,
+            pzxid: zxid,
+            ..StatPersisted::default()
+        };
+        self.overlay.insert(node_path.clone(), Some(ChangeRecord { stat, child_count: 0, acl: acl.clone().into() }));
+        Ok(TxnBody::Create(CreateTxn {
+            opcode,
+            path: node_path,
+            data: request.data.clone(),
+            acl,
+            ephemeral_owner: owner,
+            parent_cversion,
+        }))
+    }
+
+    fn parent_of(node_path: &str) -> PrepResult<String> {
+        validate_path(node_path)?;
+        if node_path == "/" {
+            // ZooKeeper resolves the root's parent to the root's alias "".
+            return Ok("/".into());
+        }
+        Ok(path::split(node_path).0.to_owned())
+    }
+
+    fn prep_delete(&mut self, node_path: &str, version: i32, zxid: i64, auth: &[Id]) -> PrepResult<TxnBody> {
+        let parent_path = Self::parent_of(node_path)?;
+        let mut parent = self.record(&parent_path)?;
+        check_acl(&parent.acl, perms::DELETE, auth)?;
+        let node = self.record(node_path)?;
+        check_and_increment_version(node.stat.version, version)?;
+        if node.child_count > 0 {
+            return Err(ErrorCode::NotEmpty);
+        }
+        parent.child_count -= 1;
+        parent.stat.pzxid = zxid;
+        self.overlay.insert(parent_path, Some(parent));
+        self.overlay.insert(node_path.to_owned(), None);
+        Ok(TxnBody::Delete { path: node_path.to_owned() })
+    }
+
+    fn prep_delete_container(&mut self, node_path: &str, zxid: i64) -> PrepResult<TxnBody> {
+        let parent_path = Self::parent_of(node_path)?;
+        let node = self.record(node_path)?;
+        if node.child_count > 0 {
+            return Err(ErrorCode::NotEmpty);
+        }
+        // ZooKeeper refuses only session ephemerals here.
+        if ephemeral_owner::is_session(node.stat.ephemeral_owner) {
+            return Err(ErrorCode::BadVersion);
+        }
+        let mut parent = self.record(&parent_path)?;
+        parent.child_count -= 1;
+        parent.stat.pzxid = zxid;
+        self.overlay.insert(parent_path, Some(parent));
+        self.overlay.insert(node_path.to_owned(), None);
+        Ok(TxnBody::Delete { path: node_path.to_owned() })
+    }
+}
+
+fn validate_path(node_path: &str) -> PrepResult<()> {
+    path::validate(node_path).map_err(|_| ErrorCode::BadArguments)
+}
+
+/// checkAndIncVersion: -1 matches any version; the next version skips -1
+/// when it wraps (ZOOKEEPER-4743).
+fn check_and_increment_version(current: i32, expected: i32) -> PrepResult<i32> {
+    if expected != -1 && expected != current {
+        return Err(ErrorCode::BadVersion);
+    }
+    let next = current.wrapping_add(1);
+    Ok(if next == -1 { 0 } else { next })
+}
+
+#[cfg(test)]
+#[path = "prep_tests.rs"]
+mod tests;

@@ -1,0 +1,128 @@
+//! The sequencer: the one place in a process that orders writes. It owns the
+//! SessionTracker and the Prep stage, assigns zxids, expires sessions and
+//! removes empty containers and expired TTL nodes. Each txn leaves as
+//! `Effect::Append`: the runtime logs it (issue: durability) and only then
+//! hands it to the shards, together with the `Deliver` effects behind it,
+//! strictly in order. Standalone is an ensemble of one: the leader's own
+//! persisted append is its quorum.
+
+use std::sync::Arc;
+
+use super::prep::{Prep, PrepConfig};
+use super::{Committed, ToSequencer};
+use crate::proto::Request;
+use crate::session::SessionTracker;
+use crate::tree::DataTree;
+use crate::txn::{Txn, TxnBody};
+
+#[derive(Debug, Clone)]
+pub struct SequencerConfig {
+    pub tick_ms: i64,
+    pub extended_types_enabled: bool,
+    pub server_id: u8,
+    pub password_secret: u64,
+    /// How often the container manager looks for empty containers and expired
+    /// TTL nodes (ZooKeeper's znode.container.checkIntervalMs).
+    pub container_check_interval_ms: i64,
+    /// Most container deletions per check (znode.container.maxPerMinute, scaled).
+    pub container_deletes_per_check_max: usize,
+}
+
+#[derive(Debug)]
+pub enum Effect {
+    /// Log this txn, then send it (as `Committed::Txn`) to every shard.
+    Append(Committed),
+    /// Send to the shards after every earlier Append is committed.
+    Deliver(Committed),
+}
+
+pub struct Sequencer {
+    prep: Prep,
+    sessions: SessionTracker,
+    config: SequencerConfig,
+    container_check_last_ms: i64,
+}
+
+impl Sequencer {
+    pub fn new(tree: DataTree, config: SequencerConfig, now_ms: i64) -> Sequencer {
+        let sessions = SessionTracker::new(config.tick_ms, config.server_id, now_ms, config.password_secret);
+        let prep = Prep::new(tree, PrepConfig { extended_types_enabled: config.extended_types_enabled });
+        Sequencer { prep, sessions, config, container_check_last_ms: now_ms }
+    }
+
+    pub fn zxid_last(&self) -> i64 {
+        self.prep.zxid_last()
+    }
+
+    pub fn session_count(&self) -> usize {
+        self.sessions.len()
+    }
+
+    pub fn tree(&self) -> &DataTree {
+        self.prep.tree()
+    }
+
+    fn append(txn: Txn, origin: Option<super::Origin>, effects: &mut Vec<Effect>) {
+        effects.push(Effect::Append(Committed::Txn { txn: Arc::new(txn), origin }));
+    }
+
+    pub fn step(&mut self, now_ms: i64, input: ToSequencer, effects: &mut Vec<Effect>) {
+        match input {
+            ToSequencer::Write { origin, session_id, request, auth } => {
+                let live = self.sessions.touch(session_id, now_ms);
+                if let Request::CloseSession = request {
+                    self.sessions.set_closing(session_id);
+                }
+                let txn = self.prep.prep(now_ms, session_id, origin.xid, &request, &auth, live);
+                if let TxnBody::CloseSession = txn.body {
+                    self.sessions.remove(session_id);
+                }
+                Self::append(txn, Some(origin), effects);
+            }
+            ToSequencer::Sync { origin, path } => {
+                effects.push(Effect::Deliver(Committed::SyncDone { origin, path }));
+            }
+            ToSequencer::CreateSession { origin, timeout_ms } => {
+                let session_id = self.sessions.create(timeout_ms, now_ms);
+                let txn = self.prep.create_session(session_id, timeout_ms, now_ms);
+                Self::append(txn, Some(origin), effects);
+            }
+            ToSequencer::Revalidate { origin, session_id, timeout_ms } => {
+                // ZooKeeper's revalidateSession: touch with the new timeout.
+                let valid = self.sessions.get(session_id).is_some_and(|state| !state.closing);
+                if valid {
+                    self.sessions.track(session_id, timeout_ms, now_ms);
+                }
+                effects.push(Effect::Deliver(Committed::Revalidated { origin, session_id, timeout_ms, valid }));
+            }
+            ToSequencer::Touch { session_ids } => {
+                for session_id in session_ids {
+                    self.sessions.touch(session_id, now_ms);
+                }
+            }
+        }
+    }
+
+    /// Periodic work: expire sessions, then remove empty containers and expired TTL nodes.
+    pub fn tick(&mut self, now_ms: i64, effects: &mut Vec<Effect>) {
+        for session_id in self.sessions.expire(now_ms) {
+            tracing::info!(session = format_args!("{session_id:#x}"), "session expired");
+            let txn = self.prep.close_session(session_id, 0, now_ms);
+            self.sessions.remove(session_id);
+            Self::append(txn, None, effects);
+        }
+        if now_ms - self.container_check_last_ms >= self.config.container_check_interval_ms {
+            self.container_check_last_ms = now_ms;
+            let candidates =
+                self.prep.tree().container_candidates(now_ms, self.config.container_deletes_per_check_max);
+            for path in candidates {
+                let txn = self.prep.delete_container(&path, now_ms);
+                Self::append(txn, None, effects);
+            }
+        }
+    }
+
+    pub fn password(&self, session_id: i64) -> [u8; 16] {
+        self.sessions.password(session_id)
+    }
+}

@@ -1,8 +1,11 @@
 //! warden: a ZooKeeper-compatible coordination service. See docs/ARCHITECTURE.md.
 
 pub mod config;
+pub mod fourlw;
+pub mod limits;
 pub mod pipeline;
 pub mod proto;
+pub mod runtime;
 pub mod session;
 pub mod tree;
 pub mod txn;

@@ -1,0 +1,43 @@
+//! A single-waiter wake-up flag for tasks on one executor.
+
+use std::cell::{Cell, RefCell};
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll, Waker};
+
+#[derive(Default)]
+pub struct Notify {
+    notified: Cell<bool>,
+    waker: RefCell<Option<Waker>>,
+}
+
+impl Notify {
+    pub fn notify(&self) {
+        self.notified.set(true);
+        if let Some(waker) = self.waker.borrow_mut().take() {
+            waker.wake();
+        }
+    }
+
+    /// Resolves once `notify` has been called since the last wait.
+    pub fn notified(&self) -> Notified<'_> {
+        Notified { notify: self }
+    }
+}
+
+pub struct Notified<'a> {
+    notify: &'a Notify,
+}
+
+impl Future for Notified<'_> {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, context: &mut Context<'_>) -> Poll<()> {
+        if self.notify.notified.replace(false) {
+            Poll::Ready(())
+        } else {
+            *self.notify.waker.borrow_mut() = Some(context.waker().clone());
+            Poll::Pending
+        }
+    }
+}

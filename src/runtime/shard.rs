@@ -1,0 +1,301 @@
+//! One shard's executor: accepts connections, runs the applier that feeds the
+//! committed stream into the pure `Shard`, reports session activity to the
+//! sequencer, and routes the shard's outputs to connections.
+
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::net::{IpAddr, SocketAddr};
+use std::rc::Rc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use glommio::channels::shared_channel::{ConnectedReceiver, ConnectedSender};
+use glommio::net::TcpListener;
+use hashbrown::{HashMap, HashSet};
+
+use super::notify::Notify;
+use super::ServerOptions;
+use crate::limits;
+use crate::pipeline::{Committed, ConnectionId, Shard, ShardConfig, ShardOutput, ToSequencer};
+use crate::tree::DataTree;
+
+/// State every core can read: per-IP connection counts (maxClientCnxns) and
+/// what each shard and the sequencer last published for the 4lw commands.
+pub struct SharedState {
+    pub connections_by_ip: Mutex<HashMap<IpAddr, u32>>,
+    pub shards: Vec<Mutex<ShardPublished>>,
+    pub sequencer: Mutex<SequencerPublished>,
+    pub cores: usize,
+    pub options: ServerOptions,
+}
+
+#[derive(Default, Clone)]
+pub struct ShardPublished {
+    pub connections: Vec<ConnectionPublished>,
+    pub packets_received: u64,
+    pub packets_sent: u64,
+    pub latency_ms_min: u64,
+    pub latency_ms_max: u64,
+    pub latency_ms_total: u64,
+    pub latency_count: u64,
+    pub watch_summary: (usize, usize, usize),
+    pub watches_by_session: Vec<(i64, Vec<String>)>,
+    pub watches_by_path: Vec<(String, Vec<i64>)>,
+    pub outstanding_requests: u64,
+}
+
+#[derive(Default, Clone)]
+pub struct ConnectionPublished {
+    pub remote: String,
+    pub queued: usize,
+    pub received: u64,
+    pub sent: u64,
+    pub session_id: i64,
+    pub timeout_ms: i32,
+    pub last_operation: String,
+    pub last_cxid: i32,
+    pub last_zxid: i64,
+    pub last_latency_ms: u64,
+    pub latency_ms_min: u64,
+    pub latency_ms_max: u64,
+    pub latency_ms_total: u64,
+    pub latency_count: u64,
+    pub established_ms: i64,
+    pub last_response_ms: i64,
+}
+
+#[derive(Default, Clone)]
+pub struct SequencerPublished {
+    pub session_count: usize,
+    pub zxid: i64,
+}
+
+/// A live connection as the runtime tracks it.
+pub struct ConnectionHandle {
+    pub remote: SocketAddr,
+    pub outbound: RefCell<VecDeque<Bytes>>,
+    pub outbound_bytes: Cell<usize>,
+    pub closing: Cell<bool>,
+    pub writes_in_flight: Cell<usize>,
+    pub session_id: Cell<i64>,
+    pub timeout_ms: Cell<i32>,
+    /// Wakes the writer: frames queued or closing.
+    pub writer_wake: Notify,
+    /// Wakes the reader: a write answered, the queue drained, or closing.
+    pub reader_wake: Notify,
+    pub stats: RefCell<ConnectionPublished>,
+}
+
+impl ConnectionHandle {
+    pub fn new(remote: SocketAddr, now_ms: i64) -> ConnectionHandle {
+        ConnectionHandle {
+            remote,
+            outbound: RefCell::new(VecDeque::new()),
+            outbound_bytes: Cell::new(0),
+            closing: Cell::new(false),
+            writes_in_flight: Cell::new(0),
+            session_id: Cell::new(0),
+            timeout_ms: Cell::new(0),
+            writer_wake: Notify::default(),
+            reader_wake: Notify::default(),
+            stats: RefCell::new(ConnectionPublished {
+                remote: format!("/{remote}"),
+                established_ms: now_ms,
+                latency_ms_min: u64::MAX,
+                ..Default::default()
+            }),
+        }
+    }
+
+    /// Queues a frame; a client whose backlog passes the limit is dropped.
+    pub fn push(&self, frame: Bytes) {
+        if self.closing.get() {
+            return;
+        }
+        let queued = self.outbound_bytes.get() + frame.len();
+        if queued > limits::CONNECTION_OUTBOUND_BYTES_MAX {
+            tracing::warn!(remote = %self.remote, queued, "client reads too slowly; closing its connection");
+            self.close();
+            return;
+        }
+        self.outbound_bytes.set(queued);
+        self.outbound.borrow_mut().push_back(frame);
+        self.writer_wake.notify();
+    }
+
+    pub fn close(&self) {
+        self.closing.set(true);
+        self.writer_wake.notify();
+        self.reader_wake.notify();
+    }
+}
+
+pub struct ShardRuntime {
+    pub index: usize,
+    pub core: RefCell<Shard>,
+    pub handles: RefCell<HashMap<ConnectionId, Rc<ConnectionHandle>>>,
+    pub to_sequencer: ConnectedSender<ToSequencer>,
+    pub touched_sessions: RefCell<HashSet<i64>>,
+    pub next_connection: Cell<u64>,
+    pub options: ServerOptions,
+    pub shared: Arc<SharedState>,
+    pub packets_received: Cell<u64>,
+    pub packets_sent: Cell<u64>,
+}
+
+impl ShardRuntime {
+    pub fn dispatch(&self, outputs: &mut Vec<ShardOutput>) {
+        let handles = self.handles.borrow();
+        for output in outputs.drain(..) {
+            match output {
+                ShardOutput::Frame { connection, frame } => {
+                    if let Some(handle) = handles.get(&connection) {
+                        self.packets_sent.set(self.packets_sent.get() + 1);
+                        handle.stats.borrow_mut().sent += 1;
+                        handle.push(frame);
+                    }
+                }
+                ShardOutput::WriteDone { connection } => {
+                    if let Some(handle) = handles.get(&connection) {
+                        handle.writes_in_flight.set(handle.writes_in_flight.get().saturating_sub(1));
+                        handle.reader_wake.notify();
+                    }
+                }
+                ShardOutput::Established { connection, session_id, timeout_ms } => {
+                    if let Some(handle) = handles.get(&connection) {
+                        handle.session_id.set(session_id);
+                        handle.timeout_ms.set(timeout_ms);
+                        handle.writes_in_flight.set(handle.writes_in_flight.get().saturating_sub(1));
+                        handle.reader_wake.notify();
+                        tracing::debug!(session = format_args!("{session_id:#x}"), timeout_ms, remote = %handle.remote, "session established");
+                    }
+                }
+                ShardOutput::Close { connection } => {
+                    if let Some(handle) = handles.get(&connection) {
+                        handle.close();
+                    }
+                }
+            }
+        }
+    }
+
+    pub fn next_connection_id(&self) -> ConnectionId {
+        let counter = self.next_connection.get() + 1;
+        self.next_connection.set(counter);
+        ((self.index as u64) << 48) | (counter & 0xffff_ffff_ffff)
+    }
+
+    /// Publishes this shard's view for the four-letter words of any core.
+    fn publish(&self) {
+        let core = self.core.borrow();
+        let handles = self.handles.borrow();
+        let mut published = ShardPublished {
+            packets_received: self.packets_received.get(),
+            packets_sent: self.packets_sent.get(),
+            watch_summary: core.watches().summary(),
+            ..Default::default()
+        };
+        let session_of = |connection: ConnectionId| handles.get(&connection).map_or(0, |handle| handle.session_id.get());
+        published.watches_by_session =
+            core.watches().paths_by_watcher().into_iter().map(|(watcher, paths)| (session_of(watcher), paths)).collect();
+        published.watches_by_path = core
+            .watches()
+            .watchers_by_path()
+            .into_iter()
+            .map(|(path, watchers)| (path, watchers.into_iter().map(session_of).collect()))
+            .collect();
+        for handle in handles.values() {
+            let mut stats = handle.stats.borrow().clone();
+            stats.queued = handle.outbound.borrow().len();
+            stats.session_id = handle.session_id.get();
+            stats.timeout_ms = handle.timeout_ms.get();
+            published.outstanding_requests += handle.writes_in_flight.get() as u64;
+            if stats.latency_count > 0 {
+                published.latency_ms_min = if published.latency_count == 0 {
+                    stats.latency_ms_min
+                } else {
+                    published.latency_ms_min.min(stats.latency_ms_min)
+                };
+                published.latency_ms_max = published.latency_ms_max.max(stats.latency_ms_max);
+                published.latency_ms_total += stats.latency_ms_total;
+                published.latency_count += stats.latency_count;
+            }
+            published.connections.push(stats);
+        }
+        if let Ok(mut slot) = self.shared.shards[self.index].lock() {
+            *slot = published;
+        }
+    }
+}
+
+pub async fn serve(
+    index: usize,
+    address: SocketAddr,
+    options: ServerOptions,
+    secret: u64,
+    to_sequencer: ConnectedSender<ToSequencer>,
+    commits: ConnectedReceiver<Committed>,
+    shared: Arc<SharedState>,
+) -> std::io::Result<()> {
+    let listener = TcpListener::bind(address)?;
+    let tick_ms = options.config.tick_time_ms as u64;
+    let runtime = Rc::new(ShardRuntime {
+        index,
+        core: RefCell::new(Shard::new(DataTree::new(), ShardConfig { password_secret: secret })),
+        handles: RefCell::new(HashMap::new()),
+        to_sequencer,
+        touched_sessions: RefCell::new(HashSet::new()),
+        next_connection: Cell::new(0),
+        options,
+        shared,
+        packets_received: Cell::new(0),
+        packets_sent: Cell::new(0),
+    });
+
+    // The applier: the committed stream, in order, into this shard's replica.
+    {
+        let runtime = runtime.clone();
+        glommio::spawn_local(async move {
+            let mut outputs = Vec::new();
+            while let Some(item) = commits.recv().await {
+                runtime.core.borrow_mut().apply(&item, &mut outputs);
+                runtime.dispatch(&mut outputs);
+            }
+        })
+        .detach();
+    }
+    // Session activity goes to the sequencer every half tick (ZooKeeper's learners
+    // report it in their PINGs), and the 4lw view is refreshed.
+    {
+        let runtime = runtime.clone();
+        glommio::spawn_local(async move {
+            let period = Duration::from_millis((tick_ms / 2).max(1));
+            loop {
+                glommio::timer::sleep(period).await;
+                let touched: Vec<i64> = runtime.touched_sessions.borrow_mut().drain().collect();
+                for chunk in touched.chunks(limits::SESSION_TOUCH_BATCH_MAX) {
+                    let message = ToSequencer::Touch { session_ids: chunk.to_vec() };
+                    if runtime.to_sequencer.send(message).await.is_err() {
+                        return;
+                    }
+                }
+                runtime.publish();
+            }
+        })
+        .detach();
+    }
+    tracing::debug!(shard = index, %address, "shard accepting connections");
+    loop {
+        let stream = match listener.accept().await {
+            Ok(stream) => stream,
+            Err(error) => {
+                tracing::warn!(%error, "accept failed");
+                glommio::timer::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        let runtime = runtime.clone();
+        glommio::spawn_local(async move { super::connection::serve_connection(runtime, stream).await }).detach();
+    }
+}

@@ -322,6 +322,12 @@ def run_sequence(seed, ref, other, steps):
 
     def check(step, op, outs):
         (_, r0, e0), (_, r1, e1) = outs
+        if op[0] == "delete" and op[4]:
+            # kazoo's recursive delete removes children in getChildren order,
+            # which ZooKeeper leaves unspecified (Apache returns Java HashSet
+            # order); the events are the same set, so compare them unordered.
+            e0 = {k: sorted(v) for k, v in e0.items()}
+            e1 = {k: sorted(v) for k, v in e1.items()}
         if r0 != r1 or e0 != e1:
             ctx = "\n".join("  #%d %r" % (i, o) for i, o in history[-8:])
             pytest.fail(

@@ -254,12 +254,13 @@ async fn handle_request(runtime: &ShardRuntime, handle: &ConnectionHandle, conne
         return match authenticate(&packet.scheme, &packet.auth, super_digest) {
             AuthOutcome::Added(ids) => {
                 runtime.core.borrow_mut().add_auth(connection, ids);
-                handle.push(reply_frame(xid::AUTH, 0, ErrorCode::Ok, None));
+                // ZooKeeper answers with the request's xid (the Java client sends -4).
+                handle.push(reply_frame(header.xid, 0, ErrorCode::Ok, None));
                 true
             }
             AuthOutcome::Failed => {
                 tracing::info!(%remote, scheme = %packet.scheme, "authentication failed; closing connection");
-                handle.push(reply_frame(xid::AUTH, 0, ErrorCode::AuthFailed, None));
+                handle.push(reply_frame(header.xid, 0, ErrorCode::AuthFailed, None));
                 false
             }
         };

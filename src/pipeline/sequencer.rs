@@ -58,6 +58,11 @@ impl Sequencer {
         self.sessions.len()
     }
 
+    /// Live sessions with the wall-clock time their expiry bucket closes.
+    pub fn session_expiries(&self) -> Vec<(i64, i64)> {
+        self.sessions.expiries()
+    }
+
     pub fn tree(&self) -> &DataTree {
         self.prep.tree()
     }

@@ -238,7 +238,7 @@ async fn handle_request(runtime: &ShardRuntime, handle: &ConnectionHandle, conne
     runtime.touched_sessions.borrow_mut().insert(session_id);
     {
         let mut stats = handle.stats.borrow_mut();
-        stats.last_operation = op::name(header.opcode).to_owned();
+        stats.last_operation = operation_abbreviation(header.opcode).to_owned();
         stats.last_cxid = header.xid;
     }
     let zxid_now = || runtime.core.borrow().tree().last_processed_zxid();
@@ -284,6 +284,7 @@ async fn handle_request(runtime: &ShardRuntime, handle: &ConnectionHandle, conne
             return false;
         }
         handle.writes_in_flight.set(handle.writes_in_flight.get() + 1);
+        handle.write_started_ms.borrow_mut().push_back(wall_clock_ms());
         let message = match request {
             Request::Sync(request) => ToSequencer::Sync { origin, path: request.path },
             request => {
@@ -299,7 +300,40 @@ async fn handle_request(runtime: &ShardRuntime, handle: &ConnectionHandle, conne
     }
     let mut outputs: Vec<ShardOutput> = Vec::new();
     let reply_xid = if let Request::Ping = request { xid::PING } else { header.xid };
+    let started_ms = wall_clock_ms();
     runtime.core.borrow_mut().read(connection, reply_xid, &request, &mut outputs);
     runtime.dispatch(&mut outputs);
+    handle.record_response(started_ms, runtime.core.borrow().tree().last_processed_zxid());
     true
+}
+
+/// The names ZooKeeper's `cons` and `stat` give the last operation.
+fn operation_abbreviation(opcode: i32) -> &'static str {
+    match opcode {
+        op::PING => "PING",
+        op::CREATE_SESSION => "SESS",
+        op::MULTI => "MULT",
+        op::MULTI_READ => "MLTR",
+        op::CREATE | op::CREATE2 | op::CREATE_CONTAINER | op::CREATE_TTL => "CREA",
+        op::DELETE | op::DELETE_CONTAINER => "DELE",
+        op::SET_DATA => "SETD",
+        op::RECONFIG => "RECO",
+        op::SET_ACL => "SETA",
+        op::CLOSE_SESSION => "CLOS",
+        op::SYNC => "SYNC",
+        op::CHECK => "CHEC",
+        op::EXISTS => "EXIS",
+        op::GET_DATA => "GETD",
+        op::SET_WATCHES => "SETW",
+        op::SET_WATCHES2 => "STW2",
+        op::ADD_WATCH => "ADDW",
+        op::GET_ACL => "GETA",
+        op::GET_CHILDREN | op::GET_CHILDREN2 => "GETC",
+        op::GET_ALL_CHILDREN_NUMBER => "GETACN",
+        op::CHECK_WATCHES => "CHKW",
+        op::REMOVE_WATCHES => "REMW",
+        op::WHO_AM_I => "HOMI",
+        op::GET_EPHEMERALS => "GETE",
+        _ => "NA",
+    }
 }

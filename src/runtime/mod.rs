@@ -84,6 +84,7 @@ pub fn run(options: ServerOptions) -> std::io::Result<()> {
         sequencer: Mutex::new(shard::SequencerPublished::default()),
         cores,
         options: options.clone(),
+        started_ms: wall_clock_ms(),
     });
 
     tracing::info!(%address, cores, "warden starting (standalone)");
@@ -219,6 +220,7 @@ async fn run_sequencer(
                 if let Ok(mut published) = shared.sequencer.lock() {
                     published.session_count = sequencer.session_count();
                     published.zxid = sequencer.zxid_last();
+                    published.sessions = sequencer.session_expiries();
                 }
             }
         }
@@ -243,13 +245,130 @@ async fn run_sequencer(
     }
 }
 
-/// Answers a four-letter word from what the cores last published.
+/// Answers a four-letter word from this shard's replica and what the other
+/// cores last published (at most half a tick old).
 fn four_letter_word(runtime: &shard::ShardRuntime, word: &str) -> String {
     if !runtime.options.config.four_letter_words.allows(word) {
         return crate::fourlw::not_whitelisted(word);
     }
-    match word {
-        "ruok" => "imok".to_owned(),
-        _ => crate::fourlw::not_whitelisted(word),
+    runtime.publish_now();
+    let now_ms = wall_clock_ms();
+    let config = &runtime.options.config;
+    let shared = &runtime.shared;
+    let core = runtime.core.borrow();
+    let tree = core.tree();
+    let mut snapshot = crate::fourlw::ServerSnapshot {
+        version: format!("3.8.0-warden-{}", env!("CARGO_PKG_VERSION")),
+        server_state: "standalone".into(),
+        zxid: tree.last_processed_zxid(),
+        node_count: tree.node_count(),
+        ephemerals: tree.ephemerals_by_session(),
+        approximate_data_size: tree.approximate_data_size(),
+        started_ms: shared.started_ms,
+        cores: shared.cores,
+        ..Default::default()
+    };
+    let (mut latency_total, mut latency_count, mut latency_min) = (0u64, 0u64, u64::MAX);
+    for slot in &shared.shards {
+        let published = slot.lock().unwrap_or_else(|poison| poison.into_inner()).clone();
+        snapshot.packets_received += published.packets_received;
+        snapshot.packets_sent += published.packets_sent;
+        snapshot.outstanding_requests += published.outstanding_requests;
+        snapshot.watch_count += published.watch_count as u64;
+        snapshot.watches.extend(published.watches_by_session);
+        snapshot.latency_ms_max = snapshot.latency_ms_max.max(published.latency_ms_max);
+        if published.latency_count > 0 {
+            latency_min = latency_min.min(published.latency_ms_min);
+        }
+        latency_total += published.latency_ms_total;
+        latency_count += published.latency_count;
+        for connection in published.connections {
+            let average = if connection.latency_count > 0 { connection.latency_ms_total / connection.latency_count } else { 0 };
+            snapshot.connections.push(crate::fourlw::ConnectionSnapshot {
+                remote: connection.remote,
+                interest_ops: 1,
+                queued: connection.queued as u64,
+                received: connection.received,
+                sent: connection.sent,
+                session_id: connection.session_id,
+                last_operation: if connection.last_operation.is_empty() { "NA".into() } else { connection.last_operation },
+                established_ms: connection.established_ms,
+                timeout_ms: connection.timeout_ms,
+                last_cxid: connection.last_cxid as i64,
+                last_zxid: connection.last_zxid,
+                last_response_ms: connection.last_response_ms,
+                last_latency_ms: connection.last_latency_ms,
+                latency_ms_min: if connection.latency_count > 0 { connection.latency_ms_min } else { 0 },
+                latency_ms_avg: average,
+                latency_ms_max: connection.latency_ms_max,
+                expires_at_ms: 0,
+            });
+        }
+    }
+    snapshot.latency_ms_min = if latency_count > 0 { latency_min } else { 0 };
+    snapshot.latency_ms_avg = if latency_count > 0 { latency_total as f64 / latency_count as f64 } else { 0.0 };
+    snapshot.sessions = shared.sequencer.lock().unwrap_or_else(|poison| poison.into_inner()).sessions.clone();
+    for connection in &mut snapshot.connections {
+        if let Some((_, expiry_ms)) = snapshot.sessions.iter().find(|(session_id, _)| *session_id == connection.session_id) {
+            connection.expires_at_ms = *expiry_ms;
+        }
+    }
+    snapshot.config = crate::fourlw::ConfigSnapshot {
+        client_port: config.client_port as i32,
+        secure_client_port: -1,
+        data_dir: format!("{}/version-2", config.data_dir.display()),
+        data_log_dir: format!("{}/version-2", config.data_log_dir.display()),
+        tick_time: config.tick_time_ms as i32,
+        max_client_cnxns: config.max_client_cnxns as i32,
+        min_session_timeout: config.session_timeout_ms_min as i32,
+        max_session_timeout: config.session_timeout_ms_max as i32,
+        client_port_listen_backlog: -1,
+        server_id: 0,
+    };
+    snapshot.data_dir_size = directory_bytes(&config.data_dir);
+    snapshot.data_log_dir_size = directory_bytes(&config.data_log_dir);
+    snapshot.open_file_descriptors = std::fs::read_dir("/proc/self/fd").ok().map(|entries| entries.count() as u64);
+    snapshot.max_file_descriptors = max_file_descriptors();
+    snapshot.env = host_environment();
+    crate::fourlw::render(word, &snapshot, now_ms)
+}
+
+fn directory_bytes(path: &std::path::Path) -> u64 {
+    std::fs::read_dir(path)
+        .map(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .filter_map(|entry| entry.metadata().ok())
+                .filter(|metadata| metadata.is_file())
+                .map(|metadata| metadata.len())
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+fn max_file_descriptors() -> Option<u64> {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit writes into the struct we pass.
+    let result = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) };
+    (result == 0).then_some(limit.rlim_cur)
+}
+
+fn host_environment() -> crate::fourlw::EnvSnapshot {
+    // SAFETY: uname fills the zeroed struct; the fields are NUL-terminated.
+    let mut name: libc::utsname = unsafe { std::mem::zeroed() };
+    let ok = unsafe { libc::uname(&mut name) } == 0;
+    let field = |raw: &[libc::c_char]| -> String {
+        let bytes: Vec<u8> = raw.iter().take_while(|c| **c != 0).map(|c| *c as u8).collect();
+        String::from_utf8_lossy(&bytes).into_owned()
+    };
+    let env = |key: &str| std::env::var(key).unwrap_or_else(|_| "<NA>".into());
+    crate::fourlw::EnvSnapshot {
+        host_name: if ok { field(&name.nodename) } else { "<NA>".into() },
+        os_name: if ok { field(&name.sysname) } else { "<NA>".into() },
+        os_arch: if ok { field(&name.machine).replace("x86_64", "amd64") } else { "<NA>".into() },
+        os_version: if ok { field(&name.release) } else { "<NA>".into() },
+        user_name: env("USER"),
+        user_home: env("HOME"),
+        user_dir: std::env::current_dir().map_or_else(|_| "<NA>".into(), |dir| dir.display().to_string()),
     }
 }

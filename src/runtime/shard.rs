@@ -28,6 +28,7 @@ pub struct SharedState {
     pub sequencer: Mutex<SequencerPublished>,
     pub cores: usize,
     pub options: ServerOptions,
+    pub started_ms: i64,
 }
 
 #[derive(Default, Clone)]
@@ -39,9 +40,9 @@ pub struct ShardPublished {
     pub latency_ms_max: u64,
     pub latency_ms_total: u64,
     pub latency_count: u64,
-    pub watch_summary: (usize, usize, usize),
+    pub watch_count: usize,
+    /// The data-watch table by session, as ZooKeeper's wchc/wchp/wchs show it.
     pub watches_by_session: Vec<(i64, Vec<String>)>,
-    pub watches_by_path: Vec<(String, Vec<i64>)>,
     pub outstanding_requests: u64,
 }
 
@@ -69,6 +70,8 @@ pub struct ConnectionPublished {
 pub struct SequencerPublished {
     pub session_count: usize,
     pub zxid: i64,
+    /// Sessions and the time their expiry bucket closes.
+    pub sessions: Vec<(i64, i64)>,
 }
 
 /// A live connection as the runtime tracks it.
@@ -85,6 +88,8 @@ pub struct ConnectionHandle {
     /// Wakes the reader: a write answered, the queue drained, or closing.
     pub reader_wake: Notify,
     pub stats: RefCell<ConnectionPublished>,
+    /// When each in-flight write was received, oldest first (replies come in order).
+    pub write_started_ms: RefCell<VecDeque<i64>>,
 }
 
 impl ConnectionHandle {
@@ -105,7 +110,22 @@ impl ConnectionHandle {
                 latency_ms_min: u64::MAX,
                 ..Default::default()
             }),
+            write_started_ms: RefCell::new(VecDeque::new()),
         }
+    }
+
+    /// Records a reply sent for a request received at `started_ms`.
+    pub fn record_response(&self, started_ms: i64, zxid: i64) {
+        let now_ms = super::wall_clock_ms();
+        let latency = (now_ms - started_ms).max(0) as u64;
+        let mut stats = self.stats.borrow_mut();
+        stats.last_latency_ms = latency;
+        stats.latency_ms_min = stats.latency_ms_min.min(latency);
+        stats.latency_ms_max = stats.latency_ms_max.max(latency);
+        stats.latency_ms_total += latency;
+        stats.latency_count += 1;
+        stats.last_response_ms = now_ms;
+        stats.last_zxid = zxid;
     }
 
     /// Queues a frame; a client whose backlog passes the limit is dropped.
@@ -158,6 +178,9 @@ impl ShardRuntime {
                 }
                 ShardOutput::WriteDone { connection } => {
                     if let Some(handle) = handles.get(&connection) {
+                        if let Some(started_ms) = handle.write_started_ms.borrow_mut().pop_front() {
+                            handle.record_response(started_ms, self.core.borrow().tree().last_processed_zxid());
+                        }
                         handle.writes_in_flight.set(handle.writes_in_flight.get().saturating_sub(1));
                         handle.reader_wake.notify();
                     }
@@ -180,6 +203,11 @@ impl ShardRuntime {
         }
     }
 
+    /// Refreshes this shard's published view now (a 4lw asked on this shard).
+    pub fn publish_now(&self) {
+        self.publish();
+    }
+
     pub fn next_connection_id(&self) -> ConnectionId {
         let counter = self.next_connection.get() + 1;
         self.next_connection.set(counter);
@@ -193,18 +221,16 @@ impl ShardRuntime {
         let mut published = ShardPublished {
             packets_received: self.packets_received.get(),
             packets_sent: self.packets_sent.get(),
-            watch_summary: core.watches().summary(),
             ..Default::default()
         };
         let session_of = |connection: ConnectionId| handles.get(&connection).map_or(0, |handle| handle.session_id.get());
-        published.watches_by_session =
-            core.watches().paths_by_watcher().into_iter().map(|(watcher, paths)| (session_of(watcher), paths)).collect();
-        published.watches_by_path = core
+        published.watches_by_session = core
             .watches()
-            .watchers_by_path()
+            .data_paths_by_watcher()
             .into_iter()
-            .map(|(path, watchers)| (path, watchers.into_iter().map(session_of).collect()))
+            .map(|(watcher, paths)| (session_of(watcher), paths))
             .collect();
+        published.watch_count = core.watches().watch_count();
         for handle in handles.values() {
             let mut stats = handle.stats.borrow().clone();
             stats.queued = handle.outbound.borrow().len();

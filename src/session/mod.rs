@@ -175,6 +175,17 @@ impl SessionTracker {
     pub fn password(&self, session_id: i64) -> [u8; 16] {
         session_password(session_id, self.password_secret)
     }
+
+    /// Live sessions and the time their bucket expires, for `dump`.
+    pub fn expiries(&self) -> Vec<(i64, i64)> {
+        let mut out: Vec<(i64, i64)> = self
+            .sessions
+            .keys()
+            .map(|session_id| (*session_id, self.expiry.expiry_by_item.get(session_id).copied().unwrap_or(0)))
+            .collect();
+        out.sort();
+        out
+    }
 }
 
 /// A session's password: 16 bytes derived from its id and the server secret

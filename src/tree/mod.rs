@@ -212,6 +212,19 @@ impl DataTree {
         self.ephemerals.get(&session_id).into_iter().flatten()
     }
 
+    /// Every session's ephemerals, for `dump`.
+    pub fn ephemerals_by_session(&self) -> Vec<(i64, Vec<String>)> {
+        let mut out: Vec<(i64, Vec<String>)> =
+            self.ephemerals.iter().map(|(session, paths)| (*session, paths.iter().cloned().collect())).collect();
+        out.sort();
+        out
+    }
+
+    /// Path bytes plus data bytes of every znode (ZooKeeper's approximateDataSize).
+    pub fn approximate_data_size(&self) -> u64 {
+        self.nodes.keys().map(|path| path.len() as u64).sum::<u64>() + self.data_bytes
+    }
+
     pub fn ephemeral_count(&self) -> usize {
         self.ephemerals.values().map(BTreeSet::len).sum()
     }

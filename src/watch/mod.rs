@@ -262,15 +262,15 @@ impl WatchManager {
         (watchers, paths.len(), total)
     }
 
-    /// For `wchc`: the paths each watcher watches.
-    pub fn paths_by_watcher(&self) -> Vec<(WatcherId, Vec<String>)> {
+    /// The paths each watcher watches in the data table; ZooKeeper's `wchc`,
+    /// `wchp` and `wchs` list the data-watch table only.
+    pub fn data_paths_by_watcher(&self) -> Vec<(WatcherId, Vec<String>)> {
         let mut out: Vec<(WatcherId, Vec<String>)> = Vec::new();
         for (watcher, entries) in &self.paths_by_watcher {
             let mut paths: Vec<String> = entries
                 .iter()
-                .filter(|(path, table)| match table {
-                    Table::Data => self.data.by_path.get(path).is_some_and(|w| w.contains_key(watcher)),
-                    Table::Child => self.child.by_path.get(path).is_some_and(|w| w.contains_key(watcher)),
+                .filter(|(path, table)| {
+                    *table == Table::Data && self.data.by_path.get(path).is_some_and(|w| w.contains_key(watcher))
                 })
                 .map(|(path, _)| path.clone())
                 .collect();
@@ -284,22 +284,9 @@ impl WatchManager {
         out
     }
 
-    /// For `wchp`: the watchers of each path.
-    pub fn watchers_by_path(&self) -> Vec<(String, Vec<WatcherId>)> {
-        let mut by_path: HashMap<&String, Vec<WatcherId>> = HashMap::new();
-        for (path, watchers) in self.data.by_path.iter().chain(self.child.by_path.iter()) {
-            by_path.entry(path).or_default().extend(watchers.keys());
-        }
-        let mut out: Vec<(String, Vec<WatcherId>)> = by_path
-            .into_iter()
-            .map(|(path, mut watchers)| {
-                watchers.sort();
-                watchers.dedup();
-                (path.clone(), watchers)
-            })
-            .collect();
-        out.sort();
-        out
+    /// Every watch, data and child tables together (`zk_watch_count`).
+    pub fn watch_count(&self) -> usize {
+        self.summary().2
     }
 }
 

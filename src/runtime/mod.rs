@@ -56,6 +56,10 @@ pub fn run(options: ServerOptions) -> std::io::Result<()> {
     let available = std::thread::available_parallelism().map_or(1, |count| count.get());
     let cores = if config.cores == 0 { available } else { config.cores }.clamp(1, limits::SHARDS_MAX);
     let address = SocketAddr::new(config.client_port_address, config.client_port);
+    // The data directories exist from the first start; the transaction log and
+    // snapshots that will live there come with the durability work.
+    std::fs::create_dir_all(&config.data_dir)?;
+    std::fs::create_dir_all(&config.data_log_dir)?;
     let shutdown = Arc::new(AtomicBool::new(false));
     signals::install(shutdown.clone())?;
 

@@ -130,7 +130,7 @@ async fn run_core(
     secret: u64,
     to_sequencer: SharedSender<ToSequencer>,
     commits: SharedReceiver<Committed>,
-    sequencer: Option<(Vec<SharedReceiver<ToSequencer>>, Vec<SharedSender<Committed>>)>,
+    sequencer: Option<SequencerQueues>,
     shared: Arc<SharedState>,
     shutdown: Arc<AtomicBool>,
 ) -> std::io::Result<()> {
@@ -163,6 +163,9 @@ async fn run_core(
     };
     futures_lite::future::or(serve, stop).await
 }
+
+/// The sequencer's ends of the queues, handed to core 0.
+type SequencerQueues = (Vec<SharedReceiver<ToSequencer>>, Vec<SharedSender<Committed>>);
 
 enum SequencerInput {
     Message(ToSequencer),
@@ -287,7 +290,7 @@ fn four_letter_word(runtime: &shard::ShardRuntime, word: &str) -> String {
         latency_total += published.latency_ms_total;
         latency_count += published.latency_count;
         for connection in published.connections {
-            let average = if connection.latency_count > 0 { connection.latency_ms_total / connection.latency_count } else { 0 };
+            let average = connection.latency_ms_total.checked_div(connection.latency_count).unwrap_or(0);
             snapshot.connections.push(crate::fourlw::ConnectionSnapshot {
                 remote: connection.remote,
                 interest_ops: 1,

@@ -268,9 +268,11 @@ async fn handle_request(runtime: &ShardRuntime, handle: &ConnectionHandle, conne
     let request = match Request::decode(header.opcode, &mut reader, limits::MULTI_OPS_MAX) {
         Ok(request) => request,
         Err(RequestError::UnknownOpcode(opcode)) => {
-            tracing::warn!(%remote, opcode, "unknown request type");
+            // ZooKeeper's UnimplementedRequestProcessor answers, then closes the
+            // connection; the session lives on and the client may resume it.
+            tracing::warn!(%remote, opcode, "unknown request type; closing connection");
             handle.push(reply_frame(header.xid, zxid_now(), ErrorCode::Unimplemented, None));
-            return true;
+            return false;
         }
         Err(RequestError::Decode(error)) => {
             tracing::warn!(%remote, opcode = header.opcode, %error, "malformed request");

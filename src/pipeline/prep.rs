@@ -280,13 +280,18 @@ impl Prep {
         }))
     }
 
+    /// getParentPathAndValidate: needs a slash and no NUL, and refuses the
+    /// system nodes (`/`, `/zookeeper`, its quota and config nodes) with
+    /// BADARGUMENTS, as ZooKeeper's isSpecialPath does. It deliberately does not
+    /// run the full path check: a malformed path is simply not found.
     fn parent_of(node_path: &str) -> PrepResult<String> {
-        validate_path(node_path)?;
-        if node_path == "/" {
-            // ZooKeeper resolves the root's parent to the root's alias "".
-            return Ok("/".into());
+        let Some(last_slash) = node_path.rfind('/') else {
+            return Err(ErrorCode::BadArguments);
+        };
+        if node_path.contains('\0') || is_special_path(node_path) {
+            return Err(ErrorCode::BadArguments);
         }
-        Ok(path::split(node_path).0.to_owned())
+        Ok(if last_slash == 0 { "/".to_owned() } else { node_path[..last_slash].to_owned() })
     }
 
     fn prep_delete(&mut self, node_path: &str, version: i32, zxid: i64, auth: &[Id]) -> PrepResult<TxnBody> {
@@ -298,6 +303,7 @@ impl Prep {
         if node.child_count > 0 {
             return Err(ErrorCode::NotEmpty);
         }
+        assert!(parent.child_count > 0, "deleting {node_path} from a parent with no children");
         parent.child_count -= 1;
         parent.stat.pzxid = zxid;
         self.overlay.insert(parent_path, Some(parent));
@@ -322,6 +328,10 @@ impl Prep {
         self.overlay.insert(node_path.to_owned(), None);
         Ok(TxnBody::Delete { path: node_path.to_owned() })
     }
+}
+
+fn is_special_path(node_path: &str) -> bool {
+    matches!(node_path, "/" | crate::tree::ZOOKEEPER_PATH | crate::tree::QUOTA_PATH | crate::tree::CONFIG_PATH)
 }
 
 fn validate_path(node_path: &str) -> PrepResult<()> {

@@ -123,3 +123,19 @@ fn acls_are_checked_on_the_right_node() {
     let delete = Request::Delete(DeleteRequest { path: "/r".into(), version: -1 });
     assert_eq!(err_of(&prep.prep(0, 1, 0, &delete, &[], true)), None);
 }
+
+#[test]
+fn system_nodes_cannot_be_deleted() {
+    // ZooKeeper's getParentPathAndValidate refuses special paths (found by the pipeline fuzz test).
+    let mut prep = prep();
+    for path in ["/", "/zookeeper", "/zookeeper/quota", "/zookeeper/config"] {
+        let delete = Request::Delete(DeleteRequest { path: path.into(), version: -1 });
+        assert_eq!(err_of(&prep.prep(0, 1, 0, &delete, &[], true)), Some(ErrorCode::BadArguments), "{path}");
+        let container = Request::DeleteContainer(crate::proto::PathRequest { path: path.into() });
+        assert_eq!(err_of(&prep.prep(0, 1, 0, &container, &[], true)), Some(ErrorCode::BadArguments), "{path}");
+    }
+    assert!(prep.tree().get("/zookeeper/config").is_some());
+    // A malformed path is not found rather than refused, as in ZooKeeper.
+    let delete = Request::Delete(DeleteRequest { path: "/zookeeper/".into(), version: -1 });
+    assert_eq!(err_of(&prep.prep(0, 1, 0, &delete, &[], true)), Some(ErrorCode::NoNode));
+}

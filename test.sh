@@ -24,4 +24,4 @@ cargo build --release --locked
 echo "== cargo test --release (unit, golden, fuzz smoke, tidy, server behaviour, zookeeper-client)"
 cargo test --release --locked
 echo "== python suites (kazoo, recipes, zkCli.sh, differential vs Apache ZooKeeper)"
-WARDEN_BIN="$PWD/target/release/warden" bash tests/python/run.sh -q
+WARDEN_BIN="$PWD/target/release/warden" bash tests/python/run.sh

@@ -103,10 +103,15 @@ async fn wait_until(handle: &ConnectionHandle, ready: impl Fn(&ConnectionHandle)
     }
 }
 
-/// Reads into the decoder; None at EOF, on error, or once the connection closes.
-async fn read_some(handle: &ConnectionHandle, reader: &mut futures_lite::io::ReadHalf<TcpStream>, decoder: &mut FrameDecoder) -> Option<usize> {
-    let mut chunk = vec![0u8; limits::SOCKET_READ_BYTES];
-    let read = async { Some(reader.read(&mut chunk).await) };
+/// Reads into the decoder through `chunk` (one buffer per connection, reused);
+/// None at EOF, on error, or once the connection closes.
+async fn read_some(
+    handle: &ConnectionHandle,
+    reader: &mut futures_lite::io::ReadHalf<TcpStream>,
+    decoder: &mut FrameDecoder,
+    chunk: &mut [u8],
+) -> Option<usize> {
+    let read = async { Some(reader.read(chunk).await) };
     let closed = async {
         loop {
             handle.reader_wake.notified().await;
@@ -134,9 +139,10 @@ async fn read_loop(
     let config = &runtime.options.config;
     // ZooKeeper accepts frames up to jute.maxbuffer plus a little header room.
     let mut decoder = FrameDecoder::new(config.jute_maxbuffer + 1024);
+    let mut chunk = vec![0u8; limits::SOCKET_READ_BYTES];
     // A four-letter word arrives where the first frame's length would be.
     while decoder.buffered().len() < 4 {
-        if read_some(handle, &mut reader, &mut decoder).await.is_none() {
+        if read_some(handle, &mut reader, &mut decoder, &mut chunk).await.is_none() {
             handle.close();
             return;
         }
@@ -153,7 +159,7 @@ async fn read_loop(
         let frame = match decoder.next_frame() {
             Ok(Some(frame)) => frame,
             Ok(None) => {
-                if read_some(handle, &mut reader, &mut decoder).await.is_none() {
+                if read_some(handle, &mut reader, &mut decoder, &mut chunk).await.is_none() {
                     break;
                 }
                 continue;

@@ -7,6 +7,7 @@ pub mod pipeline;
 pub mod proto;
 pub mod runtime;
 pub mod session;
+pub mod storage;
 pub mod tree;
 pub mod txn;
 pub mod watch;

@@ -110,6 +110,7 @@ pub const ZOOKEEPER_PATH: &str = "/zookeeper";
 pub const QUOTA_PATH: &str = "/zookeeper/quota";
 pub const CONFIG_PATH: &str = "/zookeeper/config";
 
+#[derive(Clone)]
 pub struct DataTree {
     nodes: HashMap<Box<str>, Node>,
     /// ACL lists are interned: most znodes share a handful of lists.
@@ -450,6 +451,67 @@ impl DataTree {
         for node_path in paths {
             let _ = self.delete_node(&node_path, zxid, triggers);
         }
+    }
+
+    /// Every znode, in no particular order (for snapshots).
+    pub fn iter_nodes(&self) -> impl Iterator<Item = (&str, &Node)> {
+        self.nodes.iter().map(|(path, node)| (&**path, node))
+    }
+
+    /// Rebuilds a tree from a snapshot's contents: every znode (the root and
+    /// the system nodes included) with its data, ACL and persisted Stat, the
+    /// live sessions, and the zxid the snapshot was taken at. Children and
+    /// the ephemeral, container and TTL indexes are derived. Fails on a
+    /// snapshot that is not a tree (no root, a node without its parent, a
+    /// duplicate path).
+    pub fn restore(
+        zxid: i64,
+        nodes: impl IntoIterator<Item = (String, Option<Bytes>, Vec<Acl>, StatPersisted)>,
+        sessions: impl IntoIterator<Item = (i64, i32)>,
+    ) -> Result<DataTree, String> {
+        let mut tree = DataTree {
+            nodes: HashMap::new(),
+            acl_cache: HashMap::new(),
+            ephemerals: HashMap::new(),
+            containers: BTreeSet::new(),
+            ttls: BTreeSet::new(),
+            sessions: sessions.into_iter().collect(),
+            last_processed_zxid: zxid,
+            data_bytes: 0,
+        };
+        for (node_path, data, acl, stat) in nodes {
+            if node_path != "/" && path::validate(&node_path).is_err() {
+                return Err(format!("invalid path {node_path:?}"));
+            }
+            let acl = tree.intern_acl(&acl);
+            tree.data_bytes += data.as_ref().map_or(0, Bytes::len) as u64;
+            let owner = stat.ephemeral_owner;
+            if ephemeral_owner::is_container(owner) {
+                tree.containers.insert(node_path.clone());
+            } else if ephemeral_owner::ttl_ms(owner).is_some() {
+                tree.ttls.insert(node_path.clone());
+            } else if owner != 0 {
+                tree.ephemerals.entry(owner).or_default().insert(node_path.clone());
+            }
+            let node = Node { data, acl, stat, children: HashSet::new() };
+            if tree.nodes.insert(node_path.as_str().into(), node).is_some() {
+                return Err(format!("duplicate path {node_path:?}"));
+            }
+        }
+        if !tree.nodes.contains_key("/") {
+            return Err("no root node".into());
+        }
+        let paths: Vec<Box<str>> = tree.nodes.keys().filter(|node_path| &***node_path != "/").cloned().collect();
+        for node_path in paths {
+            let (parent, child) = path::split(&node_path);
+            match tree.nodes.get_mut(parent) {
+                Some(parent_node) => {
+                    parent_node.children.insert(child.into());
+                }
+                None => return Err(format!("node {node_path:?} has no parent")),
+            }
+        }
+        Ok(tree)
     }
 
     /// A digest of the whole tree (paths, data and Stat), equal on replicas

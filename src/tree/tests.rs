@@ -129,3 +129,26 @@ fn acl_interning_releases_unused_lists() {
     tree.apply(&txn(2, TxnBody::Delete { path: "/a".into() }), &mut triggers);
     assert_eq!(tree.acl_count(), baseline);
 }
+
+#[test]
+fn restore_rebuilds_children_and_indexes() {
+    let mut tree = DataTree::new();
+    let mut triggers = Vec::new();
+    tree.apply(&txn(1, TxnBody::CreateSession { timeout_ms: 4000 }), &mut triggers);
+    tree.apply(&txn(2, create("/a", 0, 1)), &mut triggers);
+    tree.apply(&txn(3, create("/a/e", 7, 1)), &mut triggers);
+    tree.apply(&txn(4, create("/c", ephemeral_owner::CONTAINER, 2)), &mut triggers);
+    let nodes: Vec<_> = tree
+        .iter_nodes()
+        .map(|(path, node)| (path.to_owned(), node.data.clone(), node.acl.to_vec(), node.stat))
+        .collect();
+    let sessions: Vec<_> = tree.sessions().iter().map(|(id, timeout)| (*id, *timeout)).collect();
+    let restored = DataTree::restore(tree.last_processed_zxid(), nodes, sessions).unwrap();
+    assert_eq!(restored.digest(), tree.digest());
+    assert_eq!(restored.ephemerals(7).collect::<Vec<_>>(), vec!["/a/e"]);
+    assert_eq!(restored.sessions().get(&7), Some(&4000));
+    assert_eq!(restored.last_processed_zxid(), 4);
+    assert_eq!(restored.approximate_data_size(), tree.approximate_data_size());
+    let orphan = vec![("/".to_string(), None, open_acl_unsafe(), StatPersisted::default()), ("/x/y".to_string(), None, open_acl_unsafe(), StatPersisted::default())];
+    assert!(DataTree::restore(0, orphan, []).is_err());
+}

@@ -1,0 +1,278 @@
+//! The transaction log's on-disk format. A log is a sequence of segment files
+//! `log.<first zxid in hex>` (ZooKeeper's naming). Each segment starts with a
+//! header block, then holds batches. A batch is one group commit: a header
+//! (magic, payload length, record count, CRC32 of the payload, first and last
+//! zxid) followed by records, padded with zeros to the block size. Each batch
+//! starts on a fresh block, so a write never rewrites a block holding
+//! acknowledged data: a torn write can only damage the batch being written.
+//! Each record carries its length, a CRC32 and its zxid.
+//!
+//! Preallocated space reads as zeros, so a zero batch magic is the end of the
+//! log. Recovery distinguishes a torn tail (the last batch is damaged and
+//! nothing follows it) from corruption (damage with valid data after it),
+//! which must stop the server rather than silently drop data
+//! (ZOOKEEPER-2325).
+
+use bytes::Bytes;
+
+use super::txn_codec::{decode_txn, encode_txn};
+use crate::proto::jute::{Reader, Writer};
+use crate::txn::Txn;
+
+/// Direct I/O alignment and the unit batches are padded to.
+pub const BLOCK_BYTES: usize = 4096;
+/// The largest batch (one write, one fdatasync); a bigger txn cannot exist
+/// because a frame is bounded by jute.maxbuffer, far below this.
+pub const BATCH_BYTES_MAX: usize = 8 * 1024 * 1024;
+/// Txns in one batch.
+pub const BATCH_RECORDS_MAX: usize = 16 * 1024;
+
+const SEGMENT_MAGIC: &[u8; 8] = b"WARDENLG";
+const SEGMENT_VERSION: u32 = 1;
+const BATCH_MAGIC: u32 = 0x5742_4154; // "WBAT"
+const BATCH_HEADER_BYTES: usize = 32;
+const RECORD_HEADER_BYTES: usize = 16;
+
+const _: () = assert!(BATCH_BYTES_MAX % BLOCK_BYTES == 0);
+const _: () = assert!(BATCH_HEADER_BYTES + RECORD_HEADER_BYTES < BLOCK_BYTES);
+
+pub fn segment_file_name(first_zxid: i64) -> String {
+    format!("log.{first_zxid:x}")
+}
+
+pub fn parse_segment_file_name(name: &str) -> Option<i64> {
+    i64::from_str_radix(name.strip_prefix("log.")?, 16).ok()
+}
+
+/// The header block of a segment.
+pub fn encode_segment_header(first_zxid: i64) -> Vec<u8> {
+    let mut block = vec![0u8; BLOCK_BYTES];
+    block[..8].copy_from_slice(SEGMENT_MAGIC);
+    block[8..12].copy_from_slice(&SEGMENT_VERSION.to_be_bytes());
+    block[12..20].copy_from_slice(&first_zxid.to_be_bytes());
+    let crc = crc32fast::hash(&block[..20]);
+    block[20..24].copy_from_slice(&crc.to_be_bytes());
+    block
+}
+
+/// Builds one batch: records appended in zxid order, then `finish` pads it.
+pub struct BatchEncoder {
+    buffer: Vec<u8>,
+    records: u32,
+    first_zxid: i64,
+    last_zxid: i64,
+    scratch: Writer,
+}
+
+impl Default for BatchEncoder {
+    fn default() -> Self {
+        BatchEncoder::new()
+    }
+}
+
+impl BatchEncoder {
+    pub fn new() -> BatchEncoder {
+        let mut buffer = Vec::with_capacity(64 * 1024);
+        buffer.resize(BATCH_HEADER_BYTES, 0);
+        BatchEncoder { buffer, records: 0, first_zxid: 0, last_zxid: 0, scratch: Writer::new() }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.records == 0
+    }
+
+    pub fn record_count(&self) -> usize {
+        self.records as usize
+    }
+
+    /// Bytes the batch takes so far, before padding.
+    pub fn len_bytes(&self) -> usize {
+        self.buffer.len()
+    }
+
+    pub fn last_zxid(&self) -> i64 {
+        self.last_zxid
+    }
+
+    /// Whether `push` of a txn of about `bytes` would pass a batch limit.
+    pub fn is_full(&self) -> bool {
+        self.records as usize >= BATCH_RECORDS_MAX || self.buffer.len() >= BATCH_BYTES_MAX / 2
+    }
+
+    pub fn push(&mut self, txn: &Txn) {
+        assert!(self.records == 0 || txn.zxid == self.last_zxid + 1, "zxid {:#x} does not follow {:#x}", txn.zxid, self.last_zxid);
+        self.scratch.buffer.clear();
+        encode_txn(txn, &mut self.scratch);
+        let payload = &self.scratch.buffer;
+        let mut hasher = crc32fast::Hasher::new();
+        hasher.update(&txn.zxid.to_be_bytes());
+        hasher.update(payload);
+        self.buffer.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+        self.buffer.extend_from_slice(&hasher.finalize().to_be_bytes());
+        self.buffer.extend_from_slice(&txn.zxid.to_be_bytes());
+        self.buffer.extend_from_slice(payload);
+        if self.records == 0 {
+            self.first_zxid = txn.zxid;
+        }
+        self.last_zxid = txn.zxid;
+        self.records += 1;
+    }
+
+    /// Fills in the header and pads to the block size; the slice is what to write.
+    pub fn finish(&mut self) -> &[u8] {
+        let payload_bytes = self.buffer.len() - BATCH_HEADER_BYTES;
+        let crc = crc32fast::hash(&self.buffer[BATCH_HEADER_BYTES..]);
+        let mut header = [0u8; BATCH_HEADER_BYTES];
+        header[0..4].copy_from_slice(&BATCH_MAGIC.to_be_bytes());
+        header[4..8].copy_from_slice(&(payload_bytes as u32).to_be_bytes());
+        header[8..12].copy_from_slice(&self.records.to_be_bytes());
+        header[12..16].copy_from_slice(&crc.to_be_bytes());
+        header[16..24].copy_from_slice(&self.first_zxid.to_be_bytes());
+        header[24..32].copy_from_slice(&self.last_zxid.to_be_bytes());
+        self.buffer[..BATCH_HEADER_BYTES].copy_from_slice(&header);
+        let padded = self.buffer.len().div_ceil(BLOCK_BYTES) * BLOCK_BYTES;
+        self.buffer.resize(padded, 0);
+        &self.buffer
+    }
+
+    pub fn clear(&mut self) {
+        self.buffer.clear();
+        self.buffer.resize(BATCH_HEADER_BYTES, 0);
+        self.records = 0;
+    }
+}
+
+/// A txn read back from the log, with where it was.
+#[derive(Debug, Clone)]
+pub struct LoggedTxn {
+    pub txn: Txn,
+    pub offset: u64,
+}
+
+/// How a segment's readable part ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SegmentEnd {
+    /// Zeros (preallocated space) or the end of the file after the last batch.
+    Clean { offset: u64 },
+    /// The last batch is damaged and nothing follows it: cut the log here.
+    TornTail { offset: u64, reason: String },
+    /// Damage followed by more data: never drop it silently.
+    Corrupt { offset: u64, reason: String },
+}
+
+#[derive(Debug, Clone)]
+pub struct SegmentScan {
+    pub first_zxid: i64,
+    pub txns: Vec<LoggedTxn>,
+    pub end: SegmentEnd,
+}
+
+fn read_u32(bytes: &[u8], at: usize) -> u32 {
+    u32::from_be_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]])
+}
+
+fn read_i64(bytes: &[u8], at: usize) -> i64 {
+    let mut array = [0u8; 8];
+    array.copy_from_slice(&bytes[at..at + 8]);
+    i64::from_be_bytes(array)
+}
+
+/// Reads a whole segment. Err if the header itself is not a segment header.
+pub fn scan_segment(bytes: &Bytes) -> Result<SegmentScan, String> {
+    if bytes.len() < BLOCK_BYTES || &bytes[..8] != SEGMENT_MAGIC {
+        return Err("not a warden log segment (bad header magic)".into());
+    }
+    if read_u32(bytes, 8) != SEGMENT_VERSION {
+        return Err(format!("unsupported log version {}", read_u32(bytes, 8)));
+    }
+    if read_u32(bytes, 20) != crc32fast::hash(&bytes[..20]) {
+        return Err("segment header checksum mismatch".into());
+    }
+    let first_zxid = read_i64(bytes, 12);
+    let mut txns = Vec::new();
+    let mut offset = BLOCK_BYTES;
+    let end = loop {
+        if offset + BATCH_HEADER_BYTES > bytes.len() {
+            break SegmentEnd::Clean { offset: offset as u64 };
+        }
+        let magic = read_u32(bytes, offset);
+        if magic == 0 {
+            // The end of the written log, unless a damaged batch header hides
+            // a batch that was (partly) written after it.
+            break match first_nonzero(bytes, offset) {
+                None => SegmentEnd::Clean { offset: offset as u64 },
+                Some(at) => damaged(bytes, offset, format!("zero batch header but data at offset {at}")),
+            };
+        }
+        let payload_bytes = read_u32(bytes, offset + 4) as usize;
+        let record_count = read_u32(bytes, offset + 8) as usize;
+        let crc = read_u32(bytes, offset + 12);
+        let batch_end = offset + BATCH_HEADER_BYTES + payload_bytes;
+        if magic != BATCH_MAGIC || payload_bytes > BATCH_BYTES_MAX || batch_end > bytes.len() {
+            break damaged(bytes, offset, "bad batch header".into());
+        }
+        let payload = &bytes[offset + BATCH_HEADER_BYTES..batch_end];
+        if crc32fast::hash(payload) != crc {
+            break damaged(bytes, offset, "batch checksum mismatch".into());
+        }
+        // The batch checksum passed: any inconsistency inside is corruption
+        // written by us, not a torn write.
+        match decode_records(bytes, offset + BATCH_HEADER_BYTES, batch_end, record_count) {
+            Ok(mut batch) => txns.append(&mut batch),
+            Err(reason) => break SegmentEnd::Corrupt { offset: offset as u64, reason },
+        }
+        offset = batch_end.div_ceil(BLOCK_BYTES) * BLOCK_BYTES;
+    };
+    Ok(SegmentScan { first_zxid, txns, end })
+}
+
+/// A damaged batch at `offset` is a torn tail if nothing but zeros lies beyond
+/// the largest batch that could have started there; otherwise corruption.
+fn damaged(bytes: &[u8], offset: usize, reason: String) -> SegmentEnd {
+    let window_end = (offset + BATCH_HEADER_BYTES + BATCH_BYTES_MAX).min(bytes.len());
+    let window_end = window_end.div_ceil(BLOCK_BYTES) * BLOCK_BYTES;
+    match first_nonzero(bytes, window_end.min(bytes.len())) {
+        None => SegmentEnd::TornTail { offset: offset as u64, reason },
+        Some(at) => SegmentEnd::Corrupt { offset: offset as u64, reason: format!("{reason}; valid-looking data follows at offset {at}") },
+    }
+}
+
+fn first_nonzero(bytes: &[u8], from: usize) -> Option<usize> {
+    bytes[from.min(bytes.len())..].iter().position(|byte| *byte != 0).map(|index| from + index)
+}
+
+fn decode_records(bytes: &Bytes, mut at: usize, end: usize, record_count: usize) -> Result<Vec<LoggedTxn>, String> {
+    let mut txns = Vec::with_capacity(record_count.min((end - at) / RECORD_HEADER_BYTES + 1));
+    for _ in 0..record_count {
+        if at + RECORD_HEADER_BYTES > end {
+            return Err(format!("record header past batch end at offset {at}"));
+        }
+        let length = read_u32(bytes, at) as usize;
+        let crc = read_u32(bytes, at + 4);
+        let zxid = read_i64(bytes, at + 8);
+        let payload_start = at + RECORD_HEADER_BYTES;
+        if payload_start + length > end {
+            return Err(format!("record length {length} past batch end at offset {at}"));
+        }
+        let mut hasher = crc32fast::Hasher::new();
+        hasher.update(&zxid.to_be_bytes());
+        hasher.update(&bytes[payload_start..payload_start + length]);
+        if hasher.finalize() != crc {
+            return Err(format!("record checksum mismatch at offset {at}"));
+        }
+        let mut reader = Reader::new(bytes.slice(payload_start..payload_start + length));
+        let txn = decode_txn(&mut reader).map_err(|error| format!("undecodable record at offset {at}: {error}"))?;
+        if txn.zxid != zxid {
+            return Err(format!("record zxid {zxid:#x} disagrees with its txn {:#x} at offset {at}", txn.zxid));
+        }
+        txns.push(LoggedTxn { txn, offset: at as u64 });
+        at = payload_start + length;
+    }
+    if at != end {
+        return Err(format!("{} bytes after the last record of the batch", end - at));
+    }
+    Ok(txns)
+}
+
+#[cfg(test)]
+mod tests;

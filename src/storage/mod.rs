@@ -4,5 +4,6 @@
 //! and zxid, and validated again when read. File I/O lives in the runtime.
 
 pub mod log;
+pub mod recovery;
 pub mod snapshot;
 pub mod txn_codec;

@@ -1,0 +1,166 @@
+//! Recovery's decisions: which snapshot to start from, which log records to
+//! replay, where a torn tail is cut, and which damage must stop the server.
+//! Pure: files are read through the `read` callback the runtime passes.
+//!
+//! Rules, after ZooKeeper's FileTxnSnapLog and the bugs it fixed:
+//! - start from the newest snapshot that validates; an invalid one is skipped
+//!   with a warning, but if snapshots exist and none validates, refuse;
+//! - log segments without any snapshot to follow are refused (ZOOKEEPER-2325),
+//!   as is a first needed segment that starts after the snapshot's zxid + 1;
+//! - records after the snapshot must be exactly consecutive zxids;
+//! - a damaged last batch of the newest segment is a torn write: cut it;
+//!   damage anywhere else is corruption: refuse, naming the file and offset.
+
+use bytes::Bytes;
+
+use super::log::{scan_segment, SegmentEnd};
+use crate::tree::DataTree;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecoveryError {
+    pub file: String,
+    pub offset: u64,
+    pub reason: String,
+}
+
+impl std::fmt::Display for RecoveryError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} at offset {}: {}", self.file, self.offset, self.reason)
+    }
+}
+
+impl std::error::Error for RecoveryError {}
+
+/// The files found in the data directories: (zxid in the name, file name).
+#[derive(Debug, Clone, Default)]
+pub struct Listing {
+    pub snapshots: Vec<(i64, String)>,
+    pub segments: Vec<(i64, String)>,
+}
+
+/// A torn tail to cut: the file is truncated at `offset`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TornTail {
+    pub file: String,
+    pub offset: u64,
+    pub reason: String,
+}
+
+pub struct Recovered {
+    pub tree: DataTree,
+    /// The zxid of the snapshot started from (0 for a fresh directory).
+    pub snapshot_zxid: i64,
+    /// Whether there was no snapshot at all: the caller writes the first one.
+    pub fresh: bool,
+    pub replayed: usize,
+    pub torn_tail: Option<TornTail>,
+    /// Snapshots skipped because they did not validate.
+    pub warnings: Vec<String>,
+}
+
+pub fn recover(
+    listing: &Listing,
+    mut read: impl FnMut(&str) -> Result<Bytes, String>,
+    decode_snapshot: impl Fn(Bytes) -> Result<DataTree, String>,
+) -> Result<Recovered, RecoveryError> {
+    let error = |file: &str, offset: u64, reason: String| RecoveryError { file: file.to_owned(), offset, reason };
+    let mut snapshots = listing.snapshots.clone();
+    snapshots.sort_by(|a, b| b.0.cmp(&a.0));
+    let mut segments = listing.segments.clone();
+    segments.sort();
+    let mut warnings = Vec::new();
+
+    let mut start = None;
+    for (zxid, name) in &snapshots {
+        let bytes = read(name).map_err(|reason| error(name, 0, reason))?;
+        match decode_snapshot(bytes) {
+            Ok(tree) if tree.last_processed_zxid() == *zxid => {
+                start = Some((tree, *zxid));
+                break;
+            }
+            Ok(tree) => warnings.push(format!(
+                "{name}: holds zxid {:#x}, not the {zxid:#x} its name says; skipped",
+                tree.last_processed_zxid()
+            )),
+            Err(reason) => warnings.push(format!("{name}: invalid snapshot ({reason}); skipped")),
+        }
+    }
+    let (mut tree, snapshot_zxid, fresh) = match start {
+        Some((tree, zxid)) => (tree, zxid, false),
+        None if !snapshots.is_empty() => {
+            let (_, newest) = &snapshots[0];
+            return Err(error(newest, 0, format!("no snapshot validates: {}", warnings.join("; "))));
+        }
+        None if !segments.is_empty() => {
+            let (_, first) = &segments[0];
+            return Err(error(first, 0, "transaction log present but no snapshot it can follow (ZOOKEEPER-2325)".into()));
+        }
+        None => (DataTree::new(), 0, true),
+    };
+
+    // The first segment needed: the last one starting at or before snapshot_zxid + 1.
+    let first_needed = segments.iter().rposition(|(first_zxid, _)| *first_zxid <= snapshot_zxid + 1);
+    let first_needed = match (first_needed, segments.first()) {
+        (Some(index), _) => index,
+        (None, None) => segments.len(),
+        (None, Some((first_zxid, name))) => {
+            return Err(error(
+                name,
+                0,
+                format!("log starts at zxid {first_zxid:#x}, after the snapshot's {snapshot_zxid:#x} + 1: txns are missing"),
+            ));
+        }
+    };
+
+    let mut zxid_last = snapshot_zxid;
+    let mut replayed = 0;
+    let mut torn_tail = None;
+    let mut triggers = Vec::new();
+    let needed = &segments[first_needed..];
+    for (index, (first_zxid, name)) in needed.iter().enumerate() {
+        let is_last = index + 1 == needed.len();
+        let bytes = read(name).map_err(|reason| error(name, 0, reason))?;
+        let scan = match scan_segment(&bytes) {
+            Ok(scan) => scan,
+            // A segment created just before a crash may not have its header yet.
+            Err(_) if is_last && bytes.iter().all(|byte| *byte == 0) => {
+                torn_tail = Some(TornTail { file: name.clone(), offset: 0, reason: "empty segment".into() });
+                break;
+            }
+            Err(reason) => return Err(error(name, 0, reason)),
+        };
+        if scan.first_zxid != *first_zxid {
+            return Err(error(name, 0, format!("header says first zxid {:#x}", scan.first_zxid)));
+        }
+        for logged in &scan.txns {
+            let zxid = logged.txn.zxid;
+            if zxid <= zxid_last {
+                if zxid_last > snapshot_zxid {
+                    return Err(error(name, logged.offset, format!("zxid {zxid:#x} does not follow {zxid_last:#x}")));
+                }
+                continue; // already in the snapshot
+            }
+            if zxid != zxid_last + 1 {
+                return Err(error(name, logged.offset, format!("zxid gap: {zxid:#x} after {zxid_last:#x}")));
+            }
+            triggers.clear();
+            tree.apply(&logged.txn, &mut triggers);
+            zxid_last = zxid;
+            replayed += 1;
+        }
+        match scan.end {
+            SegmentEnd::Clean { .. } => {}
+            SegmentEnd::TornTail { offset, reason } if is_last => {
+                torn_tail = Some(TornTail { file: name.clone(), offset, reason });
+            }
+            SegmentEnd::TornTail { offset, reason } => {
+                return Err(error(name, offset, format!("{reason}, and newer segments follow")));
+            }
+            SegmentEnd::Corrupt { offset, reason } => return Err(error(name, offset, reason)),
+        }
+    }
+    Ok(Recovered { tree, snapshot_zxid, fresh, replayed, torn_tail, warnings })
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,155 @@
+use std::collections::HashMap;
+
+use super::*;
+use crate::storage::log::{encode_segment_header, segment_file_name, BatchEncoder, BLOCK_BYTES};
+use crate::txn::{Txn, TxnBody};
+
+fn create(zxid: i64) -> Txn {
+    Txn {
+        session_id: 1,
+        cxid: 0,
+        zxid,
+        time_ms: 0,
+        body: TxnBody::Create(crate::txn::CreateTxn {
+            opcode: 1,
+            path: format!("/n{zxid}"),
+            data: None,
+            acl: crate::tree::open_acl_unsafe(),
+            ephemeral_owner: 0,
+            parent_cversion: zxid as i32,
+        }),
+    }
+}
+
+fn segment(zxids: std::ops::RangeInclusive<i64>) -> Vec<u8> {
+    let mut bytes = encode_segment_header(*zxids.start());
+    let mut encoder = BatchEncoder::new();
+    for zxid in zxids {
+        encoder.clear();
+        encoder.push(&create(zxid));
+        bytes.extend_from_slice(encoder.finish());
+    }
+    bytes.resize(bytes.len() + 2 * BLOCK_BYTES, 0);
+    bytes
+}
+
+/// A fake snapshot: its bytes are the zxid; decoding replays creates 1..=zxid.
+fn snapshot_of(zxid: i64) -> Vec<u8> {
+    zxid.to_be_bytes().to_vec()
+}
+
+fn decode(bytes: Bytes) -> Result<DataTree, String> {
+    let zxid = i64::from_be_bytes(bytes[..8].try_into().map_err(|_| "short".to_string())?);
+    if zxid < 0 {
+        return Err("bad".into());
+    }
+    let mut tree = DataTree::new();
+    for z in 1..=zxid {
+        tree.apply(&create(z), &mut Vec::new());
+    }
+    Ok(tree)
+}
+
+struct Dir {
+    files: HashMap<String, Vec<u8>>,
+    listing: Listing,
+}
+
+impl Dir {
+    fn new() -> Dir {
+        Dir { files: HashMap::new(), listing: Listing::default() }
+    }
+    fn snapshot(mut self, zxid: i64, bytes: Vec<u8>) -> Dir {
+        let name = format!("snapshot.{zxid:x}");
+        self.listing.snapshots.push((zxid, name.clone()));
+        self.files.insert(name, bytes);
+        self
+    }
+    fn segment(mut self, first: i64, bytes: Vec<u8>) -> Dir {
+        let name = segment_file_name(first);
+        self.listing.segments.push((first, name.clone()));
+        self.files.insert(name, bytes);
+        self
+    }
+    fn recover(&self) -> Result<Recovered, RecoveryError> {
+        recover(&self.listing, |name| Ok(Bytes::from(self.files[name].clone())), decode)
+    }
+}
+
+#[test]
+fn fresh_directory_starts_empty() {
+    let recovered = Dir::new().recover().unwrap();
+    assert!(recovered.fresh);
+    assert_eq!(recovered.tree.last_processed_zxid(), 0);
+}
+
+#[test]
+fn snapshot_then_log_replays_only_what_follows() {
+    let dir = Dir::new().snapshot(3, snapshot_of(3)).segment(1, segment(1..=5)).segment(6, segment(6..=7));
+    let recovered = dir.recover().unwrap();
+    assert_eq!((recovered.snapshot_zxid, recovered.replayed), (3, 4));
+    assert_eq!(recovered.tree.last_processed_zxid(), 7);
+    assert!(recovered.tree.get("/n7").is_some());
+}
+
+#[test]
+fn newest_invalid_snapshot_falls_back_with_a_warning() {
+    let dir = Dir::new().snapshot(2, snapshot_of(2)).snapshot(4, snapshot_of(-1)).segment(1, segment(1..=4));
+    let recovered = dir.recover().unwrap();
+    assert_eq!(recovered.snapshot_zxid, 2);
+    assert_eq!(recovered.tree.last_processed_zxid(), 4);
+    assert_eq!(recovered.warnings.len(), 1);
+}
+
+#[test]
+fn log_without_snapshot_is_refused_zookeeper_2325() {
+    let error = Dir::new().segment(1, segment(1..=2)).recover().err().unwrap();
+    assert_eq!(error.file, "log.1");
+    assert!(error.reason.contains("ZOOKEEPER-2325"), "{error}");
+}
+
+#[test]
+fn missing_txns_between_snapshot_and_log_are_refused() {
+    let error = Dir::new().snapshot(2, snapshot_of(2)).segment(5, segment(5..=6)).recover().err().unwrap();
+    assert_eq!(error.file, "log.5");
+}
+
+#[test]
+fn zxid_gap_inside_the_log_is_refused() {
+    let mut bytes = segment(1..=2);
+    let mut encoder = BatchEncoder::new();
+    encoder.push(&create(4));
+    let end = bytes.len() - 2 * BLOCK_BYTES;
+    bytes.truncate(end);
+    bytes.extend_from_slice(encoder.finish());
+    let error = Dir::new().snapshot(0, snapshot_of(0)).segment(1, bytes).recover().err().unwrap();
+    assert!(error.reason.contains("gap"), "{error}");
+    assert!(error.offset > 0);
+}
+
+#[test]
+fn torn_tail_of_the_newest_segment_is_cut() {
+    let mut bytes = segment(1..=3);
+    let last_batch = BLOCK_BYTES * 3;
+    bytes[last_batch + 40] ^= 0xff;
+    let recovered = Dir::new().snapshot(0, snapshot_of(0)).segment(1, bytes).recover().unwrap();
+    assert_eq!(recovered.tree.last_processed_zxid(), 2);
+    assert_eq!(recovered.torn_tail.unwrap().offset, last_batch as u64);
+}
+
+#[test]
+fn torn_tail_in_an_older_segment_is_corruption() {
+    let mut bytes = segment(1..=3);
+    bytes[BLOCK_BYTES * 3 + 40] ^= 0xff;
+    let error = Dir::new().snapshot(0, snapshot_of(0)).segment(1, bytes).segment(4, segment(4..=5)).recover().err().unwrap();
+    assert_eq!(error.file, "log.1");
+    assert_eq!(error.offset, (BLOCK_BYTES * 3) as u64);
+}
+
+#[test]
+fn empty_new_segment_after_a_crash_is_a_torn_tail() {
+    let dir = Dir::new().snapshot(0, snapshot_of(0)).segment(1, segment(1..=2)).segment(3, vec![0; BLOCK_BYTES * 2]);
+    let recovered = dir.recover().unwrap();
+    assert_eq!(recovered.tree.last_processed_zxid(), 2);
+    assert_eq!(recovered.torn_tail.unwrap().file, "log.3");
+}

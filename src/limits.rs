@@ -24,6 +24,14 @@ pub const MULTI_OPS_MAX: usize = 100_000;
 pub const SESSION_TOUCH_BATCH_MAX: usize = 4096;
 /// Containers and TTL nodes removed per container-manager check.
 pub const CONTAINER_DELETES_PER_CHECK_MAX: usize = 10_000;
+/// Committed txns waiting for the snapshot executor's replica. While a large
+/// snapshot is written this absorbs the writes that arrive meanwhile; past it
+/// the log waits (backpressure) rather than growing.
+pub const SNAPSHOTTER_QUEUE_MAX: usize = 1 << 17;
+/// Encoded bytes waiting for the log (written or being written); past this the
+/// sequencer stops taking requests until a batch is durable.
+pub const LOG_PENDING_BYTES_MAX: usize = 16 * 1024 * 1024;
+
 /// Shards (cores) a process runs; connection ids keep the shard in 16 bits.
 pub const SHARDS_MAX: usize = 1024;
 

@@ -52,13 +52,16 @@ pub enum Committed {
     Txn { txn: Arc<Txn>, origin: Option<Origin> },
     SyncDone { origin: Origin, path: String },
     Revalidated { origin: Origin, session_id: i64, timeout_ms: i32, valid: bool },
+    /// The write could not be made durable (the log failed): answer with an
+    /// error, never with success.
+    Failed { origin: Origin, err: crate::proto::ErrorCode },
 }
 
 impl Committed {
     /// Items only the origin's shard needs; txns and revalidations go to every shard.
     pub fn only_for_shard(&self) -> Option<usize> {
         match self {
-            Committed::SyncDone { origin, .. } => Some(shard_of(origin.connection)),
+            Committed::SyncDone { origin, .. } | Committed::Failed { origin, .. } => Some(shard_of(origin.connection)),
             _ => None,
         }
     }

@@ -26,6 +26,10 @@ pub struct SequencerConfig {
     pub container_check_interval_ms: i64,
     /// Most container deletions per check (znode.container.maxPerMinute, scaled).
     pub container_deletes_per_check_max: usize,
+    /// ZooKeeper's snapCount: a snapshot after about this many txns.
+    pub snap_count: u32,
+    /// Seeds the snapshot-interval randomisation.
+    pub random_seed: u64,
 }
 
 #[derive(Debug)]
@@ -34,6 +38,9 @@ pub enum Effect {
     Append(Committed),
     /// Send to the shards after every earlier Append is committed.
     Deliver(Committed),
+    /// Take a snapshot at this zxid (the last Append before it), and start a
+    /// new log segment after it, as ZooKeeper rolls its log at a snapshot.
+    Snapshot { zxid: i64 },
 }
 
 pub struct Sequencer {
@@ -41,13 +48,55 @@ pub struct Sequencer {
     sessions: SessionTracker,
     config: SequencerConfig,
     container_check_last_ms: i64,
+    txns_since_snapshot: u64,
+    /// snapCount/2 plus a random part, as ZooKeeper's SyncRequestProcessor
+    /// picks it, so servers do not all snapshot at once.
+    snapshot_threshold: u64,
+    random_state: u64,
+    /// Set once the log failed: no write is accepted any more.
+    writes_failed: bool,
 }
 
 impl Sequencer {
     pub fn new(tree: DataTree, config: SequencerConfig, now_ms: i64) -> Sequencer {
         let sessions = SessionTracker::new(config.tick_ms, config.server_id, now_ms, config.password_secret);
+        let mut sessions = sessions;
+        // Sessions recovered from disk get their full timeout again from now.
+        for (session_id, timeout_ms) in tree.sessions().iter().map(|(id, timeout)| (*id, *timeout)).collect::<Vec<_>>() {
+            sessions.track(session_id, timeout_ms, now_ms);
+        }
         let prep = Prep::new(tree, PrepConfig { extended_types_enabled: config.extended_types_enabled });
-        Sequencer { prep, sessions, config, container_check_last_ms: now_ms }
+        let random_state = config.random_seed | 1;
+        let mut sequencer = Sequencer {
+            prep,
+            sessions,
+            config,
+            container_check_last_ms: now_ms,
+            txns_since_snapshot: 0,
+            snapshot_threshold: 0,
+            random_state,
+            writes_failed: false,
+        };
+        sequencer.snapshot_threshold = sequencer.next_snapshot_threshold();
+        sequencer
+    }
+
+    fn next_snapshot_threshold(&mut self) -> u64 {
+        // xorshift64: deterministic from the seed, enough to spread snapshots.
+        self.random_state ^= self.random_state << 13;
+        self.random_state ^= self.random_state >> 7;
+        self.random_state ^= self.random_state << 17;
+        let half = (self.config.snap_count as u64 / 2).max(1);
+        half + self.random_state % half
+    }
+
+    /// The log failed: from now on every write is answered with an error.
+    pub fn fail_writes(&mut self) {
+        self.writes_failed = true;
+    }
+
+    pub fn writes_failed(&self) -> bool {
+        self.writes_failed
     }
 
     pub fn zxid_last(&self) -> i64 {
@@ -67,11 +116,28 @@ impl Sequencer {
         self.prep.tree()
     }
 
-    fn append(txn: Txn, origin: Option<super::Origin>, effects: &mut Vec<Effect>) {
+    fn append(&mut self, txn: Txn, origin: Option<super::Origin>, effects: &mut Vec<Effect>) {
+        let zxid = txn.zxid;
         effects.push(Effect::Append(Committed::Txn { txn: Arc::new(txn), origin }));
+        self.txns_since_snapshot += 1;
+        if self.txns_since_snapshot >= self.snapshot_threshold {
+            self.txns_since_snapshot = 0;
+            self.snapshot_threshold = self.next_snapshot_threshold();
+            effects.push(Effect::Snapshot { zxid });
+        }
     }
 
     pub fn step(&mut self, now_ms: i64, input: ToSequencer, effects: &mut Vec<Effect>) {
+        if self.writes_failed {
+            match input {
+                ToSequencer::Write { origin, .. } | ToSequencer::CreateSession { origin, .. } => {
+                    let err = crate::proto::ErrorCode::SystemError;
+                    effects.push(Effect::Deliver(Committed::Failed { origin, err }));
+                    return;
+                }
+                _ => {}
+            }
+        }
         match input {
             ToSequencer::Write { origin, session_id, request, auth } => {
                 let live = self.sessions.touch(session_id, now_ms);
@@ -82,7 +148,7 @@ impl Sequencer {
                 if let TxnBody::CloseSession = txn.body {
                     self.sessions.remove(session_id);
                 }
-                Self::append(txn, Some(origin), effects);
+                self.append(txn, Some(origin), effects);
             }
             ToSequencer::Sync { origin, path } => {
                 effects.push(Effect::Deliver(Committed::SyncDone { origin, path }));
@@ -90,7 +156,7 @@ impl Sequencer {
             ToSequencer::CreateSession { origin, timeout_ms } => {
                 let session_id = self.sessions.create(timeout_ms, now_ms);
                 let txn = self.prep.create_session(session_id, timeout_ms, now_ms);
-                Self::append(txn, Some(origin), effects);
+                self.append(txn, Some(origin), effects);
             }
             ToSequencer::Revalidate { origin, session_id, timeout_ms } => {
                 // ZooKeeper's revalidateSession: touch with the new timeout.
@@ -110,11 +176,14 @@ impl Sequencer {
 
     /// Periodic work: expire sessions, then remove empty containers and expired TTL nodes.
     pub fn tick(&mut self, now_ms: i64, effects: &mut Vec<Effect>) {
+        if self.writes_failed {
+            return;
+        }
         for session_id in self.sessions.expire(now_ms) {
             tracing::info!(session = format_args!("{session_id:#x}"), "session expired");
             let txn = self.prep.close_session(session_id, 0, now_ms);
             self.sessions.remove(session_id);
-            Self::append(txn, None, effects);
+            self.append(txn, None, effects);
         }
         if now_ms - self.container_check_last_ms >= self.config.container_check_interval_ms {
             self.container_check_last_ms = now_ms;
@@ -122,7 +191,7 @@ impl Sequencer {
                 self.prep.tree().container_candidates(now_ms, self.config.container_deletes_per_check_max);
             for path in candidates {
                 let txn = self.prep.delete_container(&path, now_ms);
-                Self::append(txn, None, effects);
+                self.append(txn, None, effects);
             }
         }
     }

@@ -419,6 +419,19 @@ impl Shard {
                     out.push(ShardOutput::WriteDone { connection: origin.connection });
                 }
             }
+            Committed::Failed { origin, err } => {
+                if !self.connections.contains_key(&origin.connection) {
+                    return;
+                }
+                if origin.opcode == op::CREATE_SESSION {
+                    // No session could be created: close, as for an expired one.
+                    out.push(ShardOutput::Close { connection: origin.connection });
+                    return;
+                }
+                let frame = reply_frame(origin.xid, self.tree.last_processed_zxid(), *err, None);
+                out.push(ShardOutput::Frame { connection: origin.connection, frame });
+                out.push(ShardOutput::WriteDone { connection: origin.connection });
+            }
             Committed::Revalidated { origin, session_id, timeout_ms, valid } => {
                 if *valid {
                     // The session moved here: ZooKeeper closes its older connection.

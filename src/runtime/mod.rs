@@ -7,23 +7,25 @@
 //! connections feeding it: backpressure, never growth.
 
 mod connection;
+pub mod durability;
 mod notify;
 mod shard;
+mod sequencer;
 mod signals;
+mod snapshots;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use glommio::channels::shared_channel::{self, ConnectedReceiver, ConnectedSender, SharedReceiver, SharedSender};
+use glommio::channels::shared_channel::{self, SharedReceiver, SharedSender};
 use glommio::{LocalExecutorBuilder, Placement};
 use hashbrown::HashMap;
 
 use crate::config::Config;
 use crate::limits;
-use crate::pipeline::sequencer::Effect;
-use crate::pipeline::{Committed, Sequencer, SequencerConfig, ToSequencer};
+use crate::pipeline::{Committed, ToSequencer};
 use crate::tree::DataTree;
 
 pub use shard::SharedState;
@@ -34,6 +36,8 @@ pub struct ServerOptions {
     pub config: Config,
     /// ZooKeeper's znode.container.checkIntervalMs.
     pub container_check_interval_ms: i64,
+    /// Tests only: the log fails (ENOSPC) after this many bytes.
+    pub test_fail_log_after_bytes: Option<u64>,
 }
 
 pub fn wall_clock_ms() -> i64 {
@@ -56,10 +60,24 @@ pub fn run(options: ServerOptions) -> std::io::Result<()> {
     let available = std::thread::available_parallelism().map_or(1, |count| count.get());
     let cores = if config.cores == 0 { available } else { config.cores }.clamp(1, limits::SHARDS_MAX);
     let address = SocketAddr::new(config.client_port_address, config.client_port);
-    // The data directories exist from the first start; the transaction log and
-    // snapshots that will live there come with the durability work.
-    std::fs::create_dir_all(&config.data_dir)?;
-    std::fs::create_dir_all(&config.data_log_dir)?;
+
+    // Recovery before anything serves: newest valid snapshot plus the log.
+    let dirs = durability::DataDirs::new(&config.data_dir, &config.data_log_dir);
+    let started = std::time::Instant::now();
+    let recovered = dirs.recover_for_start().map_err(|error| {
+        std::io::Error::other(format!("refusing to start: {error}"))
+    })?;
+    let tree = recovered.tree;
+    tracing::info!(
+        snapshot_zxid = format_args!("{:#x}", recovered.snapshot_zxid),
+        replayed = recovered.replayed,
+        zxid = format_args!("{:#x}", tree.last_processed_zxid()),
+        nodes = tree.node_count(),
+        sessions = tree.sessions().len(),
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "recovered"
+    );
+
     let shutdown = Arc::new(AtomicBool::new(false));
     signals::install(shutdown.clone())?;
 
@@ -81,6 +99,7 @@ pub fn run(options: ServerOptions) -> std::io::Result<()> {
         commit_senders.push(sender);
         commit_receivers.push(Some(receiver));
     }
+    let (snapshotter_sender, snapshotter_receiver) = shared_channel::new_bounded(limits::SNAPSHOTTER_QUEUE_MAX);
     let secret = password_secret();
     let shared = Arc::new(SharedState {
         connections_by_ip: Mutex::new(HashMap::new()),
@@ -91,9 +110,26 @@ pub fn run(options: ServerOptions) -> std::io::Result<()> {
         started_ms: wall_clock_ms(),
     });
 
-    tracing::info!(%address, cores, "warden starting (standalone)");
+    tracing::info!(%address, cores, "warden serving (standalone)");
     let mut handles = Vec::new();
-    let mut sequencer_parts = Some((to_sequencer_receivers, commit_senders));
+    {
+        let shutdown = shutdown.clone();
+        let dirs = dirs.clone();
+        let tree = tree.clone();
+        let options = options.clone();
+        let handle = LocalExecutorBuilder::new(Placement::Unbound)
+            .name("warden-snapshots")
+            .spawn(move || async move { snapshots::run(snapshotter_receiver, tree, dirs, options, shutdown).await })
+            .map_err(|error| std::io::Error::other(format!("cannot start the snapshot executor: {error}")))?;
+        handles.push(handle);
+    }
+    let mut sequencer_parts = Some(SequencerParts {
+        receivers: to_sequencer_receivers,
+        senders: commit_senders,
+        snapshotter: snapshotter_sender,
+        tree: tree.clone(),
+        dirs,
+    });
     for shard_index in 0..cores {
         let placement = if cores <= available { Placement::Fixed(shard_index) } else { Placement::Unbound };
         let to_sequencer = to_sequencer_senders[shard_index].take().expect("one sender per shard");
@@ -102,14 +138,16 @@ pub fn run(options: ServerOptions) -> std::io::Result<()> {
         let shutdown = shutdown.clone();
         let shared = shared.clone();
         let options = options.clone();
+        let tree = tree.clone();
         let handle = LocalExecutorBuilder::new(placement)
             .name(&format!("warden-core-{shard_index}"))
             .spawn(move || async move {
-                run_core(shard_index, address, options, secret, to_sequencer, commits, sequencer, shared, shutdown).await
+                run_core(shard_index, address, options, secret, tree, to_sequencer, commits, sequencer, shared, shutdown).await
             })
             .map_err(|error| std::io::Error::other(format!("cannot start executor {shard_index}: {error}")))?;
         handles.push(handle);
     }
+    drop(tree);
     let mut result = Ok(());
     for handle in handles {
         match handle.join() {
@@ -122,39 +160,45 @@ pub fn run(options: ServerOptions) -> std::io::Result<()> {
     result
 }
 
+/// What core 0 needs to run the sequencer and the log.
+struct SequencerParts {
+    receivers: Vec<SharedReceiver<ToSequencer>>,
+    senders: Vec<SharedSender<Committed>>,
+    snapshotter: SharedSender<snapshots::Input>,
+    tree: DataTree,
+    dirs: durability::DataDirs,
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn run_core(
     shard_index: usize,
     address: SocketAddr,
     options: ServerOptions,
     secret: u64,
+    tree: DataTree,
     to_sequencer: SharedSender<ToSequencer>,
     commits: SharedReceiver<Committed>,
-    sequencer: Option<SequencerQueues>,
+    sequencer: Option<SequencerParts>,
     shared: Arc<SharedState>,
     shutdown: Arc<AtomicBool>,
 ) -> std::io::Result<()> {
-    if let Some((receivers, senders)) = sequencer {
+    if let Some(parts) = sequencer {
         // Its own task: connecting waits for the other ends, and one of them is
         // this core's own shard, connected below.
         let options = options.clone();
         let shared = shared.clone();
+        let shutdown = shutdown.clone();
         glommio::spawn_local(async move {
-            let mut connected_receivers = Vec::new();
-            for receiver in receivers {
-                connected_receivers.push(receiver.connect().await);
+            if let Err(error) = sequencer::run(options, secret, parts, shared).await {
+                tracing::error!("the log could not be opened: {error}; stopping");
+                shutdown.store(true, Ordering::Relaxed);
             }
-            let mut connected_senders = Vec::new();
-            for sender in senders {
-                connected_senders.push(sender.connect().await);
-            }
-            run_sequencer(options, secret, connected_receivers, connected_senders, shared).await
         })
         .detach();
     }
     let to_sequencer = to_sequencer.connect().await;
     let commits = commits.connect().await;
-    let serve = shard::serve(shard_index, address, options, secret, to_sequencer, commits, shared);
+    let serve = shard::serve(shard_index, address, options, secret, tree, to_sequencer, commits, shared);
     let stop = async {
         while !shutdown.load(Ordering::Relaxed) {
             glommio::timer::sleep(Duration::from_millis(50)).await;
@@ -162,94 +206,6 @@ async fn run_core(
         Ok(())
     };
     futures_lite::future::or(serve, stop).await
-}
-
-/// The sequencer's ends of the queues, handed to core 0.
-type SequencerQueues = (Vec<SharedReceiver<ToSequencer>>, Vec<SharedSender<Committed>>);
-
-enum SequencerInput {
-    Message(ToSequencer),
-    Tick,
-}
-
-async fn run_sequencer(
-    options: ServerOptions,
-    secret: u64,
-    receivers: Vec<ConnectedReceiver<ToSequencer>>,
-    senders: Vec<ConnectedSender<Committed>>,
-    shared: Arc<SharedState>,
-) {
-    let config = &options.config;
-    let tick_ms = config.tick_time_ms as i64;
-    let sequencer_config = SequencerConfig {
-        tick_ms,
-        extended_types_enabled: config.extended_types_enabled,
-        server_id: 0,
-        password_secret: secret,
-        container_check_interval_ms: options.container_check_interval_ms,
-        container_deletes_per_check_max: limits::CONTAINER_DELETES_PER_CHECK_MAX,
-    };
-    let mut sequencer = Sequencer::new(DataTree::new(), sequencer_config, wall_clock_ms());
-    let (inbox_sender, inbox) = glommio::channels::local_channel::new_bounded(limits::SEQUENCER_BATCH_MAX);
-    let inbox_sender = std::rc::Rc::new(inbox_sender);
-    for receiver in receivers {
-        let inbox_sender = inbox_sender.clone();
-        glommio::spawn_local(async move {
-            while let Some(message) = receiver.recv().await {
-                if inbox_sender.send(SequencerInput::Message(message)).await.is_err() {
-                    break;
-                }
-            }
-        })
-        .detach();
-    }
-    {
-        let inbox_sender = inbox_sender.clone();
-        // Half a tick, so expiry lags a session's deadline by at most that.
-        let period = Duration::from_millis((tick_ms / 2).max(1) as u64);
-        glommio::spawn_local(async move {
-            loop {
-                glommio::timer::sleep(period).await;
-                if inbox_sender.send(SequencerInput::Tick).await.is_err() {
-                    break;
-                }
-            }
-        })
-        .detach();
-    }
-    let mut effects = Vec::new();
-    while let Some(input) = inbox.recv().await {
-        let now_ms = wall_clock_ms();
-        match input {
-            SequencerInput::Message(message) => sequencer.step(now_ms, message, &mut effects),
-            SequencerInput::Tick => {
-                sequencer.tick(now_ms, &mut effects);
-                if let Ok(mut published) = shared.sequencer.lock() {
-                    published.session_count = sequencer.session_count();
-                    published.zxid = sequencer.zxid_last();
-                    published.sessions = sequencer.session_expiries();
-                }
-            }
-        }
-        for effect in effects.drain(..) {
-            // Standalone has no log yet: an Append is committed at once. The
-            // durable log (and, in an ensemble, the quorum of ACKs) goes here,
-            // between sequencing and delivery.
-            let item = match effect {
-                Effect::Append(item) | Effect::Deliver(item) => item,
-            };
-            match item.only_for_shard() {
-                Some(shard_index) => {
-                    let _ = senders[shard_index].send(item).await;
-                }
-                None => {
-                    for sender in &senders {
-                        let _ = sender.send(item.clone()).await;
-                    }
-                }
-            }
-        }
-    }
 }
 
 /// Answers a four-letter word from this shard's replica and what the other

@@ -260,6 +260,7 @@ pub async fn serve(
     address: SocketAddr,
     options: ServerOptions,
     secret: u64,
+    tree: DataTree,
     to_sequencer: ConnectedSender<ToSequencer>,
     commits: ConnectedReceiver<Committed>,
     shared: Arc<SharedState>,
@@ -268,7 +269,7 @@ pub async fn serve(
     let tick_ms = options.config.tick_time_ms as u64;
     let runtime = Rc::new(ShardRuntime {
         index,
-        core: RefCell::new(Shard::new(DataTree::new(), ShardConfig { password_secret: secret })),
+        core: RefCell::new(Shard::new(tree, ShardConfig { password_secret: secret })),
         handles: RefCell::new(HashMap::new()),
         to_sequencer,
         touched_sessions: RefCell::new(HashSet::new()),

@@ -274,5 +274,53 @@ fn decode_records(bytes: &Bytes, mut at: usize, end: usize, record_count: usize)
     Ok(txns)
 }
 
+/// One txn as a readable line (ZooKeeper's LogFormatter prints the same facts).
+pub fn describe_txn(txn: &Txn) -> String {
+    use crate::txn::TxnBody;
+    fn describe_body(body: &TxnBody) -> String {
+        let data = |data: &Option<Bytes>| match data {
+            None => "null".to_owned(),
+            Some(bytes) => format!("#{}", bytes.iter().map(|byte| format!("{byte:02x}")).collect::<String>()),
+        };
+        match body {
+            TxnBody::CreateSession { timeout_ms } => format!("createSession timeout={timeout_ms}"),
+            TxnBody::CloseSession => "closeSession".into(),
+            TxnBody::Create(create) => format!(
+                "create path={} data={} acl={:?} ephemeralOwner={:#x} parentCVersion={}",
+                create.path,
+                data(&create.data),
+                create.acl.iter().map(|acl| format!("{}:{}:{}", acl.id.scheme, acl.id.id, acl.perms)).collect::<Vec<_>>(),
+                create.ephemeral_owner,
+                create.parent_cversion
+            ),
+            TxnBody::Delete { path } => format!("delete path={path}"),
+            TxnBody::SetData { path, data: value, version } => format!("setData path={path} data={} version={version}", data(value)),
+            TxnBody::SetAcl { path, acl, version } => format!("setACL path={path} acl={} version={version}", acl.len()),
+            TxnBody::Check { path } => format!("check path={path}"),
+            TxnBody::Multi(bodies) => format!("multi [{}]", bodies.iter().map(describe_body).collect::<Vec<_>>().join("; ")),
+            TxnBody::Error { err } => format!("error {err:?} ({})", err.code()),
+        }
+    }
+    format!(
+        "zxid {:#x} time {} session {:#x} cxid {:#x} {}",
+        txn.zxid,
+        txn.time_ms,
+        txn.session_id,
+        txn.cxid,
+        describe_body(&txn.body)
+    )
+}
+
+/// A whole segment as text: header, one line per txn, how it ends.
+pub fn describe_segment(bytes: &Bytes) -> Result<String, String> {
+    let scan = scan_segment(bytes)?;
+    let mut out = format!("warden transaction log segment, format version {SEGMENT_VERSION}, first zxid {:#x}\n", scan.first_zxid);
+    for logged in &scan.txns {
+        out.push_str(&format!("@{} {}\n", logged.offset, describe_txn(&logged.txn)));
+    }
+    out.push_str(&format!("{} txns; end: {:?}\n", scan.txns.len(), scan.end));
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests;

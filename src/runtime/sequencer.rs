@@ -1,0 +1,259 @@
+//! Core 0's write path: the sequencer task turns requests into txns and
+//! appends them to the open log batch; the log task writes whole batches with
+//! one write and one fdatasync each (group commit: a batch closes when the
+//! previous sync completes, or at a size limit, or at a snapshot point), and
+//! only then hands the batch's txns, in order, to the shards and the
+//! snapshot executor. Nothing is acknowledged before the sync that covers it.
+//! A failed write or sync fails that batch's requests and every write after.
+
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use glommio::channels::shared_channel::ConnectedSender;
+
+use super::durability::LogWriter;
+use super::notify::Notify;
+use super::shard::SharedState;
+use super::{snapshots, wall_clock_ms, SequencerParts, ServerOptions};
+use crate::limits;
+use crate::pipeline::sequencer::Effect;
+use crate::pipeline::{Committed, Sequencer, SequencerConfig, ToSequencer};
+use crate::proto::ErrorCode;
+use crate::storage::log::BatchEncoder;
+
+enum Input {
+    Message(ToSequencer),
+    Tick,
+}
+
+/// One group commit: the txns' encoded records and everything to deliver
+/// after they are durable, in order.
+#[derive(Default)]
+struct Batch {
+    encoder: BatchEncoder,
+    items: Vec<Committed>,
+    /// Roll the log and snapshot at this zxid once the batch is durable.
+    snapshot_at: Option<i64>,
+    /// No more appends: full, or a snapshot point.
+    sealed: bool,
+}
+
+#[derive(Default)]
+struct LogQueue {
+    /// Oldest first; the sequencer appends to the back batch unless it is sealed.
+    batches: RefCell<VecDeque<Batch>>,
+    pending_bytes: Cell<usize>,
+    writer_wake: Notify,
+    space_wake: Notify,
+}
+
+impl LogQueue {
+    fn with_open_batch<T>(&self, action: impl FnOnce(&mut Batch) -> T) -> T {
+        let mut batches = self.batches.borrow_mut();
+        if batches.back().is_none_or(|batch| batch.sealed) {
+            batches.push_back(Batch::default());
+        }
+        action(batches.back_mut().expect("just ensured"))
+    }
+
+    fn push(&self, effect: Effect) {
+        match effect {
+            Effect::Append(item) => {
+                let added = self.with_open_batch(|batch| {
+                    let before = batch.encoder.len_bytes();
+                    if let Committed::Txn { txn, .. } = &item {
+                        batch.encoder.push(txn);
+                    }
+                    batch.items.push(item);
+                    if batch.encoder.is_full() {
+                        batch.sealed = true;
+                    }
+                    batch.encoder.len_bytes() - before
+                });
+                self.pending_bytes.set(self.pending_bytes.get() + added);
+            }
+            Effect::Deliver(item) => self.with_open_batch(|batch| batch.items.push(item)),
+            Effect::Snapshot { zxid } => self.with_open_batch(|batch| {
+                batch.snapshot_at = Some(zxid);
+                batch.sealed = true;
+            }),
+        }
+    }
+
+    fn take_front(&self) -> Option<Batch> {
+        self.batches.borrow_mut().pop_front()
+    }
+}
+
+pub async fn run(options: ServerOptions, secret: u64, parts: SequencerParts, shared: Arc<SharedState>) -> std::io::Result<()> {
+    let SequencerParts { receivers, senders, snapshotter, tree, dirs } = parts;
+    let mut connected_receivers = Vec::new();
+    for receiver in receivers {
+        connected_receivers.push(receiver.connect().await);
+    }
+    let mut shard_senders = Vec::new();
+    for sender in senders {
+        shard_senders.push(sender.connect().await);
+    }
+    let snapshotter = snapshotter.connect().await;
+    let config = &options.config;
+    let tick_ms = config.tick_time_ms as i64;
+    let first_zxid = tree.last_processed_zxid() + 1;
+    let mut log = LogWriter::create(&dirs.log_dir, first_zxid, config.pre_alloc_size_kib * 1024, config.force_sync).await?;
+    log.set_fail_after_bytes(options.test_fail_log_after_bytes);
+    if !config.force_sync {
+        tracing::warn!("forceSync=no: writes are acknowledged before they are durable; for tests only");
+    }
+    let sequencer_config = SequencerConfig {
+        tick_ms,
+        extended_types_enabled: config.extended_types_enabled,
+        server_id: 0,
+        password_secret: secret,
+        container_check_interval_ms: options.container_check_interval_ms,
+        container_deletes_per_check_max: limits::CONTAINER_DELETES_PER_CHECK_MAX,
+        snap_count: config.snap_count,
+        random_seed: secret ^ wall_clock_ms() as u64,
+    };
+    let sequencer = Rc::new(RefCell::new(Sequencer::new(tree, sequencer_config, wall_clock_ms())));
+    let queue = Rc::new(LogQueue::default());
+    glommio::spawn_local(log_task(log, queue.clone(), sequencer.clone(), shard_senders, snapshotter)).detach();
+
+    let (inbox_sender, inbox) = glommio::channels::local_channel::new_bounded(limits::SEQUENCER_BATCH_MAX);
+    let inbox_sender = Rc::new(inbox_sender);
+    for receiver in connected_receivers {
+        let inbox_sender = inbox_sender.clone();
+        glommio::spawn_local(async move {
+            while let Some(message) = receiver.recv().await {
+                if inbox_sender.send(Input::Message(message)).await.is_err() {
+                    break;
+                }
+            }
+        })
+        .detach();
+    }
+    {
+        let inbox_sender = inbox_sender.clone();
+        // Half a tick, so expiry lags a session's deadline by at most that.
+        let period = Duration::from_millis((tick_ms / 2).max(1) as u64);
+        glommio::spawn_local(async move {
+            loop {
+                glommio::timer::sleep(period).await;
+                if inbox_sender.send(Input::Tick).await.is_err() {
+                    break;
+                }
+            }
+        })
+        .detach();
+    }
+    let mut effects = Vec::new();
+    while let Some(input) = inbox.recv().await {
+        // Backpressure: while the log is this far behind, take no more requests.
+        while queue.pending_bytes.get() > limits::LOG_PENDING_BYTES_MAX {
+            queue.space_wake.notified().await;
+        }
+        let now_ms = wall_clock_ms();
+        {
+            let mut sequencer = sequencer.borrow_mut();
+            match input {
+                Input::Message(message) => sequencer.step(now_ms, message, &mut effects),
+                Input::Tick => {
+                    sequencer.tick(now_ms, &mut effects);
+                    if let Ok(mut published) = shared.sequencer.lock() {
+                        published.session_count = sequencer.session_count();
+                        published.zxid = sequencer.zxid_last();
+                        published.sessions = sequencer.session_expiries();
+                    }
+                }
+            }
+        }
+        for effect in effects.drain(..) {
+            queue.push(effect);
+        }
+        queue.writer_wake.notify();
+    }
+    Ok(())
+}
+
+async fn log_task(
+    mut log: LogWriter,
+    queue: Rc<LogQueue>,
+    sequencer: Rc<RefCell<Sequencer>>,
+    shards: Vec<ConnectedSender<Committed>>,
+    snapshotter: ConnectedSender<snapshots::Input>,
+) {
+    let mut failed = false;
+    loop {
+        let Some(mut batch) = queue.take_front() else {
+            queue.writer_wake.notified().await;
+            continue;
+        };
+        let batch_bytes = batch.encoder.len_bytes();
+        if !batch.encoder.is_empty() && !failed {
+            if let Err(error) = log.append(batch.encoder.finish()).await {
+                tracing::error!(%error, "transaction log write failed: failing these writes and refusing all further writes");
+                failed = true;
+                sequencer.borrow_mut().fail_writes();
+            }
+        }
+        if !batch.encoder.is_empty() {
+            queue.pending_bytes.set(queue.pending_bytes.get().saturating_sub(batch_bytes));
+            queue.space_wake.notify();
+        }
+        for item in batch.items {
+            deliver(item, failed, &shards, &snapshotter).await;
+        }
+        if let (Some(zxid), false) = (batch.snapshot_at, failed) {
+            log = match log.roll(zxid + 1).await {
+                Ok(log) => log,
+                Err(error) => {
+                    tracing::error!(%error, "cannot start a new log segment: refusing all further writes");
+                    sequencer.borrow_mut().fail_writes();
+                    // Nothing more can be appended; answer everything that comes.
+                    return fail_forever(queue, shards, snapshotter).await;
+                }
+            };
+            let _ = snapshotter.send(snapshots::Input::Snapshot(zxid)).await;
+        }
+    }
+}
+
+/// After the log is lost: every txn still queued is answered with an error.
+async fn fail_forever(queue: Rc<LogQueue>, shards: Vec<ConnectedSender<Committed>>, snapshotter: ConnectedSender<snapshots::Input>) {
+    loop {
+        while let Some(batch) = queue.take_front() {
+            queue.pending_bytes.set(queue.pending_bytes.get().saturating_sub(batch.encoder.len_bytes()));
+            for item in batch.items {
+                deliver(item, true, &shards, &snapshotter).await;
+            }
+        }
+        queue.space_wake.notify();
+        queue.writer_wake.notified().await;
+    }
+}
+
+async fn deliver(item: Committed, failed: bool, shards: &[ConnectedSender<Committed>], snapshotter: &ConnectedSender<snapshots::Input>) {
+    let item = match item {
+        Committed::Txn { origin, .. } if failed => match origin {
+            Some(origin) => Committed::Failed { origin, err: ErrorCode::SystemError },
+            None => return,
+        },
+        Committed::Txn { txn, origin } => {
+            let _ = snapshotter.send(snapshots::Input::Txn(txn.clone())).await;
+            Committed::Txn { txn, origin }
+        }
+        other => other,
+    };
+    match item.only_for_shard() {
+        Some(shard_index) => {
+            let _ = shards[shard_index].send(item).await;
+        }
+        None => {
+            for sender in shards {
+                let _ = sender.send(item.clone()).await;
+            }
+        }
+    }
+}

@@ -8,9 +8,9 @@
 //! Each record carries its length, a CRC32 and its zxid.
 //!
 //! Preallocated space reads as zeros, so a zero batch magic is the end of the
-//! log. Recovery distinguishes a torn tail (the last batch is damaged and
-//! nothing follows it) from corruption (damage with valid data after it),
-//! which must stop the server rather than silently drop data
+//! log. Recovery distinguishes a torn tail (the last batch is damaged and no
+//! valid batch follows it) from corruption (damage with a valid batch after
+//! it), which must stop the server rather than silently drop data
 //! (ZOOKEEPER-2325).
 
 use bytes::Bytes;
@@ -226,15 +226,35 @@ pub fn scan_segment(bytes: &Bytes) -> Result<SegmentScan, String> {
     Ok(SegmentScan { first_zxid, txns, end })
 }
 
-/// A damaged batch at `offset` is a torn tail if nothing but zeros lies beyond
-/// the largest batch that could have started there; otherwise corruption.
+/// A damaged batch at `offset` is a torn tail only if no valid batch follows
+/// it. Group commit writes the next batch only after the previous one is
+/// synced, so a crash can leave at most one batch partly written: the last.
+/// Valid data after the damage means the damage is not a torn write.
 fn damaged(bytes: &[u8], offset: usize, reason: String) -> SegmentEnd {
-    let window_end = (offset + BATCH_HEADER_BYTES + BATCH_BYTES_MAX).min(bytes.len());
-    let window_end = window_end.div_ceil(BLOCK_BYTES) * BLOCK_BYTES;
-    match first_nonzero(bytes, window_end.min(bytes.len())) {
+    match valid_batch_after(bytes, offset) {
         None => SegmentEnd::TornTail { offset: offset as u64, reason },
-        Some(at) => SegmentEnd::Corrupt { offset: offset as u64, reason: format!("{reason}; valid-looking data follows at offset {at}") },
+        Some(at) => SegmentEnd::Corrupt { offset: offset as u64, reason: format!("{reason}; a valid batch follows at offset {at}") },
     }
+}
+
+/// The first block-aligned offset after `offset` holding a batch whose
+/// header and checksum are valid.
+fn valid_batch_after(bytes: &[u8], offset: usize) -> Option<usize> {
+    let mut at = (offset / BLOCK_BYTES + 1) * BLOCK_BYTES;
+    while at + BATCH_HEADER_BYTES <= bytes.len() {
+        if read_u32(bytes, at) == BATCH_MAGIC {
+            let payload_bytes = read_u32(bytes, at + 4) as usize;
+            let end = at + BATCH_HEADER_BYTES + payload_bytes;
+            if payload_bytes <= BATCH_BYTES_MAX
+                && end <= bytes.len()
+                && crc32fast::hash(&bytes[at + BATCH_HEADER_BYTES..end]) == read_u32(bytes, at + 12)
+            {
+                return Some(at);
+            }
+        }
+        at += BLOCK_BYTES;
+    }
+    None
 }
 
 fn first_nonzero(bytes: &[u8], from: usize) -> Option<usize> {

@@ -302,10 +302,12 @@ async fn handle_request(runtime: &ShardRuntime, handle: &ConnectionHandle, conne
         };
         return runtime.to_sequencer.send(message).await.is_ok();
     }
-    // A read sees every earlier write of this connection.
+    // A read sees every earlier write of this connection, and every write
+    // another client has already been answered for.
     if !wait_until(handle, |handle| handle.writes_in_flight.get() == 0).await {
         return false;
     }
+    runtime.catch_up().await;
     let mut outputs: Vec<ShardOutput> = Vec::new();
     let reply_xid = if let Request::Ping = request { xid::PING } else { header.xid };
     let started_ms = wall_clock_ms();

@@ -103,6 +103,7 @@ pub fn run(options: ServerOptions) -> std::io::Result<()> {
     let secret = password_secret();
     let shared = Arc::new(SharedState {
         connections_by_ip: Mutex::new(HashMap::new()),
+        commits_sent: (0..cores).map(|_| std::sync::atomic::AtomicU64::new(0)).collect(),
         shards: (0..cores).map(|_| Mutex::new(shard::ShardPublished::default())).collect(),
         sequencer: Mutex::new(shard::SequencerPublished::default()),
         cores,

@@ -41,3 +41,32 @@ impl Future for Notified<'_> {
         }
     }
 }
+
+/// Wakes every waiting task (for readers waiting on the applier).
+#[derive(Default)]
+pub struct NotifyAll {
+    wakers: RefCell<Vec<Waker>>,
+}
+
+impl NotifyAll {
+    pub fn notify_all(&self) {
+        for waker in self.wakers.borrow_mut().drain(..) {
+            waker.wake();
+        }
+    }
+
+    /// Resolves at the next `notify_all`.
+    pub async fn notified(&self) {
+        let mut registered = false;
+        std::future::poll_fn(|context| {
+            if registered {
+                Poll::Ready(())
+            } else {
+                registered = true;
+                self.wakers.borrow_mut().push(context.waker().clone());
+                Poll::Pending
+            }
+        })
+        .await
+    }
+}

@@ -119,7 +119,8 @@ pub async fn run(options: ServerOptions, secret: u64, parts: SequencerParts, sha
     };
     let sequencer = Rc::new(RefCell::new(Sequencer::new(tree, sequencer_config, wall_clock_ms())));
     let queue = Rc::new(LogQueue::default());
-    glommio::spawn_local(log_task(log, queue.clone(), sequencer.clone(), shard_senders, snapshotter)).detach();
+    let outlet = Outlet { shards: shard_senders, snapshotter, shared: shared.clone() };
+    glommio::spawn_local(log_task(log, queue.clone(), sequencer.clone(), outlet)).detach();
 
     let (inbox_sender, inbox) = glommio::channels::local_channel::new_bounded(limits::SEQUENCER_BATCH_MAX);
     let inbox_sender = Rc::new(inbox_sender);
@@ -177,13 +178,14 @@ pub async fn run(options: ServerOptions, secret: u64, parts: SequencerParts, sha
     Ok(())
 }
 
-async fn log_task(
-    mut log: LogWriter,
-    queue: Rc<LogQueue>,
-    sequencer: Rc<RefCell<Sequencer>>,
+/// Where durable items go: every shard (or one), and the snapshot executor.
+struct Outlet {
     shards: Vec<ConnectedSender<Committed>>,
     snapshotter: ConnectedSender<snapshots::Input>,
-) {
+    shared: Arc<SharedState>,
+}
+
+async fn log_task(mut log: LogWriter, queue: Rc<LogQueue>, sequencer: Rc<RefCell<Sequencer>>, outlet: Outlet) {
     let mut failed = false;
     loop {
         let Some(mut batch) = queue.take_front() else {
@@ -203,7 +205,7 @@ async fn log_task(
             queue.space_wake.notify();
         }
         for item in batch.items {
-            deliver(item, failed, &shards, &snapshotter).await;
+            outlet.deliver(item, failed).await;
         }
         if let (Some(zxid), false) = (batch.snapshot_at, failed) {
             log = match log.roll(zxid + 1).await {
@@ -212,21 +214,21 @@ async fn log_task(
                     tracing::error!(%error, "cannot start a new log segment: refusing all further writes");
                     sequencer.borrow_mut().fail_writes();
                     // Nothing more can be appended; answer everything that comes.
-                    return fail_forever(queue, shards, snapshotter).await;
+                    return fail_forever(queue, outlet).await;
                 }
             };
-            let _ = snapshotter.send(snapshots::Input::Snapshot(zxid)).await;
+            let _ = outlet.snapshotter.send(snapshots::Input::Snapshot(zxid)).await;
         }
     }
 }
 
 /// After the log is lost: every txn still queued is answered with an error.
-async fn fail_forever(queue: Rc<LogQueue>, shards: Vec<ConnectedSender<Committed>>, snapshotter: ConnectedSender<snapshots::Input>) {
+async fn fail_forever(queue: Rc<LogQueue>, outlet: Outlet) {
     loop {
         while let Some(batch) = queue.take_front() {
             queue.pending_bytes.set(queue.pending_bytes.get().saturating_sub(batch.encoder.len_bytes()));
             for item in batch.items {
-                deliver(item, true, &shards, &snapshotter).await;
+                outlet.deliver(item, true).await;
             }
         }
         queue.space_wake.notify();
@@ -234,25 +236,33 @@ async fn fail_forever(queue: Rc<LogQueue>, shards: Vec<ConnectedSender<Committed
     }
 }
 
-async fn deliver(item: Committed, failed: bool, shards: &[ConnectedSender<Committed>], snapshotter: &ConnectedSender<snapshots::Input>) {
-    let item = match item {
-        Committed::Txn { origin, .. } if failed => match origin {
-            Some(origin) => Committed::Failed { origin, err: ErrorCode::SystemError },
-            None => return,
-        },
-        Committed::Txn { txn, origin } => {
-            let _ = snapshotter.send(snapshots::Input::Txn(txn.clone())).await;
-            Committed::Txn { txn, origin }
-        }
-        other => other,
-    };
-    match item.only_for_shard() {
-        Some(shard_index) => {
-            let _ = shards[shard_index].send(item).await;
-        }
-        None => {
-            for sender in shards {
-                let _ = sender.send(item.clone()).await;
+impl Outlet {
+    async fn deliver(&self, item: Committed, failed: bool) {
+        let item = match item {
+            Committed::Txn { origin, .. } if failed => match origin {
+                Some(origin) => Committed::Failed { origin, err: ErrorCode::SystemError },
+                None => return,
+            },
+            Committed::Txn { txn, origin } => {
+                let _ = self.snapshotter.send(snapshots::Input::Txn(txn.clone())).await;
+                Committed::Txn { txn, origin }
+            }
+            other => other,
+        };
+        let sent = |shard_index: usize| {
+            self.shared.commits_sent[shard_index].fetch_add(1, std::sync::atomic::Ordering::Release);
+        };
+        match item.only_for_shard() {
+            Some(shard_index) => {
+                sent(shard_index);
+                let _ = self.shards[shard_index].send(item).await;
+            }
+            None => {
+                // Every count first: no shard can answer before all know the item is coming.
+                (0..self.shards.len()).for_each(sent);
+                for sender in &self.shards {
+                    let _ = sender.send(item.clone()).await;
+                }
             }
         }
     }

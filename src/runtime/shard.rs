@@ -24,6 +24,11 @@ use crate::tree::DataTree;
 /// what each shard and the sequencer last published for the 4lw commands.
 pub struct SharedState {
     pub connections_by_ip: Mutex<HashMap<IpAddr, u32>>,
+    /// Committed items sent to each shard so far. The log task raises every
+    /// target shard's count before it sends an item to any of them, so once a
+    /// client has a reply from one shard, a read on any other shard waits for
+    /// that write: reads across shards are as fresh as standalone ZooKeeper's.
+    pub commits_sent: Vec<std::sync::atomic::AtomicU64>,
     pub shards: Vec<Mutex<ShardPublished>>,
     pub sequencer: Mutex<SequencerPublished>,
     pub cores: usize,
@@ -153,6 +158,9 @@ impl ConnectionHandle {
 
 pub struct ShardRuntime {
     pub index: usize,
+    /// Committed items this shard has applied (compare `SharedState::commits_sent`).
+    pub commits_applied: Cell<u64>,
+    pub applied_event: super::notify::NotifyAll,
     pub core: RefCell<Shard>,
     pub handles: RefCell<HashMap<ConnectionId, Rc<ConnectionHandle>>>,
     pub to_sequencer: ConnectedSender<ToSequencer>,
@@ -200,6 +208,14 @@ impl ShardRuntime {
                     }
                 }
             }
+        }
+    }
+
+    /// Waits until this shard has applied every item sent to it so far.
+    pub async fn catch_up(&self) {
+        let sent = self.shared.commits_sent[self.index].load(std::sync::atomic::Ordering::Acquire);
+        while self.commits_applied.get() < sent {
+            self.applied_event.notified().await;
         }
     }
 
@@ -269,6 +285,8 @@ pub async fn serve(
     let tick_ms = options.config.tick_time_ms as u64;
     let runtime = Rc::new(ShardRuntime {
         index,
+        commits_applied: Cell::new(0),
+        applied_event: super::notify::NotifyAll::default(),
         core: RefCell::new(Shard::new(tree, ShardConfig { password_secret: secret })),
         handles: RefCell::new(HashMap::new()),
         to_sequencer,
@@ -288,6 +306,8 @@ pub async fn serve(
             while let Some(item) = commits.recv().await {
                 runtime.core.borrow_mut().apply(&item, &mut outputs);
                 runtime.dispatch(&mut outputs);
+                runtime.commits_applied.set(runtime.commits_applied.get() + 1);
+                runtime.applied_event.notify_all();
             }
         })
         .detach();

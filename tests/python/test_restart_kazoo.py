@@ -72,19 +72,29 @@ class RestartableServer(ZkServer):
         """Stops the server with `sig` and starts it again on the same data
         directory and port; returns once it serves sessions."""
         self.kill(sig)
-        deadline = time.monotonic() + 20
+        # The killed server's accepted connections linger in TIME_WAIT on the
+        # port for a minute; ZooKeeper binds anyway (SO_REUSEADDR), and so must
+        # warden. An early exit is retried briefly, then reported.
+        deadline = time.monotonic() + 3
         while True:
             self.start()
-            # An early exit (the port not yet free) is retried, bounded.
-            t_end = time.monotonic() + 1.0
+            t_end = time.monotonic() + 0.5
             while time.monotonic() < t_end and self.proc.poll() is None:
                 time.sleep(0.05)
-            if self.proc.poll() is None or time.monotonic() > deadline:
+            if self.proc.poll() is None:
                 break
             with _LIVE_LOCK:
                 _LIVE.discard(self.proc)
             self._log.close()
             self._log = None
+            if time.monotonic() > deadline:
+                tail = self.log_tail()
+                hint = ""
+                if "Address already in use" in tail:
+                    hint = (" (the port still has TIME_WAIT connections of the killed server; "
+                            "Apache ZooKeeper rebinds at once because its listener sets SO_REUSEADDR)")
+                pytest.fail("%s server could not restart on port %d%s\n--- server log tail ---\n%s"
+                            % (self.kind, self.port, hint, tail), pytrace=False)
             time.sleep(0.3)
         self.wait_ready()
         return self

@@ -18,8 +18,9 @@
 //! expectations are ZooKeeper's (the exit status after SIGTERM is not checked
 //! there: the JVM exits with 143).
 //!
-//! A failing test keeps its data directory (the path is printed) so the log
-//! and snapshots can be inspected.
+//! With `CRASH_KEEP_DATA=1` a failing test keeps its data directory (the path
+//! is printed) so the log and snapshots can be inspected; by default every
+//! directory is removed (preallocated log segments are large).
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fs::File;
@@ -119,6 +120,7 @@ struct Server {
     tick_ms: u32,
     max_session_timeout_ms: u32,
     snap_count: Option<u64>,
+    pre_alloc_kib: Option<u64>,
     starts: usize,
 }
 
@@ -129,7 +131,7 @@ impl Server {
         let n = DIR_COUNTER.fetch_add(1, Ordering::SeqCst);
         let dir = std::env::temp_dir().join(format!("warden-crash-{name}-{}-{n}-{nanos}", std::process::id()));
         std::fs::create_dir_all(dir.join("data")).expect("create temp dir");
-        Server { child: None, port: 0, dir, tick_ms, max_session_timeout_ms, snap_count: None, starts: 0 }
+        Server { child: None, port: 0, dir, tick_ms, max_session_timeout_ms, snap_count: None, pre_alloc_kib: None, starts: 0 }
     }
 
     fn data_dir(&self) -> PathBuf {
@@ -176,6 +178,9 @@ impl Server {
             if let Some(n) = self.snap_count {
                 command.arg(format!("-Dzookeeper.snapCount={n}"));
             }
+            if let Some(kib) = self.pre_alloc_kib {
+                command.arg(format!("-Dzookeeper.preAllocSize={kib}"));
+            }
             command.args(["-cp", &apache_classpath(), "org.apache.zookeeper.server.ZooKeeperServerMain"]);
             command.arg(&cfg_path);
             return command;
@@ -189,6 +194,9 @@ impl Server {
         command.args(["--force-sync", "yes", "--log-level", "info"]);
         if let Some(n) = self.snap_count {
             command.args(["--snap-count", &n.to_string()]);
+        }
+        if let Some(kib) = self.pre_alloc_kib {
+            command.args(["--pre-alloc-size", &kib.to_string()]);
         }
         command
     }
@@ -297,7 +305,7 @@ impl Drop for Server {
             eprintln!("--- server log tail (start #{}, port {}) ---\n{}", self.starts, self.port, self.log_tail());
         }
         self.sigkill();
-        if panicking {
+        if panicking && std::env::var_os("CRASH_KEEP_DATA").is_some() {
             eprintln!("data directory kept for inspection: {}", self.dir.display());
         } else {
             let _ = std::fs::remove_dir_all(&self.dir);
@@ -1202,6 +1210,8 @@ fn acknowledged_writes_survive_sigkill() {
             snap_count = snap_count.max(50);
         }
         server.snap_count = Some(snap_count);
+        // Small log preallocation on some starts: the log then grows its file while writing.
+        server.pre_alloc_kib = if rng.chance(50) { Some(256) } else { None };
         server.start(None);
         let port = server.port;
 
@@ -1284,8 +1294,9 @@ fn acknowledged_writes_survive_sigkill() {
         total_issued += issued;
         total_acked += acked;
         println!(
-            "{context}: snapCount {snap_count}, {n_streams} connection(s), stream {stream_ms} ms, {}; {issued} issued, \
+            "{context}: snapCount {snap_count}, preAllocSize {}, {n_streams} connection(s), stream {stream_ms} ms, {}; {issued} issued, \
              {acked} acknowledged, {} nodes read back; restart took {restart_ms} ms, cycle {} ms so far",
+            server.pre_alloc_kib.map_or("default".to_string(), |kib| format!("{kib} KiB")),
             if quiescent { "killed when idle".to_string() } else { format!("killed at {kill_after_ms} ms") },
             observed.len(),
             cycle_began.elapsed().as_millis()

@@ -84,10 +84,42 @@ impl DataDirs {
             let file = std::fs::OpenOptions::new().write(true).open(&path).map_err(|error| format!("{}: {error}", path.display()))?;
             file.set_len(torn.offset).and_then(|()| file.sync_all()).map_err(|error| format!("{}: {error}", path.display()))?;
         }
+        if let Some((name, end)) = &recovered.log_end {
+            // Give back the unused preallocation: the next write goes to a new segment.
+            let path = self.path_of(name);
+            let file = std::fs::OpenOptions::new().write(true).open(&path).map_err(|error| format!("{}: {error}", path.display()))?;
+            let length = file.metadata().map_err(|error| format!("{}: {error}", path.display()))?.len();
+            if length > *end {
+                file.set_len(*end).and_then(|()| file.sync_all()).map_err(|error| format!("{}: {error}", path.display()))?;
+            }
+        }
         if recovered.fresh {
             self.write_snapshot(&recovered.tree).map_err(|error| format!("cannot write the first snapshot: {error}"))?;
         }
         Ok(recovered)
+    }
+
+    /// The secret session passwords derive from: read from `secret` in the
+    /// snapshot directory, or made with `generate` and stored (atomically,
+    /// fsynced) on the first start, so sessions survive restarts.
+    pub fn password_secret(&self, generate: impl FnOnce() -> u64) -> std::io::Result<u64> {
+        use std::io::Write;
+        let path = self.snapshot_dir.join("secret");
+        match std::fs::read_to_string(&path) {
+            Ok(text) => u64::from_str_radix(text.trim(), 16)
+                .map_err(|error| std::io::Error::other(format!("{}: not a secret: {error}", path.display()))),
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+                let secret = generate();
+                let temporary = self.snapshot_dir.join("secret.tmp");
+                let mut file = std::fs::File::create(&temporary)?;
+                writeln!(file, "{secret:016x}")?;
+                file.sync_all()?;
+                std::fs::rename(&temporary, &path)?;
+                sync_directory(&self.snapshot_dir)?;
+                Ok(secret)
+            }
+            Err(error) => Err(error),
+        }
     }
 
     /// Writes `snapshot.<zxid>` atomically: a temporary file, fsync, rename, fsync the directory.

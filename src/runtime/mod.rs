@@ -8,6 +8,7 @@
 
 mod connection;
 pub mod durability;
+mod listener;
 mod notify;
 mod shard;
 mod sequencer;
@@ -44,14 +45,16 @@ pub fn wall_clock_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |elapsed| elapsed.as_millis() as i64)
 }
 
-/// A per-process secret for session passwords: unpredictable enough that a
-/// client cannot guess another session's password from its id.
-fn password_secret() -> u64 {
+/// A fresh random secret: the kernel's randomness, or clock and pid if that fails.
+fn random_secret() -> u64 {
+    let mut bytes = [0u8; 8];
+    // SAFETY: getrandom writes at most 8 bytes into the buffer.
+    let filled = unsafe { libc::getrandom(bytes.as_mut_ptr() as *mut libc::c_void, bytes.len(), 0) };
+    if filled == 8 {
+        return u64::from_be_bytes(bytes);
+    }
     let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |elapsed| elapsed.as_nanos() as u64);
-    let mut secret = nanos ^ ((std::process::id() as u64) << 32);
-    let stack_address = &secret as *const u64 as u64;
-    secret ^= stack_address.rotate_left(17);
-    crate::session::session_password(secret as i64, 0x5eed)[..8].iter().fold(0u64, |acc, byte| acc << 8 | *byte as u64)
+    nanos ^ ((std::process::id() as u64) << 32)
 }
 
 /// Runs the server until SIGINT or SIGTERM. Returns once every executor stopped.
@@ -81,10 +84,11 @@ pub fn run(options: ServerOptions) -> std::io::Result<()> {
     let shutdown = Arc::new(AtomicBool::new(false));
     signals::install(shutdown.clone())?;
 
-    // Bind once up front so a taken port fails loudly before any thread starts,
-    // and so port 0 resolves to one port that every shard then shares.
-    let probe = std::net::TcpListener::bind(address)?;
-    let address = probe.local_addr()?;
+    // Bind once up front, without sharing the port, so a port in use fails
+    // loudly before any thread starts and port 0 resolves to one port that
+    // every shard then shares.
+    let probe = listener::bind(address, false).map_err(|error| std::io::Error::new(error.kind(), format!("cannot bind {address}: {error}")))?;
+    let address = SocketAddr::new(address.ip(), listener::local_port(&probe)?);
     drop(probe);
 
     let mut to_sequencer_senders = Vec::new();
@@ -100,7 +104,9 @@ pub fn run(options: ServerOptions) -> std::io::Result<()> {
         commit_receivers.push(Some(receiver));
     }
     let (snapshotter_sender, snapshotter_receiver) = shared_channel::new_bounded(limits::SNAPSHOTTER_QUEUE_MAX);
-    let secret = password_secret();
+    // Session passwords derive from this secret; it lives in the data
+    // directory so sessions can be resumed across restarts.
+    let secret = dirs.password_secret(random_secret).map_err(|error| std::io::Error::other(format!("session secret: {error}")))?;
     let shared = Arc::new(SharedState {
         connections_by_ip: Mutex::new(HashMap::new()),
         commits_sent: (0..cores).map(|_| std::sync::atomic::AtomicU64::new(0)).collect(),

@@ -11,7 +11,6 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use glommio::channels::shared_channel::{ConnectedReceiver, ConnectedSender};
-use glommio::net::TcpListener;
 use hashbrown::{HashMap, HashSet};
 
 use super::notify::Notify;
@@ -281,7 +280,7 @@ pub async fn serve(
     commits: ConnectedReceiver<Committed>,
     shared: Arc<SharedState>,
 ) -> std::io::Result<()> {
-    let listener = TcpListener::bind(address)?;
+    let listener = super::listener::glommio_listener(address)?;
     let tick_ms = options.config.tick_time_ms as u64;
     let runtime = Rc::new(ShardRuntime {
         index,

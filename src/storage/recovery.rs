@@ -54,6 +54,10 @@ pub struct Recovered {
     pub fresh: bool,
     pub replayed: usize,
     pub torn_tail: Option<TornTail>,
+    /// Where the newest segment's data ends, when it ended cleanly: the
+    /// preallocated space after it is unused (a new segment starts on every
+    /// start-up) and can be given back.
+    pub log_end: Option<(String, u64)>,
     /// Snapshots skipped because they did not validate.
     pub warnings: Vec<String>,
 }
@@ -115,6 +119,7 @@ pub fn recover(
     let mut zxid_last = snapshot_zxid;
     let mut replayed = 0;
     let mut torn_tail = None;
+    let mut log_end = None;
     let mut triggers = Vec::new();
     let needed = &segments[first_needed..];
     for (index, (first_zxid, name)) in needed.iter().enumerate() {
@@ -149,7 +154,11 @@ pub fn recover(
             replayed += 1;
         }
         match scan.end {
-            SegmentEnd::Clean { .. } => {}
+            SegmentEnd::Clean { offset } => {
+                if is_last {
+                    log_end = Some((name.clone(), offset));
+                }
+            }
             SegmentEnd::TornTail { offset, reason } if is_last => {
                 torn_tail = Some(TornTail { file: name.clone(), offset, reason });
             }
@@ -159,7 +168,7 @@ pub fn recover(
             SegmentEnd::Corrupt { offset, reason } => return Err(error(name, offset, reason)),
         }
     }
-    Ok(Recovered { tree, snapshot_zxid, fresh, replayed, torn_tail, warnings })
+    Ok(Recovered { tree, snapshot_zxid, fresh, replayed, torn_tail, log_end, warnings })
 }
 
 #[cfg(test)]

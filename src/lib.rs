@@ -11,3 +11,4 @@ pub mod storage;
 pub mod tree;
 pub mod txn;
 pub mod watch;
+pub mod zab;

@@ -32,6 +32,9 @@ pub const SNAPSHOTTER_QUEUE_MAX: usize = 1 << 17;
 /// sequencer stops taking requests until a batch is durable.
 pub const LOG_PENDING_BYTES_MAX: usize = 16 * 1024 * 1024;
 
+/// A snapshot file is written and flushed this much at a time.
+pub const SNAPSHOT_WRITE_CHUNK_BYTES: usize = 4 * 1024 * 1024;
+
 /// Shards (cores) a process runs; connection ids keep the shard in 16 bits.
 pub const SHARDS_MAX: usize = 1024;
 

@@ -119,14 +119,16 @@ pub fn run(options: ServerOptions) -> std::io::Result<()> {
 
     tracing::info!(%address, cores, "warden serving (standalone)");
     let mut handles = Vec::new();
+    let snapshot_busy = snapshots::Busy::default();
     {
         let shutdown = shutdown.clone();
+        let snapshot_busy = snapshot_busy.clone();
         let dirs = dirs.clone();
         let tree = tree.clone();
         let options = options.clone();
         let handle = LocalExecutorBuilder::new(Placement::Unbound)
             .name("warden-snapshots")
-            .spawn(move || async move { snapshots::run(snapshotter_receiver, tree, dirs, options, shutdown).await })
+            .spawn(move || async move { snapshots::run(snapshotter_receiver, tree, dirs, options, snapshot_busy, shutdown).await })
             .map_err(|error| std::io::Error::other(format!("cannot start the snapshot executor: {error}")))?;
         handles.push(handle);
     }
@@ -134,6 +136,7 @@ pub fn run(options: ServerOptions) -> std::io::Result<()> {
         receivers: to_sequencer_receivers,
         senders: commit_senders,
         snapshotter: snapshotter_sender,
+        snapshot_busy,
         tree: tree.clone(),
         dirs,
     });
@@ -172,6 +175,7 @@ struct SequencerParts {
     receivers: Vec<SharedReceiver<ToSequencer>>,
     senders: Vec<SharedSender<Committed>>,
     snapshotter: SharedSender<snapshots::Input>,
+    snapshot_busy: snapshots::Busy,
     tree: DataTree,
     dirs: durability::DataDirs,
 }

@@ -89,7 +89,7 @@ impl LogQueue {
 }
 
 pub async fn run(options: ServerOptions, secret: u64, parts: SequencerParts, shared: Arc<SharedState>) -> std::io::Result<()> {
-    let SequencerParts { receivers, senders, snapshotter, tree, dirs } = parts;
+    let SequencerParts { receivers, senders, snapshotter, snapshot_busy, tree, dirs } = parts;
     let mut connected_receivers = Vec::new();
     for receiver in receivers {
         connected_receivers.push(receiver.connect().await);
@@ -119,7 +119,7 @@ pub async fn run(options: ServerOptions, secret: u64, parts: SequencerParts, sha
     };
     let sequencer = Rc::new(RefCell::new(Sequencer::new(tree, sequencer_config, wall_clock_ms())));
     let queue = Rc::new(LogQueue::default());
-    let outlet = Outlet { shards: shard_senders, snapshotter, shared: shared.clone() };
+    let outlet = Outlet { shards: shard_senders, snapshotter, snapshot_busy, shared: shared.clone() };
     glommio::spawn_local(log_task(log, queue.clone(), sequencer.clone(), outlet)).detach();
 
     let (inbox_sender, inbox) = glommio::channels::local_channel::new_bounded(limits::SEQUENCER_BATCH_MAX);
@@ -182,6 +182,7 @@ pub async fn run(options: ServerOptions, secret: u64, parts: SequencerParts, sha
 struct Outlet {
     shards: Vec<ConnectedSender<Committed>>,
     snapshotter: ConnectedSender<snapshots::Input>,
+    snapshot_busy: snapshots::Busy,
     shared: Arc<SharedState>,
 }
 
@@ -217,7 +218,11 @@ async fn log_task(mut log: LogWriter, queue: Rc<LogQueue>, sequencer: Rc<RefCell
                     return fail_forever(queue, outlet).await;
                 }
             };
-            let _ = outlet.snapshotter.send(snapshots::Input::Snapshot(zxid)).await;
+            if outlet.snapshot_busy.swap(true, std::sync::atomic::Ordering::AcqRel) {
+                tracing::warn!(zxid = format_args!("{zxid:#x}"), "Too busy to snap, skipping: the previous snapshot is still being written");
+            } else {
+                let _ = outlet.snapshotter.send(snapshots::Input::Snapshot(zxid)).await;
+            }
         }
     }
 }

@@ -20,14 +20,28 @@ pub enum Input {
     Snapshot(i64),
 }
 
+/// Raised by the log task when it asks for a snapshot, lowered here when the
+/// snapshot is written. While it is up, further snapshot points are skipped
+/// ("Too busy to snap", as ZooKeeper's SyncRequestProcessor says), so slow
+/// snapshots of a big tree cannot queue up behind each other.
+pub type Busy = Arc<AtomicBool>;
+
 pub async fn run(
     receiver: SharedReceiver<Input>,
     mut tree: DataTree,
     dirs: DataDirs,
     options: ServerOptions,
+    busy: Busy,
     shutdown: Arc<AtomicBool>,
 ) -> std::io::Result<()> {
     let receiver = receiver.connect().await;
+    // Snapshots yield the CPU to the write path: on a small machine this
+    // thread shares cores with the sequencer and the shards.
+    // SAFETY: setpriority on this thread's own id; failure only means no change.
+    unsafe {
+        let thread_id = libc::syscall(libc::SYS_gettid) as libc::id_t;
+        libc::setpriority(libc::PRIO_PROCESS, thread_id, 10);
+    }
     let retain = options.config.autopurge_snap_retain_count as usize;
     if let Some(interval) = options.config.autopurge_purge_interval {
         let dirs = dirs.clone();
@@ -42,6 +56,10 @@ pub async fn run(
     let work = async {
         let mut triggers = Vec::new();
         while let Some(input) = receiver.recv().await {
+            // A long queue never makes recv wait, so look for shutdown here too.
+            if shutdown.load(Ordering::Relaxed) {
+                break;
+            }
             match input {
                 Input::Txn(txn) => {
                     triggers.clear();
@@ -62,6 +80,7 @@ pub async fn run(
                         // The log still holds everything: a failed snapshot loses nothing.
                         Err(error) => tracing::error!(%error, zxid = format_args!("{zxid:#x}"), "snapshot failed"),
                     }
+                    busy.store(false, Ordering::Release);
                 }
             }
         }

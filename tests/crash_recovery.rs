@@ -683,8 +683,8 @@ fn matches(model: Option<&NodeState>, observed: Option<&Observed>) -> bool {
         (Some(m), Some(o)) => {
             m.data == o.data
                 && m.version == o.version
-                && m.czxid.map_or(true, |z| z == o.czxid)
-                && m.mzxid.map_or(true, |z| z == o.mzxid)
+                && m.czxid.is_none_or(|z| z == o.czxid)
+                && m.mzxid.is_none_or(|z| z == o.mzxid)
         }
         _ => false,
     }

@@ -270,6 +270,7 @@ impl ShardRuntime {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 pub async fn serve(
     index: usize,
     address: SocketAddr,

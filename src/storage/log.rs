@@ -33,7 +33,7 @@ const BATCH_MAGIC: u32 = 0x5742_4154; // "WBAT"
 const BATCH_HEADER_BYTES: usize = 32;
 const RECORD_HEADER_BYTES: usize = 16;
 
-const _: () = assert!(BATCH_BYTES_MAX % BLOCK_BYTES == 0);
+const _: () = assert!(BATCH_BYTES_MAX.is_multiple_of(BLOCK_BYTES));
 const _: () = assert!(BATCH_HEADER_BYTES + RECORD_HEADER_BYTES < BLOCK_BYTES);
 
 pub fn segment_file_name(first_zxid: i64) -> String {

@@ -69,7 +69,7 @@ pub fn recover(
 ) -> Result<Recovered, RecoveryError> {
     let error = |file: &str, offset: u64, reason: String| RecoveryError { file: file.to_owned(), offset, reason };
     let mut snapshots = listing.snapshots.clone();
-    snapshots.sort_by(|a, b| b.0.cmp(&a.0));
+    snapshots.sort_by_key(|(zxid, _)| std::cmp::Reverse(*zxid));
     let mut segments = listing.segments.clone();
     segments.sort();
     let mut warnings = Vec::new();

@@ -1,5 +1,6 @@
 //! warden: a ZooKeeper-compatible coordination service. See docs/ARCHITECTURE.md.
 
+pub mod calendar;
 pub mod config;
 pub mod fourlw;
 pub mod limits;

@@ -135,16 +135,7 @@ impl DataTree {
     /// `/zookeeper/quota`, and `/zookeeper/config` (world-readable only, with
     /// aversion -1, as ZooKeeper's addConfigNode leaves it).
     pub fn new() -> DataTree {
-        let mut tree = DataTree {
-            nodes: HashMap::new(),
-            acl_cache: HashMap::new(),
-            ephemerals: HashMap::new(),
-            containers: BTreeSet::new(),
-            ttls: BTreeSet::new(),
-            sessions: HashMap::new(),
-            last_processed_zxid: 0,
-            data_bytes: 0,
-        };
+        let mut tree = DataTree::empty(0, HashMap::new());
         let open = tree.intern_acl(&open_acl_unsafe());
         let system_node = |acl: Arc<[Acl]>, data: Option<Bytes>| Node {
             data,
@@ -163,6 +154,20 @@ impl DataTree {
         tree.link_child(ZOOKEEPER_PATH, "quota");
         tree.link_child(ZOOKEEPER_PATH, "config");
         tree
+    }
+
+    /// No znodes at all: the start of `new` and of `restore`.
+    fn empty(zxid: i64, sessions: HashMap<i64, i32>) -> DataTree {
+        DataTree {
+            nodes: HashMap::new(),
+            acl_cache: HashMap::new(),
+            ephemerals: HashMap::new(),
+            containers: BTreeSet::new(),
+            ttls: BTreeSet::new(),
+            sessions,
+            last_processed_zxid: zxid,
+            data_bytes: 0,
+        }
     }
 
     fn link_child(&mut self, parent: &str, child: &str) {
@@ -469,16 +474,7 @@ impl DataTree {
         nodes: impl IntoIterator<Item = (String, Option<Bytes>, Vec<Acl>, StatPersisted)>,
         sessions: impl IntoIterator<Item = (i64, i32)>,
     ) -> Result<DataTree, String> {
-        let mut tree = DataTree {
-            nodes: HashMap::new(),
-            acl_cache: HashMap::new(),
-            ephemerals: HashMap::new(),
-            containers: BTreeSet::new(),
-            ttls: BTreeSet::new(),
-            sessions: sessions.into_iter().collect(),
-            last_processed_zxid: zxid,
-            data_bytes: 0,
-        };
+        let mut tree = DataTree::empty(zxid, sessions.into_iter().collect());
         for (node_path, data, acl, stat) in nodes {
             if node_path != "/" && path::validate(&node_path).is_err() {
                 return Err(format!("invalid path {node_path:?}"));

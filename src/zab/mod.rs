@@ -6,6 +6,7 @@
 //! discovery phase that connect them are not built yet.
 
 pub mod broadcast;
+pub mod discovery;
 pub mod election;
 pub mod sync;
 

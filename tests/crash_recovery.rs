@@ -25,12 +25,15 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fs::File;
 use std::io::{ErrorKind, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread::sleep;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+mod common;
+use common::{apache_classpath, frame, free_port, Enc};
 
 const IO_TIMEOUT: Duration = Duration::from_secs(5);
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -90,27 +93,8 @@ impl Rng {
 
 static DIR_COUNTER: AtomicUsize = AtomicUsize::new(0);
 
-fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    listener.local_addr().unwrap().port()
-}
-
 fn apache_target() -> bool {
     std::env::var("CRASH_RECOVERY_TARGET").map(|v| v == "apache").unwrap_or(false)
-}
-
-fn apache_classpath() -> String {
-    let jars = [
-        "zookeeper.jar", "zookeeper-jute.jar", "slf4j-api.jar", "slf4j-nop.jar", "netty-handler.jar",
-        "netty-common.jar", "netty-buffer.jar", "netty-transport.jar", "netty-codec.jar", "netty-resolver.jar",
-        "netty-transport-native-epoll.jar", "netty-transport-native-unix-common.jar", "metrics-core.jar",
-        "commons-cli.jar", "snappy-java.jar", "jline.jar",
-    ];
-    jars.iter()
-        .map(|jar| format!("/usr/share/java/{jar}"))
-        .filter(|path| std::path::Path::new(path).exists())
-        .collect::<Vec<_>>()
-        .join(":")
 }
 
 struct Server {
@@ -317,35 +301,6 @@ impl Drop for Server {
 // Jute encoding
 // ---------------------------------------------------------------------------
 
-#[derive(Default)]
-struct Enc(Vec<u8>);
-
-impl Enc {
-    fn i32(mut self, v: i32) -> Self {
-        self.0.extend_from_slice(&v.to_be_bytes());
-        self
-    }
-    fn i64(mut self, v: i64) -> Self {
-        self.0.extend_from_slice(&v.to_be_bytes());
-        self
-    }
-    fn bool(mut self, v: bool) -> Self {
-        self.0.push(v as u8);
-        self
-    }
-    fn buf(self, v: &[u8]) -> Self {
-        let mut me = self.i32(v.len() as i32);
-        me.0.extend_from_slice(v);
-        me
-    }
-    fn str(self, v: &str) -> Self {
-        self.buf(v.as_bytes())
-    }
-    fn open_acl(self) -> Self {
-        self.i32(1).i32(PERMS_ALL).str("world").str("anyone")
-    }
-}
-
 struct Dec<'a> {
     b: &'a [u8],
     p: usize,
@@ -412,12 +367,6 @@ struct Stat {
     data_length: i32,
     num_children: i32,
     _pzxid: i64,
-}
-
-fn frame(body: &[u8]) -> Vec<u8> {
-    let mut out = (body.len() as i32).to_be_bytes().to_vec();
-    out.extend_from_slice(body);
-    out
 }
 
 fn request(xid: i32, opcode: i32, body: &[u8]) -> Vec<u8> {
@@ -610,7 +559,7 @@ impl Session {
 
     /// (err, zxid of the reply)
     fn create(&mut self, path: &str, data: &[u8], flags: i32) -> (i32, i64) {
-        let reply = self.call(OP_CREATE, &Enc::default().str(path).buf(data).open_acl().i32(flags).0);
+        let reply = self.call(OP_CREATE, &Enc::default().str(path).buf(data).acl(&[(PERMS_ALL, "world", "anyone")]).i32(flags).0);
         (reply.err, reply.zxid)
     }
 
@@ -732,7 +681,7 @@ impl Op {
     }
 
     fn encode(&self, xid: i32) -> Vec<u8> {
-        let create = |e: Enc, key: u64, data: &[u8]| e.str(&key_path(key)).buf(data).open_acl().i32(0);
+        let create = |e: Enc, key: u64, data: &[u8]| e.str(&key_path(key)).buf(data).acl(&[(PERMS_ALL, "world", "anyone")]).i32(0);
         let header = |e: Enc, op: i32| e.i32(op).bool(false).i32(-1);
         let end = |e: Enc| e.i32(-1).bool(true).i32(-1);
         match self {

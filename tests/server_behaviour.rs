@@ -15,12 +15,15 @@
 use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{ErrorKind, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread::sleep;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+mod common;
+use common::{apache_classpath, frame, free_port, Enc};
 
 const IO_TIMEOUT: Duration = Duration::from_secs(5);
 const READY_TIMEOUT: Duration = Duration::from_secs(20);
@@ -99,25 +102,6 @@ fn unique_dir(name: &str) -> PathBuf {
     let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
     let n = SERVER_COUNTER.fetch_add(1, Ordering::SeqCst);
     std::env::temp_dir().join(format!("warden-server-behaviour-{name}-{}-{n}-{nanos}", std::process::id()))
-}
-
-fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    listener.local_addr().unwrap().port()
-}
-
-fn apache_classpath() -> String {
-    let jars = [
-        "zookeeper.jar", "zookeeper-jute.jar", "slf4j-api.jar", "slf4j-nop.jar", "netty-handler.jar",
-        "netty-common.jar", "netty-buffer.jar", "netty-transport.jar", "netty-codec.jar", "netty-resolver.jar",
-        "netty-transport-native-epoll.jar", "netty-transport-native-unix-common.jar", "metrics-core.jar",
-        "commons-cli.jar", "snappy-java.jar", "jline.jar",
-    ];
-    jars.iter()
-        .map(|jar| format!("/usr/share/java/{jar}"))
-        .filter(|path| std::path::Path::new(path).exists())
-        .collect::<Vec<_>>()
-        .join(":")
 }
 
 impl Server {
@@ -285,51 +269,6 @@ impl Drop for Server {
 // Jute encoding
 // ---------------------------------------------------------------------------
 
-#[derive(Default)]
-struct Enc(Vec<u8>);
-
-impl Enc {
-    fn i32(mut self, v: i32) -> Self {
-        self.0.extend_from_slice(&v.to_be_bytes());
-        self
-    }
-    fn i64(mut self, v: i64) -> Self {
-        self.0.extend_from_slice(&v.to_be_bytes());
-        self
-    }
-    fn bool(mut self, v: bool) -> Self {
-        self.0.push(v as u8);
-        self
-    }
-    fn buf(self, v: &[u8]) -> Self {
-        let mut me = self.i32(v.len() as i32);
-        me.0.extend_from_slice(v);
-        me
-    }
-    fn str(self, v: &str) -> Self {
-        self.buf(v.as_bytes())
-    }
-    fn strs(self, v: &[&str]) -> Self {
-        let mut me = self.i32(v.len() as i32);
-        for s in v {
-            me = me.str(s);
-        }
-        me
-    }
-    /// vector<ACL>
-    fn acl(self, entries: &[(i32, &str, &str)]) -> Self {
-        let mut me = self.i32(entries.len() as i32);
-        for (perms, scheme, id) in entries {
-            me = me.i32(*perms).str(scheme).str(id);
-        }
-        me
-    }
-    fn bytes(mut self, v: &[u8]) -> Self {
-        self.0.extend_from_slice(v);
-        self
-    }
-}
-
 struct Dec<'a> {
     b: &'a [u8],
     p: usize,
@@ -364,12 +303,6 @@ impl<'a> Dec<'a> {
     fn remaining(&self) -> usize {
         self.b.len() - self.p
     }
-}
-
-fn frame(body: &[u8]) -> Vec<u8> {
-    let mut out = (body.len() as i32).to_be_bytes().to_vec();
-    out.extend_from_slice(body);
-    out
 }
 
 fn request_header(xid: i32, opcode: i32) -> Vec<u8> {

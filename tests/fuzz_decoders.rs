@@ -1002,7 +1002,7 @@ impl Pipeline {
         }
         // Establish the session through a txn, as the sequencer would.
         let txn = self.prep.create_session(session_id, 30_000, self.now_ms);
-        let origin = Origin { connection, xid: 0, opcode: op::CREATE_SESSION };
+        let origin = Origin { server: 0, connection, xid: 0, opcode: op::CREATE_SESSION };
         self.commit(txn, Some(origin));
         self.clients.push(client);
     }
@@ -1118,7 +1118,7 @@ impl Pipeline {
 
         let client_index = rng.below(self.clients.len());
         let connection = self.clients[client_index].connection;
-        let origin = Origin { connection, xid, opcode: request.opcode() };
+        let origin = Origin { server: 0, connection, xid, opcode: request.opcode() };
         if let Request::Auth(packet) = &request {
             let mut client = std::mem::replace(&mut self.clients[client_index], Client { connection, session_id: 0, auth: Vec::new() });
             self.add_auth(&mut client, &packet.scheme, &packet.auth);

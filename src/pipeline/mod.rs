@@ -28,6 +28,10 @@ pub fn shard_of(connection: ConnectionId) -> usize {
 /// Where a request came from, so its reply finds its way back.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Origin {
+    /// The server (`myid`; 0 standalone) whose connection sent it: in an
+    /// ensemble the leader sequences learners' requests, and the reply goes
+    /// back to the server that owns the connection.
+    pub server: u64,
     pub connection: ConnectionId,
     pub xid: i32,
     pub opcode: i32,

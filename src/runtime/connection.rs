@@ -215,7 +215,7 @@ async fn handshake(runtime: &ShardRuntime, handle: &ConnectionHandle, connection
         .clamp(config.session_timeout_ms_min as i32, config.session_timeout_ms_max as i32);
     let read_only_byte = request.read_only.is_some();
     runtime.core.borrow_mut().open(connection, remote.ip().to_string(), read_only_byte);
-    let origin = Origin { connection, xid: 0, opcode: op::CREATE_SESSION };
+    let origin = Origin { server: runtime.options.config.server_id, connection, xid: 0, opcode: op::CREATE_SESSION };
     let message = if request.session_id == 0 {
         ToSequencer::CreateSession { origin, timeout_ms }
     } else if !runtime.core.borrow().check_password(request.session_id, &request.password) {
@@ -286,7 +286,7 @@ async fn handle_request(runtime: &ShardRuntime, handle: &ConnectionHandle, conne
             return true;
         }
     };
-    let origin = Origin { connection, xid: header.xid, opcode: header.opcode };
+    let origin = Origin { server: runtime.options.config.server_id, connection, xid: header.xid, opcode: header.opcode };
     if request.is_write() || matches!(request, Request::Sync(_)) {
         if !wait_until(handle, |handle| handle.writes_in_flight.get() < limits::CONNECTION_WRITES_IN_FLIGHT_MAX).await {
             return false;

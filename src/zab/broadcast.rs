@@ -198,6 +198,18 @@ impl<T: Clone> Leader<T> {
     pub fn outstanding_zxids(&self) -> Vec<i64> {
         self.outstanding.keys().copied().collect()
     }
+    /// Learners being forwarded to (followers and observers).
+    pub fn learner_count(&self) -> usize {
+        self.learners.len()
+    }
+    /// Followers (voters) being forwarded to.
+    pub fn follower_count(&self) -> usize {
+        self.learners.values().filter(|l| !l.observer).count()
+    }
+    /// Whether `propose` would take a txn now.
+    pub fn can_propose(&self) -> bool {
+        self.leading && self.outstanding.len() < OUTSTANDING_PROPOSALS_MAX
+    }
     pub fn is_observer_configured(&self, sid: ServerId) -> bool {
         self.observers.contains(&sid)
     }
@@ -518,6 +530,13 @@ impl<T: Clone> Follower<T> {
     }
     pub fn last_committed(&self) -> i64 {
         self.last_committed
+    }
+    pub fn last_received(&self) -> i64 {
+        self.last_received
+    }
+    /// Whether `zxid` was received and not applied yet.
+    pub fn has_pending(&self, zxid: i64) -> bool {
+        self.pending.iter().any(|&(z, _)| z == zxid)
     }
 
     /// A PROPOSAL: append it to the log. Zxids must strictly increase and the

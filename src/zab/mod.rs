@@ -8,6 +8,7 @@
 pub mod broadcast;
 pub mod discovery;
 pub mod election;
+pub mod peer;
 pub mod sync;
 
 /// A server's id in the ensemble (`server.N` / myid).

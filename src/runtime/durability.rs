@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use bytes::Bytes;
 use glommio::io::DmaFile;
 
-use crate::storage::log::{encode_segment_header, parse_segment_file_name, segment_file_name, BLOCK_BYTES};
+use crate::storage::log::{encode_segment_header, parse_segment_file_name, plan_truncate, segment_file_name, TruncatePlan, BLOCK_BYTES};
 use crate::storage::recovery::{recover, Listing, Recovered};
 use crate::storage::snapshot::{decode_snapshot, encode_snapshot, parse_snapshot_file_name, snapshot_file_name};
 use crate::tree::DataTree;
@@ -171,6 +171,313 @@ impl DataDirs {
     }
 }
 
+/// ZooKeeper's epoch files, in the snapshot directory (QuorumPeer's
+/// ACCEPTED_EPOCH_FILENAME and CURRENT_EPOCH_FILENAME): a decimal number.
+pub const ACCEPTED_EPOCH_FILE: &str = "acceptedEpoch";
+pub const CURRENT_EPOCH_FILE: &str = "currentEpoch";
+
+/// What `truncate_after` did, and the state recovery now reaches.
+pub struct TruncateReport {
+    /// min(to, the last logged zxid): where recovery now ends.
+    pub last_zxid: i64,
+    /// The state at `last_zxid`, from the recovery that checked the
+    /// truncated layout before anything was changed.
+    pub tree: DataTree,
+    /// The snapshot that recovery starts from.
+    pub snapshot_zxid: i64,
+    pub removed_snapshots: Vec<PathBuf>,
+    pub removed_segments: Vec<PathBuf>,
+    /// The segment cut and its new length.
+    pub cut_segment: Option<(PathBuf, u64)>,
+}
+
+/// Removing the log records above a zxid: segments to delete, newest
+/// first, and at most one segment to cut.
+struct LogCut {
+    delete: Vec<String>,
+    cut: Option<SegmentCut>,
+}
+
+/// What carrying out a `LogCut` changed: the segments deleted, and the
+/// segment cut with its new length.
+struct LogCutDone {
+    removed_segments: Vec<PathBuf>,
+    cut_segment: Option<(PathBuf, u64)>,
+}
+
+struct SegmentCut {
+    name: String,
+    plan: TruncatePlan,
+    /// The segment as the plan leaves it.
+    bytes_after: Bytes,
+}
+
+impl DataDirs {
+    /// The accepted and current epochs (ZooKeeper's QuorumPeer.loadDataBase).
+    /// A missing file means an upgrade from a server without them: the epoch
+    /// defaults to that of `last_zxid`, except that a missing acceptedEpoch
+    /// next to a currentEpoch takes the current one. An unreadable file, or a
+    /// current epoch above the accepted one, is an error: the server must
+    /// not start with epochs it cannot trust.
+    pub fn read_epochs(&self, last_zxid: i64) -> std::io::Result<(u32, u32)> {
+        let accepted_file = self.read_epoch_file(ACCEPTED_EPOCH_FILE)?;
+        let current_file = self.read_epoch_file(CURRENT_EPOCH_FILE)?;
+        let of_last_zxid = crate::zab::epoch_of(last_zxid);
+        let current = current_file.unwrap_or(of_last_zxid);
+        let accepted = accepted_file.or(current_file).unwrap_or(of_last_zxid);
+        if current > accepted {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!(
+                    "{}: the current epoch {current} is above the accepted epoch {accepted} (last zxid {last_zxid:#x}); refusing to start",
+                    self.snapshot_dir.display()
+                ),
+            ));
+        }
+        Ok((accepted, current))
+    }
+
+    fn read_epoch_file(&self, name: &str) -> std::io::Result<Option<u32>> {
+        let path = self.snapshot_dir.join(name);
+        match std::fs::read_to_string(&path) {
+            Ok(text) => text.trim().parse::<u32>().map(Some).map_err(|error| {
+                std::io::Error::new(std::io::ErrorKind::InvalidData, format!("{}: not an epoch ({error}): {text:?}", path.display()))
+            }),
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(error) => Err(std::io::Error::new(error.kind(), format!("{}: {error}", path.display()))),
+        }
+    }
+
+    /// Stores the accepted epoch (ZAB discovery: the epoch a learner promised
+    /// a leader) durably: temporary file, fsync, rename, fsync the directory.
+    pub fn write_accepted_epoch(&self, epoch: u32) -> std::io::Result<()> {
+        self.write_epoch_file(ACCEPTED_EPOCH_FILE, epoch)
+    }
+
+    /// Stores the current epoch (ZAB synchronization: the epoch whose history
+    /// this server holds) durably, as `write_accepted_epoch`.
+    pub fn write_current_epoch(&self, epoch: u32) -> std::io::Result<()> {
+        self.write_epoch_file(CURRENT_EPOCH_FILE, epoch)
+    }
+
+    fn write_epoch_file(&self, name: &str, epoch: u32) -> std::io::Result<()> {
+        write_file_durably(&self.snapshot_dir, name, format!("{epoch}\n").as_bytes())
+            .map(|_| ())
+            .map_err(|error| std::io::Error::new(error.kind(), format!("{}: {error}", self.snapshot_dir.join(name).display())))
+    }
+
+    /// Removes every log record and every snapshot above zxid `to` (ZAB's
+    /// TRUNC), so that `recover` then yields exactly the state at
+    /// min(to, the last logged zxid). No `LogWriter` may be open on these
+    /// directories; afterwards the runtime opens a new segment at
+    /// `last_zxid + 1`.
+    ///
+    /// Checked first, changed after: the truncated layout is planned and
+    /// recovered in memory (so a missing snapshot at or below `to`, a gap or
+    /// damage is reported before any file is touched), then carried out in
+    /// an order where every crash point leaves a layout recovery accepts:
+    /// 1. snapshots above `to` are deleted (directory fsynced): recovery
+    ///    starts from an older snapshot and replays the still-whole log;
+    /// 2. segments starting above `to` (and the newest ones left without any
+    ///    record) are deleted newest first, fsyncing the directory after
+    ///    each, so the log never has a hole;
+    /// 3. the segment holding the batch that straddles `to` is cut at that
+    ///    batch's start and fsynced, then the batch's records at or below
+    ///    `to` are written after the cut as a new batch and fsynced. A crash
+    ///    between the two, or a torn rewrite (a torn tail recovery cuts),
+    ///    loses only that batch's records at or below `to`: recovery stops
+    ///    just before the batch, and the leader re-sends them in the next
+    ///    synchronization. Batches before it are never rewritten.
+    pub fn truncate_after(&self, to: i64) -> Result<TruncateReport, String> {
+        let listing = self.list().map_err(|error| format!("cannot list the data directories: {error}"))?;
+        let log_cut = self.plan_log_cut(&listing, to)?;
+        let planned = Listing {
+            snapshots: listing.snapshots.iter().filter(|(zxid, _)| *zxid <= to).cloned().collect(),
+            segments: listing.segments.iter().filter(|(_, name)| !log_cut.delete.contains(name)).cloned().collect(),
+        };
+        if planned.snapshots.is_empty() {
+            return Err(format!(
+                "cannot truncate the log after zxid {to:#x}: no snapshot at or below it to recover from in {} (a snapshot from the leader is needed)",
+                self.snapshot_dir.display()
+            ));
+        }
+        let recovered = recover(
+            &planned,
+            |name| match &log_cut.cut {
+                Some(cut) if cut.name == name => Ok(cut.bytes_after.clone()),
+                _ => std::fs::read(self.path_of(name)).map(Bytes::from).map_err(|error| error.to_string()),
+            },
+            |bytes| decode_snapshot(bytes).map_err(|error| error.to_string()),
+        )
+        .map_err(|error| {
+            format!(
+                "cannot truncate the log after zxid {to:#x}: the result would not recover: {}: offset {}: {}",
+                self.path_of(&error.file).display(),
+                error.offset,
+                error.reason
+            )
+        })?;
+        let last_zxid = recovered.tree.last_processed_zxid();
+        if last_zxid > to || recovered.fresh || recovered.torn_tail.is_some() {
+            return Err(format!(
+                "cannot truncate the log after zxid {to:#x}: the planned layout recovers to {last_zxid:#x} (fresh {}, torn tail {:?})",
+                recovered.fresh, recovered.torn_tail
+            ));
+        }
+        for warning in &recovered.warnings {
+            tracing::warn!("{warning}");
+        }
+
+        let mut removed_snapshots = Vec::new();
+        for (_, name) in listing.snapshots.iter().rev().filter(|(zxid, _)| *zxid > to) {
+            let path = self.snapshot_dir.join(name);
+            std::fs::remove_file(&path).map_err(|error| format!("{}: {error}", path.display()))?;
+            removed_snapshots.push(path);
+        }
+        if !removed_snapshots.is_empty() {
+            sync_directory(&self.snapshot_dir).map_err(|error| format!("{}: {error}", self.snapshot_dir.display()))?;
+        }
+        let LogCutDone { removed_segments, cut_segment } = self.apply_log_cut(&log_cut)?;
+        tracing::info!(
+            to = format_args!("{to:#x}"),
+            last_zxid = format_args!("{last_zxid:#x}"),
+            snapshots = removed_snapshots.len(),
+            segments = removed_segments.len(),
+            "truncated the log"
+        );
+        Ok(TruncateReport {
+            last_zxid,
+            tree: recovered.tree,
+            snapshot_zxid: recovered.snapshot_zxid,
+            removed_snapshots,
+            removed_segments,
+            cut_segment,
+        })
+    }
+
+    /// Installs a snapshot received from the leader (ZAB's SNAP) and returns
+    /// its tree. The snapshot is validated first; then (a) log records above
+    /// its zxid Z are removed as `truncate_after` removes them, (b) its bytes
+    /// are written as `snapshot.<Z>` (temporary file, fsync, rename, fsync
+    /// the directory; not re-encoded), (c) snapshots above Z are deleted.
+    /// No `LogWriter` may be open; the runtime then opens a segment at Z + 1.
+    ///
+    /// Every crash point leaves a layout recovery accepts: after (a) the
+    /// learner holds its own history up to min(Z, its last zxid); between
+    /// (b) and (c) a newer snapshot of its own may still win at recovery
+    /// (its old state at that zxid); in both cases the next synchronization
+    /// with the leader brings it to the leader's history again. Log records
+    /// at or below Z stay: recovery from `snapshot.<Z>` never reads them, and
+    /// a later TRUNC cannot go below Z, which the leader committed.
+    pub fn install_snapshot(&self, bytes: Bytes) -> Result<DataTree, String> {
+        let tree = decode_snapshot(bytes.clone()).map_err(|error| format!("the snapshot from the leader is invalid: {error}"))?;
+        let zxid = tree.last_processed_zxid();
+        self.create().map_err(|error| format!("cannot create the data directories: {error}"))?;
+        let listing = self.list().map_err(|error| format!("cannot list the data directories: {error}"))?;
+        let log_cut = self.plan_log_cut(&listing, zxid)?;
+        self.apply_log_cut(&log_cut)?;
+        let name = snapshot_file_name(zxid);
+        write_file_durably(&self.snapshot_dir, &name, &bytes)
+            .map_err(|error| format!("{}: {error}", self.snapshot_dir.join(&name).display()))?;
+        let mut removed = 0;
+        for (_, name) in listing.snapshots.iter().rev().filter(|(snapshot_zxid, _)| *snapshot_zxid > zxid) {
+            let path = self.snapshot_dir.join(name);
+            std::fs::remove_file(&path).map_err(|error| format!("{}: {error}", path.display()))?;
+            removed += 1;
+        }
+        if removed > 0 {
+            sync_directory(&self.snapshot_dir).map_err(|error| format!("{}: {error}", self.snapshot_dir.display()))?;
+        }
+        tracing::info!(zxid = format_args!("{zxid:#x}"), bytes = bytes.len(), newer_snapshots_removed = removed, "installed the leader's snapshot");
+        Ok(tree)
+    }
+
+    /// Plans removing every log record above `to`: segments starting above
+    /// it go, the newest remaining segment is cut (storage::log::plan_truncate),
+    /// and a newest segment left with no record (header only, or never
+    /// written) goes too, so no segment starts after the new last zxid and
+    /// the runtime can open the next one.
+    fn plan_log_cut(&self, listing: &Listing, to: i64) -> Result<LogCut, String> {
+        let mut delete = Vec::new();
+        let mut cut = None;
+        for (first_zxid, name) in listing.segments.iter().rev() {
+            if *first_zxid > to {
+                delete.push(name.clone());
+                continue;
+            }
+            let path = self.log_dir.join(name);
+            let bytes = std::fs::read(&path).map(Bytes::from).map_err(|error| format!("{}: {error}", path.display()))?;
+            // A segment created just before a crash may not have its header yet.
+            if bytes.iter().all(|byte| *byte == 0) {
+                delete.push(name.clone());
+                continue;
+            }
+            let plan = plan_truncate(&bytes, to)
+                .map_err(|reason| format!("cannot truncate {} after zxid {to:#x}: {reason}", path.display()))?;
+            if plan.records_kept == 0 {
+                delete.push(name.clone());
+                continue;
+            }
+            if !plan.is_noop() {
+                let bytes_after = plan.apply(&bytes);
+                cut = Some(SegmentCut { name: name.clone(), plan, bytes_after });
+            }
+            break;
+        }
+        Ok(LogCut { delete, cut })
+    }
+
+    /// Carries out a `LogCut`: deletions newest first, each made durable
+    /// before the next, then the cut (see `truncate_after` for why this order).
+    fn apply_log_cut(&self, log_cut: &LogCut) -> Result<LogCutDone, String> {
+        use std::os::unix::fs::FileExt;
+        let mut removed = Vec::new();
+        for name in &log_cut.delete {
+            let path = self.log_dir.join(name);
+            std::fs::remove_file(&path)
+                .and_then(|()| sync_directory(&self.log_dir))
+                .map_err(|error| format!("{}: {error}", path.display()))?;
+            removed.push(path);
+        }
+        let Some(cut) = &log_cut.cut else {
+            return Ok(LogCutDone { removed_segments: removed, cut_segment: None });
+        };
+        let path = self.log_dir.join(&cut.name);
+        let plan = &cut.plan;
+        if let Some(damage) = &plan.damage_removed {
+            tracing::warn!(file = %path.display(), "truncation removes damage after the records kept: {damage}");
+        }
+        let file = std::fs::OpenOptions::new().write(true).open(&path).map_err(|error| format!("{}: {error}", path.display()))?;
+        file.set_len(plan.cut_offset).and_then(|()| file.sync_all()).map_err(|error| format!("{}: {error}", path.display()))?;
+        if let Some(batch) = &plan.rewrite {
+            file.write_all_at(batch, plan.cut_offset)
+                .and_then(|()| file.sync_all())
+                .map_err(|error| format!("{}: {error}", path.display()))?;
+        }
+        let length = plan.length_after();
+        Ok(LogCutDone { removed_segments: removed, cut_segment: Some((path, length)) })
+    }
+}
+
+/// Writes `dir/name` atomically: a temporary file written and flushed a
+/// chunk at a time, fsync, rename, fsync the directory.
+fn write_file_durably(dir: &Path, name: &str, bytes: &[u8]) -> std::io::Result<PathBuf> {
+    use std::io::Write;
+    let path = dir.join(name);
+    let temporary = dir.join(format!("{name}.tmp"));
+    let mut file = std::fs::File::create(&temporary)?;
+    let mut offset = 0;
+    for chunk in bytes.chunks(crate::limits::SNAPSHOT_WRITE_CHUNK_BYTES) {
+        file.write_all(chunk)?;
+        flush_range(&file, offset, chunk.len())?;
+        offset += chunk.len();
+    }
+    file.sync_all()?;
+    std::fs::rename(&temporary, &path)?;
+    sync_directory(dir)?;
+    Ok(path)
+}
+
 /// Starts writeback of a byte range and waits for it (sync_file_range), so a
 /// large file reaches the disk steadily instead of in one burst.
 fn flush_range(file: &std::fs::File, offset: usize, length: usize) -> std::io::Result<()> {
@@ -283,3 +590,6 @@ impl LogWriter {
 fn io_error(error: glommio::GlommioError<()>) -> std::io::Error {
     std::io::Error::other(error.to_string())
 }
+
+#[cfg(test)]
+mod tests;

@@ -294,6 +294,134 @@ fn decode_records(bytes: &Bytes, mut at: usize, end: usize, record_count: usize)
     Ok(txns)
 }
 
+/// What cutting a segment after zxid `to` does to its bytes (ZAB's TRUNC,
+/// and the log cut before a snapshot from the leader is installed). The
+/// runtime carries it out; the decision is made here, without files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TruncatePlan {
+    /// Where the file is cut: the start of the first batch holding a zxid
+    /// above `to`, or, when there is none, where the valid data ends.
+    pub cut_offset: u64,
+    /// The records at or below `to` of the batch that straddles `to`,
+    /// re-encoded as one new batch to write at `cut_offset`.
+    pub rewrite: Option<Vec<u8>>,
+    /// Records the segment keeps, and the zxid of the last of them.
+    pub records_kept: usize,
+    pub last_zxid_kept: Option<i64>,
+    pub records_removed: usize,
+    /// Damage the cut removes: a torn tail, or corruption after the record
+    /// at `to` (which can only have held zxids above `to`).
+    pub damage_removed: Option<String>,
+}
+
+impl TruncatePlan {
+    /// Whether the plan leaves the file as it is.
+    pub fn is_noop(&self) -> bool {
+        self.records_removed == 0 && self.damage_removed.is_none()
+    }
+
+    /// The segment's length once the plan is carried out.
+    pub fn length_after(&self) -> u64 {
+        self.cut_offset + self.rewrite.as_ref().map_or(0, |batch| batch.len() as u64)
+    }
+
+    /// The segment's bytes once the plan is carried out.
+    pub fn apply(&self, bytes: &Bytes) -> Bytes {
+        let cut = (self.cut_offset as usize).min(bytes.len());
+        match &self.rewrite {
+            None => bytes.slice(..cut),
+            Some(batch) => {
+                let mut after = Vec::with_capacity(cut + batch.len());
+                after.extend_from_slice(&bytes[..cut]);
+                after.extend_from_slice(batch);
+                Bytes::from(after)
+            }
+        }
+    }
+}
+
+/// Plans removing every record above `to` from one segment. A batch is
+/// never edited in place: the file is cut at the start of the first batch
+/// holding a zxid above `to`, and that batch's records at or below `to` are
+/// written again after the cut as a new batch. Damage after the last record
+/// kept is removed with it: a torn tail always (it was never acknowledged),
+/// corruption only when a record at or above `to` precedes it, because
+/// otherwise the damaged bytes may have held records the state at `to` needs.
+pub fn plan_truncate(bytes: &Bytes, to: i64) -> Result<TruncatePlan, String> {
+    let scan = scan_segment(bytes)?;
+    if let Some(pair) = scan.txns.windows(2).find(|pair| pair[1].txn.zxid <= pair[0].txn.zxid) {
+        return Err(format!("zxid {:#x} does not follow {:#x} at offset {}", pair[1].txn.zxid, pair[0].txn.zxid, pair[1].offset));
+    }
+    let (data_end, damage, corrupt) = match &scan.end {
+        SegmentEnd::Clean { offset } => (*offset, None, false),
+        SegmentEnd::TornTail { offset, reason } => (*offset, Some(format!("torn tail at offset {offset}: {reason}")), false),
+        SegmentEnd::Corrupt { offset, reason } => (*offset, Some(format!("corruption at offset {offset}: {reason}")), true),
+    };
+    let total = scan.txns.len();
+    let mut next_txn = 0;
+    let mut offset = BLOCK_BYTES;
+    while (offset as u64) < data_end && offset < bytes.len() {
+        let batch_end = padded_batch_end(bytes, offset)?;
+        let batch_first_txn = next_txn;
+        while next_txn < total && scan.txns[next_txn].offset < batch_end as u64 {
+            next_txn += 1;
+        }
+        let batch = &scan.txns[batch_first_txn..next_txn];
+        if batch.iter().all(|logged| logged.txn.zxid <= to) {
+            offset = batch_end;
+            continue;
+        }
+        // The first batch reaching above `to`: cut at its start, keep its head.
+        let kept = batch.iter().take_while(|logged| logged.txn.zxid <= to).count();
+        let rewrite = if kept == 0 {
+            None
+        } else {
+            let mut encoder = BatchEncoder::new();
+            for pair in batch[..kept].windows(2) {
+                if pair[1].txn.zxid != pair[0].txn.zxid + 1 {
+                    return Err(format!("zxid gap inside the batch at offset {offset}: {:#x} after {:#x}", pair[1].txn.zxid, pair[0].txn.zxid));
+                }
+            }
+            for logged in &batch[..kept] {
+                encoder.push(&logged.txn);
+            }
+            Some(encoder.finish().to_vec())
+        };
+        let records_kept = batch_first_txn + kept;
+        return Ok(TruncatePlan {
+            cut_offset: offset as u64,
+            rewrite,
+            records_kept,
+            last_zxid_kept: records_kept.checked_sub(1).map(|index| scan.txns[index].txn.zxid),
+            records_removed: total - records_kept,
+            damage_removed: damage,
+        });
+    }
+    if next_txn != total {
+        return Err(format!("record at offset {} lies outside every batch", scan.txns[next_txn].offset));
+    }
+    // No record above `to`: only damage after the data can go.
+    let last_zxid_kept = scan.txns.last().map(|logged| logged.txn.zxid);
+    if corrupt && last_zxid_kept != Some(to) {
+        let last = last_zxid_kept.map_or("no record".to_owned(), |zxid| format!("the last valid record is {zxid:#x}"));
+        return Err(format!("{} before zxid {to:#x} ({last}): records the state at {to:#x} needs may be lost", damage.unwrap_or_default()));
+    }
+    Ok(TruncatePlan { cut_offset: data_end, rewrite: None, records_kept: total, last_zxid_kept, records_removed: 0, damage_removed: damage })
+}
+
+/// Where the batch at `offset` ends, padded to the block size. Only called
+/// on batches `scan_segment` validated; the bounds are checked anyway.
+fn padded_batch_end(bytes: &[u8], offset: usize) -> Result<usize, String> {
+    if offset + BATCH_HEADER_BYTES > bytes.len() || read_u32(bytes, offset) != BATCH_MAGIC {
+        return Err(format!("no batch header at offset {offset}"));
+    }
+    let end = offset + BATCH_HEADER_BYTES + read_u32(bytes, offset + 4) as usize;
+    if end > bytes.len() {
+        return Err(format!("batch at offset {offset} runs past the end of the file"));
+    }
+    Ok(end.div_ceil(BLOCK_BYTES) * BLOCK_BYTES)
+}
+
 /// One txn as a readable line (ZooKeeper's LogFormatter prints the same facts).
 pub fn describe_txn(txn: &Txn) -> String {
     use crate::txn::TxnBody;

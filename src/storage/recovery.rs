@@ -7,7 +7,8 @@
 //!   with a warning, but if snapshots exist and none validates, refuse;
 //! - log segments without any snapshot to follow are refused (ZOOKEEPER-2325),
 //!   as is a first needed segment that starts after the snapshot's zxid + 1;
-//! - records after the snapshot must be exactly consecutive zxids;
+//! - records after the snapshot must be consecutive zxids (a new epoch
+//!   starts again at counter 1);
 //! - a damaged last batch of the newest segment is a torn write: cut it;
 //!   damage anywhere else is corruption: refuse, naming the file and offset.
 
@@ -60,6 +61,14 @@ pub struct Recovered {
     pub log_end: Option<(String, u64)>,
     /// Snapshots skipped because they did not validate.
     pub warnings: Vec<String>,
+}
+
+/// Whether `zxid` may come right after `previous` in a log: the next counter
+/// of the same epoch, or the first txn of a later epoch (a new leader's
+/// first proposal is (epoch, 1); epochs may skip numbers).
+pub fn follows(previous: i64, zxid: i64) -> bool {
+    let (epoch, counter) = ((zxid as u64) >> 32, zxid as u64 as u32);
+    zxid == previous + 1 || (epoch > (previous as u64) >> 32 && counter == 1)
 }
 
 pub fn recover(
@@ -145,7 +154,7 @@ pub fn recover(
                 }
                 continue; // already in the snapshot
             }
-            if zxid != zxid_last + 1 {
+            if !follows(zxid_last, zxid) {
                 return Err(error(name, logged.offset, format!("zxid gap: {zxid:#x} after {zxid_last:#x}")));
             }
             triggers.clear();

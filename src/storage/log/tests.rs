@@ -109,3 +109,100 @@ fn file_names_follow_zookeeper() {
     assert_eq!(parse_segment_file_name("log.1f"), Some(0x1f));
     assert_eq!(parse_segment_file_name("snapshot.1f"), None);
 }
+
+// Truncation (ZAB's TRUNC): a segment of batches [2, 3, 2] holds zxids
+// 1-2 | 3-5 | 6-7, and cutting after `to` must leave exactly the records <= to.
+
+fn cut(bytes: &[u8], to: i64) -> (TruncatePlan, SegmentScan) {
+    let bytes = Bytes::from(bytes.to_vec());
+    let plan = plan_truncate(&bytes, to).unwrap();
+    let after = plan.apply(&bytes);
+    assert_eq!(after.len() as u64, plan.length_after());
+    let scan = scan_segment(&after).unwrap();
+    assert!(matches!(scan.end, SegmentEnd::Clean { .. }), "{:?}", scan.end);
+    (plan, scan)
+}
+
+#[test]
+fn truncate_inside_a_batch_rewrites_its_head_as_a_new_batch() {
+    let (bytes, offsets) = segment(&[2, 3, 2], 4);
+    let (plan, scan) = cut(&bytes, 4);
+    assert_eq!(plan.cut_offset, offsets[1] as u64);
+    assert_eq!((plan.records_kept, plan.records_removed, plan.last_zxid_kept), (4, 3, Some(4)));
+    let rewrite = plan.rewrite.as_ref().unwrap();
+    assert_eq!(rewrite.len() % BLOCK_BYTES, 0);
+    assert_eq!(zxids(&scan), vec![1, 2, 3, 4]);
+    // The rewritten records are the same txns, not just the same zxids.
+    let original = scan_segment(&Bytes::from(bytes)).unwrap();
+    for (kept, before) in scan.txns.iter().zip(&original.txns) {
+        assert_eq!(kept.txn, before.txn);
+    }
+}
+
+#[test]
+fn truncate_at_a_batch_boundary_only_cuts() {
+    let (bytes, offsets) = segment(&[2, 3, 2], 4);
+    let (plan, scan) = cut(&bytes, 5);
+    assert_eq!((plan.cut_offset, plan.rewrite.is_none()), (offsets[2] as u64, true));
+    assert_eq!(zxids(&scan), vec![1, 2, 3, 4, 5]);
+    let (plan, scan) = cut(&bytes, 2);
+    assert_eq!((plan.cut_offset, plan.rewrite.is_none()), (offsets[1] as u64, true));
+    assert_eq!(zxids(&scan), vec![1, 2]);
+}
+
+#[test]
+fn truncate_at_or_after_the_end_changes_nothing() {
+    let (bytes, _) = segment(&[2, 3, 2], 4);
+    for to in [7, 8, i64::MAX] {
+        let plan = plan_truncate(&Bytes::from(bytes.clone()), to).unwrap();
+        assert!(plan.is_noop(), "to {to}: {plan:?}");
+        assert_eq!((plan.records_kept, plan.last_zxid_kept), (7, Some(7)));
+    }
+}
+
+#[test]
+fn truncate_before_every_record_leaves_the_header_only() {
+    let (bytes, _) = segment(&[2, 3, 2], 4);
+    let (plan, scan) = cut(&bytes, 0);
+    assert_eq!((plan.cut_offset, plan.records_kept, plan.last_zxid_kept), (BLOCK_BYTES as u64, 0, None));
+    assert!(scan.txns.is_empty());
+    // A batch that straddles `to` at its first record keeps one record.
+    let (plan, scan) = cut(&bytes, 1);
+    assert_eq!(plan.cut_offset, BLOCK_BYTES as u64);
+    assert_eq!(zxids(&scan), vec![1]);
+}
+
+#[test]
+fn truncate_removes_a_torn_tail_with_the_records_above_to() {
+    let (mut bytes, offsets) = segment(&[2, 3, 2], 4);
+    bytes[offsets[2] + 40] ^= 0xff;
+    // Nothing above `to` is valid: the torn batch goes all the same.
+    let (plan, scan) = cut(&bytes, 9);
+    assert_eq!((plan.cut_offset, plan.records_removed), (offsets[2] as u64, 0));
+    assert!(plan.damage_removed.as_deref().unwrap().contains("torn tail"), "{plan:?}");
+    assert!(!plan.is_noop());
+    assert_eq!(zxids(&scan), vec![1, 2, 3, 4, 5]);
+    let (plan, scan) = cut(&bytes, 3);
+    assert_eq!(plan.cut_offset, offsets[1] as u64);
+    assert_eq!(zxids(&scan), vec![1, 2, 3]);
+}
+
+#[test]
+fn truncate_removes_corruption_only_after_the_record_at_to() {
+    let (mut bytes, offsets) = segment(&[2, 3, 2, 1], 4);
+    bytes[offsets[2] + BATCH_HEADER_BYTES + 20] ^= 0x10;
+    // Records 6-7 are damaged and 8 follows: below the damage, cutting is safe.
+    let (plan, scan) = cut(&bytes, 4);
+    assert!(plan.damage_removed.as_deref().unwrap().contains("corruption"), "{plan:?}");
+    assert_eq!(zxids(&scan), vec![1, 2, 3, 4]);
+    let (_, scan) = cut(&bytes, 5);
+    assert_eq!(zxids(&scan), vec![1, 2, 3, 4, 5]);
+    // Above it, the damaged bytes may have held records the state at `to` needs.
+    let error = plan_truncate(&Bytes::from(bytes), 7).unwrap_err();
+    assert!(error.contains("corruption") && error.contains("0x5"), "{error}");
+}
+
+#[test]
+fn truncate_of_something_not_a_segment_is_an_error() {
+    assert!(plan_truncate(&Bytes::from(vec![0u8; BLOCK_BYTES * 2]), 1).is_err());
+}

@@ -153,3 +153,73 @@ fn empty_new_segment_after_a_crash_is_a_torn_tail() {
     assert_eq!(recovered.tree.last_processed_zxid(), 2);
     assert_eq!(recovered.torn_tail.unwrap().file, "log.3");
 }
+
+// Layouts ZAB's truncation and snapshot install leave behind; the runtime
+// opens a new segment at the last zxid + 1 after either.
+
+/// `segment(zxids)` without the preallocated zeros: a file cut right after its last batch.
+fn cut_segment(zxids: std::ops::RangeInclusive<i64>) -> Vec<u8> {
+    let mut bytes = segment(zxids);
+    bytes.truncate(bytes.len() - 2 * BLOCK_BYTES);
+    bytes
+}
+
+#[test]
+fn older_segment_cut_at_to_then_a_new_segment_at_to_plus_one() {
+    let dir = Dir::new().snapshot(0, snapshot_of(0)).segment(1, cut_segment(1..=5)).segment(6, segment(6..=7));
+    let recovered = dir.recover().unwrap();
+    assert_eq!((recovered.tree.last_processed_zxid(), recovered.replayed), (7, 7));
+    assert!(recovered.torn_tail.is_none());
+    // Before the runtime writes anything there: a header-only segment.
+    let dir = Dir::new().snapshot(0, snapshot_of(0)).segment(1, cut_segment(1..=5)).segment(6, encode_segment_header(6));
+    let recovered = dir.recover().unwrap();
+    assert_eq!(recovered.tree.last_processed_zxid(), 5);
+    assert_eq!(recovered.log_end, Some(("log.6".into(), BLOCK_BYTES as u64)));
+}
+
+#[test]
+fn installed_snapshot_followed_by_a_new_segment_skips_older_records() {
+    // The learner was behind: its log ends below the snapshot it was sent.
+    let dir = Dir::new().snapshot(0, snapshot_of(0)).segment(1, segment(1..=3)).snapshot(10, snapshot_of(10)).segment(11, segment(11..=12));
+    let recovered = dir.recover().unwrap();
+    assert_eq!((recovered.snapshot_zxid, recovered.replayed, recovered.tree.last_processed_zxid()), (10, 2, 12));
+    // Its log was cut at the snapshot's zxid.
+    let dir = Dir::new().segment(1, cut_segment(1..=10)).snapshot(10, snapshot_of(10)).segment(11, segment(11..=11));
+    assert_eq!(dir.recover().unwrap().tree.last_processed_zxid(), 11);
+}
+
+#[test]
+fn installed_snapshot_before_the_new_segment_exists() {
+    // A crash after the install, before the runtime opened log.11: the older
+    // segment is the first needed, and every record in it is in the snapshot.
+    let dir = Dir::new().snapshot(0, snapshot_of(0)).segment(1, cut_segment(1..=3)).snapshot(10, snapshot_of(10));
+    let recovered = dir.recover().unwrap();
+    assert_eq!((recovered.snapshot_zxid, recovered.replayed, recovered.tree.last_processed_zxid()), (10, 0, 10));
+    assert!(recovered.tree.get("/n10").is_some());
+}
+
+#[test]
+fn crash_between_cut_and_rewrite_of_the_straddling_batch_loses_only_that_batch() {
+    // Truncating 1-2 | 3-5 after 4 cuts at the second batch, then writes 3-4
+    // there. A crash in between leaves the file ending at the cut (or a torn
+    // rewrite after it): recovery reaches 2, and the leader re-sends 3 and 4.
+    let mut bytes = encode_segment_header(1);
+    let mut encoder = BatchEncoder::new();
+    for zxid in 1..=2 {
+        encoder.push(&create(zxid));
+    }
+    bytes.extend_from_slice(encoder.finish());
+    let cut_offset = bytes.len();
+    let recovered = Dir::new().snapshot(0, snapshot_of(0)).segment(1, bytes.clone()).recover().unwrap();
+    assert_eq!(recovered.tree.last_processed_zxid(), 2);
+    encoder.clear();
+    for zxid in 3..=4 {
+        encoder.push(&create(zxid));
+    }
+    let rewrite = encoder.finish().to_vec();
+    // The header and part of the first record reached the disk.
+    bytes.extend_from_slice(&rewrite[..40]);
+    let recovered = Dir::new().snapshot(0, snapshot_of(0)).segment(1, bytes).recover().unwrap();
+    assert_eq!(recovered.tree.last_processed_zxid(), 2);
+    assert_eq!(recovered.torn_tail.unwrap().offset, cut_offset as u64);
+}

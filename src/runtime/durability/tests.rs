@@ -1,0 +1,476 @@
+//! Epoch files, truncation (ZAB's TRUNC) and snapshot install (ZAB's SNAP)
+//! on real files. Segments are written with the pure encoders; the new
+//! segment the runtime opens after a truncation is written by `LogWriter`.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use super::*;
+use crate::storage::log::BatchEncoder;
+use crate::storage::snapshot::encode_snapshot;
+use crate::txn::{CreateTxn, Txn, TxnBody};
+
+/// A pair of data directories under the system temp dir, removed on drop.
+struct TempDirs {
+    root: PathBuf,
+    dirs: DataDirs,
+}
+
+impl TempDirs {
+    fn new(name: &str) -> TempDirs {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let unique = NEXT.fetch_add(1, Ordering::Relaxed);
+        let root = std::env::temp_dir().join(format!("warden-durability-{name}-{}-{unique}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let dirs = DataDirs::new(&root.join("data"), &root.join("log"));
+        dirs.create().unwrap();
+        TempDirs { root, dirs }
+    }
+}
+
+impl Drop for TempDirs {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.root);
+    }
+}
+
+impl std::ops::Deref for TempDirs {
+    type Target = DataDirs;
+    fn deref(&self) -> &DataDirs {
+        &self.dirs
+    }
+}
+
+/// Creates `/<prefix><zxid>`: two histories differ by prefix.
+fn create(prefix: &str, zxid: i64) -> Txn {
+    Txn {
+        session_id: 1,
+        cxid: zxid as i32,
+        zxid,
+        time_ms: 0,
+        body: TxnBody::Create(CreateTxn {
+            opcode: 1,
+            path: format!("/{prefix}{zxid}"),
+            data: None,
+            acl: crate::tree::open_acl_unsafe(),
+            ephemeral_owner: 0,
+            parent_cversion: 0,
+        }),
+    }
+}
+
+fn history(prefix: &str, zxids: std::ops::RangeInclusive<i64>) -> Vec<Txn> {
+    zxids.map(|zxid| create(prefix, zxid)).collect()
+}
+
+fn tree_of(txns: &[Txn]) -> DataTree {
+    let mut tree = DataTree::new();
+    for txn in txns {
+        tree.apply(txn, &mut Vec::new());
+    }
+    tree
+}
+
+/// Writes `log.<first>`: the header, one batch per range of `/n` creates,
+/// two blocks of preallocated zeros. Returns each batch's offset.
+fn write_segment(dirs: &DataDirs, first: i64, batches: &[std::ops::RangeInclusive<i64>]) -> Vec<usize> {
+    let mut bytes = encode_segment_header(first);
+    let mut offsets = Vec::new();
+    let mut encoder = BatchEncoder::new();
+    for range in batches {
+        encoder.clear();
+        for txn in history("n", range.clone()) {
+            encoder.push(&txn);
+        }
+        offsets.push(bytes.len());
+        bytes.extend_from_slice(encoder.finish());
+    }
+    bytes.resize(bytes.len() + 2 * BLOCK_BYTES, 0);
+    std::fs::write(dirs.log_dir.join(segment_file_name(first)), bytes).unwrap();
+    offsets
+}
+
+/// `snapshot.<zxid>` of the `/n` history 1..=zxid.
+fn write_snapshot_at(dirs: &DataDirs, zxid: i64) {
+    dirs.write_snapshot(&tree_of(&history("n", 1..=zxid))).unwrap();
+}
+
+/// The runtime's next step after a truncation: a new segment at `first`,
+/// written by the real `LogWriter`.
+fn append_with_log_writer(dirs: &DataDirs, first: i64, txns: Vec<Txn>) {
+    let log_dir = dirs.log_dir.clone();
+    glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+        .spawn(move || async move {
+            let mut writer = LogWriter::create(&log_dir, first, 64 * 1024, true).await.unwrap();
+            let mut encoder = BatchEncoder::new();
+            for txn in &txns {
+                encoder.push(txn);
+            }
+            writer.append(encoder.finish()).await.unwrap();
+        })
+        .unwrap()
+        .join()
+        .unwrap();
+}
+
+/// Every file in both directories with its bytes, to show nothing changed.
+fn contents(dirs: &DataDirs) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut files = Vec::new();
+    for dir in [&dirs.snapshot_dir, &dirs.log_dir] {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            files.push((path.clone(), std::fs::read(&path).unwrap()));
+        }
+    }
+    files.sort();
+    files
+}
+
+fn names(listing: &[(i64, String)]) -> Vec<&str> {
+    listing.iter().map(|(_, name)| name.as_str()).collect()
+}
+
+fn assert_recovers_to(dirs: &DataDirs, zxid: i64) -> Recovered {
+    let recovered = dirs.recover().unwrap();
+    assert_eq!(recovered.tree.last_processed_zxid(), zxid);
+    assert!(recovered.torn_tail.is_none());
+    // Each zxid created one node, in one of the histories.
+    for present in 1..=zxid {
+        let created = ["n", "m", "leader"].iter().any(|prefix| recovered.tree.get(&format!("/{prefix}{present}")).is_some());
+        assert!(created, "the node of zxid {present:#x} is missing");
+    }
+    for absent in zxid + 1..=zxid + 20 {
+        assert!(recovered.tree.get(&format!("/n{absent}")).is_none(), "/n{absent} survived");
+    }
+    recovered
+}
+
+// Epoch files (ZooKeeper's QuorumPeer acceptedEpoch / currentEpoch).
+
+#[test]
+fn missing_epoch_files_default_to_the_epoch_of_the_last_zxid() {
+    let dirs = TempDirs::new("epochs-missing");
+    assert_eq!(dirs.read_epochs(0x5_0000_0003).unwrap(), (5, 5));
+    assert_eq!(dirs.read_epochs(0).unwrap(), (0, 0));
+    assert!(!dirs.snapshot_dir.join(ACCEPTED_EPOCH_FILE).exists(), "reading writes nothing");
+}
+
+#[test]
+fn epochs_round_trip_as_decimal_text() {
+    let dirs = TempDirs::new("epochs-round-trip");
+    dirs.write_accepted_epoch(7).unwrap();
+    dirs.write_current_epoch(6).unwrap();
+    assert_eq!(dirs.read_epochs(0x2_0000_0001).unwrap(), (7, 6));
+    assert_eq!(std::fs::read_to_string(dirs.snapshot_dir.join("acceptedEpoch")).unwrap(), "7\n");
+    assert_eq!(std::fs::read_to_string(dirs.snapshot_dir.join("currentEpoch")).unwrap(), "6\n");
+    dirs.write_current_epoch(7).unwrap();
+    assert_eq!(dirs.read_epochs(0).unwrap(), (7, 7));
+    assert_eq!(dirs.read_epochs(0x9_0000_0000).unwrap(), (7, 7), "files win over the last zxid");
+    assert!(!dirs.snapshot_dir.join("currentEpoch.tmp").exists());
+    // ZooKeeper writes no newline; both read.
+    std::fs::write(dirs.snapshot_dir.join("acceptedEpoch"), "8").unwrap();
+    assert_eq!(dirs.read_epochs(0).unwrap(), (8, 7));
+    // The snapshot directory's other files do not mistake them for snapshots.
+    assert!(dirs.list().unwrap().snapshots.is_empty());
+}
+
+#[test]
+fn missing_accepted_epoch_takes_the_current_one() {
+    let dirs = TempDirs::new("epochs-accepted-missing");
+    dirs.write_current_epoch(4).unwrap();
+    assert_eq!(dirs.read_epochs(0x3_0000_0009).unwrap(), (4, 4));
+    // And a missing current epoch takes the last zxid's.
+    let dirs = TempDirs::new("epochs-current-missing");
+    dirs.write_accepted_epoch(9).unwrap();
+    assert_eq!(dirs.read_epochs(0x2_0000_0009).unwrap(), (9, 2));
+}
+
+#[test]
+fn unparsable_epoch_file_is_an_error_naming_it() {
+    for text in ["", "x\n", "-1\n", "4294967296\n", "3 4\n"] {
+        let dirs = TempDirs::new("epochs-unparsable");
+        std::fs::write(dirs.snapshot_dir.join(CURRENT_EPOCH_FILE), text).unwrap();
+        let error = dirs.read_epochs(0).unwrap_err();
+        assert_eq!(error.kind(), std::io::ErrorKind::InvalidData, "{text:?}");
+        assert!(error.to_string().contains("currentEpoch"), "{error}");
+    }
+}
+
+#[test]
+fn current_epoch_above_the_accepted_one_is_refused() {
+    let dirs = TempDirs::new("epochs-current-above");
+    dirs.write_accepted_epoch(3).unwrap();
+    dirs.write_current_epoch(4).unwrap();
+    let error = dirs.read_epochs(0).unwrap_err();
+    assert!(error.to_string().contains("above the accepted epoch"), "{error}");
+    // Also when the current epoch comes from the last zxid.
+    let dirs = TempDirs::new("epochs-current-above-zxid");
+    dirs.write_accepted_epoch(3).unwrap();
+    assert!(dirs.read_epochs(0x5_0000_0001).is_err());
+}
+
+// Truncation. The usual layout: snapshot.0, log.1 holding 1-3 | 4-6 | 7-9.
+
+fn usual_layout(name: &str) -> (TempDirs, Vec<usize>) {
+    let dirs = TempDirs::new(name);
+    write_snapshot_at(&dirs, 0);
+    let offsets = write_segment(&dirs, 1, &[1..=3, 4..=6, 7..=9]);
+    (dirs, offsets)
+}
+
+#[test]
+fn truncate_inside_a_batch_keeps_its_head_then_a_new_segment_follows() {
+    let (dirs, offsets) = usual_layout("truncate-inside");
+    let report = dirs.truncate_after(5).unwrap();
+    assert_eq!((report.last_zxid, report.snapshot_zxid), (5, 0));
+    assert_eq!(report.tree.last_processed_zxid(), 5);
+    let (path, length) = report.cut_segment.unwrap();
+    assert_eq!(path, dirs.log_dir.join("log.1"));
+    assert_eq!(length, (offsets[1] + BLOCK_BYTES) as u64);
+    assert_eq!(std::fs::metadata(&path).unwrap().len(), length);
+    assert!(report.removed_segments.is_empty() && report.removed_snapshots.is_empty());
+    assert_recovers_to(&dirs, 5);
+
+    append_with_log_writer(&dirs, 6, history("m", 6..=7));
+    let recovered = assert_recovers_to(&dirs, 7);
+    assert!(recovered.tree.get("/m6").is_some() && recovered.tree.get("/n6").is_none());
+    // And a restart accepts it too.
+    dirs.recover_for_start().unwrap();
+    assert_recovers_to(&dirs, 7);
+}
+
+#[test]
+fn truncate_at_a_batch_boundary_only_cuts() {
+    let (dirs, offsets) = usual_layout("truncate-boundary");
+    let report = dirs.truncate_after(6).unwrap();
+    assert_eq!(report.cut_segment.unwrap().1, offsets[2] as u64);
+    assert_recovers_to(&dirs, 6);
+    append_with_log_writer(&dirs, 7, history("m", 7..=7));
+    assert_recovers_to(&dirs, 7);
+}
+
+#[test]
+fn truncate_at_or_after_the_end_changes_nothing() {
+    let (dirs, _) = usual_layout("truncate-end");
+    let before = contents(&dirs);
+    for to in [9, 10, 0x7_0000_0000] {
+        let report = dirs.truncate_after(to).unwrap();
+        assert_eq!(report.last_zxid, 9);
+        assert!(report.cut_segment.is_none() && report.removed_segments.is_empty() && report.removed_snapshots.is_empty());
+        assert_eq!(contents(&dirs), before, "to {to:#x}");
+    }
+}
+
+#[test]
+fn truncate_before_every_record_of_a_segment_removes_it() {
+    let dirs = TempDirs::new("truncate-segment");
+    write_snapshot_at(&dirs, 0);
+    write_segment(&dirs, 1, &[1..=3]);
+    write_segment(&dirs, 4, &[4..=6, 7..=8]);
+    let log_1 = std::fs::read(dirs.log_dir.join("log.1")).unwrap();
+    let report = dirs.truncate_after(3).unwrap();
+    assert_eq!(report.removed_segments, vec![dirs.log_dir.join("log.4")]);
+    assert!(report.cut_segment.is_none());
+    assert_eq!(std::fs::read(dirs.log_dir.join("log.1")).unwrap(), log_1);
+    assert_recovers_to(&dirs, 3);
+    append_with_log_writer(&dirs, 4, history("m", 4..=4));
+    assert_recovers_to(&dirs, 4);
+
+    // Down to the first snapshot: no segment is left.
+    let report = dirs.truncate_after(0).unwrap();
+    assert_eq!(report.removed_segments.len(), 2);
+    assert!(dirs.list().unwrap().segments.is_empty());
+    let recovered = assert_recovers_to(&dirs, 0);
+    assert!(recovered.tree.get("/n1").is_none());
+}
+
+#[test]
+fn truncate_removes_a_newest_segment_left_without_records() {
+    // A start-up opened log.4 and crashed before writing to it; another
+    // opened log.5 and crashed before its header reached the disk.
+    let dirs = TempDirs::new("truncate-header-only");
+    write_snapshot_at(&dirs, 0);
+    write_segment(&dirs, 1, &[1..=3]);
+    std::fs::write(dirs.log_dir.join("log.4"), encode_segment_header(4)).unwrap();
+    std::fs::write(dirs.log_dir.join("log.5"), vec![0; BLOCK_BYTES]).unwrap();
+    let report = dirs.truncate_after(5).unwrap();
+    assert_eq!(report.removed_segments, vec![dirs.log_dir.join("log.5"), dirs.log_dir.join("log.4")]);
+    assert_eq!(report.last_zxid, 3);
+    assert_eq!(names(&dirs.list().unwrap().segments), vec!["log.1"]);
+    // So the runtime can open log.4 again.
+    append_with_log_writer(&dirs, 4, history("m", 4..=5));
+    assert_recovers_to(&dirs, 5);
+}
+
+#[test]
+fn truncate_across_segments_and_snapshots() {
+    let dirs = TempDirs::new("truncate-across");
+    write_snapshot_at(&dirs, 0);
+    write_segment(&dirs, 1, &[1..=4]);
+    write_snapshot_at(&dirs, 4);
+    write_segment(&dirs, 5, &[5..=8]);
+    write_snapshot_at(&dirs, 8);
+    write_segment(&dirs, 9, &[9..=10, 11..=12]);
+    let report = dirs.truncate_after(6).unwrap();
+    assert_eq!((report.last_zxid, report.snapshot_zxid), (6, 4));
+    assert_eq!(report.removed_snapshots, vec![dirs.snapshot_dir.join("snapshot.8")]);
+    assert_eq!(report.removed_segments, vec![dirs.log_dir.join("log.9")]);
+    assert_eq!(report.cut_segment.unwrap().0, dirs.log_dir.join("log.5"));
+    let listing = dirs.list().unwrap();
+    assert_eq!(names(&listing.snapshots), vec!["snapshot.0", "snapshot.4"]);
+    assert_eq!(names(&listing.segments), vec!["log.1", "log.5"]);
+    let recovered = assert_recovers_to(&dirs, 6);
+    assert_eq!((recovered.snapshot_zxid, recovered.replayed), (4, 2));
+    append_with_log_writer(&dirs, 7, history("m", 7..=9));
+    assert_recovers_to(&dirs, 9);
+}
+
+#[test]
+fn truncate_below_every_snapshot_is_refused_and_changes_nothing() {
+    let dirs = TempDirs::new("truncate-no-snapshot");
+    write_snapshot_at(&dirs, 4);
+    write_segment(&dirs, 5, &[5..=8]);
+    let before = contents(&dirs);
+    let error = dirs.truncate_after(3).err().unwrap();
+    assert!(error.contains("no snapshot at or below"), "{error}");
+    assert_eq!(contents(&dirs), before);
+    // At the snapshot itself it works.
+    assert_eq!(dirs.truncate_after(4).unwrap().last_zxid, 4);
+}
+
+#[test]
+fn truncate_refuses_damage_below_to_and_changes_nothing() {
+    let (dirs, offsets) = usual_layout("truncate-corrupt");
+    let path = dirs.log_dir.join("log.1");
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[offsets[1] + 40] ^= 0xff;
+    std::fs::write(&path, bytes).unwrap();
+    let before = contents(&dirs);
+    let error = dirs.truncate_after(8).err().unwrap();
+    assert!(error.contains("log.1") && error.contains("corruption"), "{error}");
+    assert_eq!(contents(&dirs), before);
+    // Cutting below the damage removes it (with a warning).
+    assert_eq!(dirs.truncate_after(2).unwrap().last_zxid, 2);
+    assert_recovers_to(&dirs, 2);
+}
+
+#[test]
+fn truncate_refuses_a_gap_the_newer_snapshot_hid() {
+    // snapshot.8 hides the missing 4-6; truncating below it removes it, and
+    // recovery from snapshot.0 would meet the gap.
+    let dirs = TempDirs::new("truncate-gap");
+    write_snapshot_at(&dirs, 0);
+    write_segment(&dirs, 1, &[1..=3]);
+    write_segment(&dirs, 7, &[7..=9]);
+    write_snapshot_at(&dirs, 8);
+    assert_eq!(dirs.recover().unwrap().tree.last_processed_zxid(), 9);
+    let before = contents(&dirs);
+    let error = dirs.truncate_after(7).err().unwrap();
+    assert!(error.contains("would not recover") && error.contains("gap"), "{error}");
+    assert_eq!(contents(&dirs), before);
+}
+
+#[test]
+fn truncate_cuts_a_torn_tail() {
+    let (dirs, offsets) = usual_layout("truncate-torn");
+    let path = dirs.log_dir.join("log.1");
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[offsets[2] + 40] ^= 0xff;
+    std::fs::write(&path, bytes).unwrap();
+    assert!(dirs.recover().unwrap().torn_tail.is_some());
+    let report = dirs.truncate_after(100).unwrap();
+    assert_eq!(report.last_zxid, 6);
+    assert_eq!(report.cut_segment.unwrap().1, offsets[2] as u64);
+    assert_recovers_to(&dirs, 6);
+    append_with_log_writer(&dirs, 7, history("m", 7..=7));
+    assert_recovers_to(&dirs, 7);
+}
+
+#[test]
+fn torn_rewrite_of_the_straddling_batch_loses_only_that_batch() {
+    // The crash window truncate_after documents: the rewrite of 4-5 after
+    // the cut is torn. Recovery cuts it and reaches 3; nothing older is lost.
+    let (dirs, offsets) = usual_layout("truncate-torn-rewrite");
+    dirs.truncate_after(5).unwrap();
+    let path = dirs.log_dir.join("log.1");
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes.truncate(offsets[1] + 40);
+    std::fs::write(&path, bytes).unwrap();
+    let recovered = dirs.recover().unwrap();
+    assert_eq!(recovered.tree.last_processed_zxid(), 3);
+    assert_eq!(recovered.torn_tail.unwrap().offset, offsets[1] as u64);
+    dirs.recover_for_start().unwrap();
+    assert_recovers_to(&dirs, 3);
+}
+
+// Snapshot install: the learner's history diverged after 3; the leader's
+// has `/leader` creates from 4 on.
+
+fn leader_snapshot(zxid: i64) -> Bytes {
+    let mut txns = history("n", 1..=3.min(zxid));
+    txns.extend(history("leader", 4..=zxid));
+    Bytes::from(encode_snapshot(&tree_of(&txns)))
+}
+
+#[test]
+fn install_snapshot_cuts_the_log_and_replaces_newer_snapshots() {
+    let (dirs, offsets) = usual_layout("install");
+    write_snapshot_at(&dirs, 8);
+    let bytes = leader_snapshot(5);
+    let tree = dirs.install_snapshot(bytes.clone()).unwrap();
+    assert_eq!(tree.last_processed_zxid(), 5);
+    assert!(tree.get("/leader5").is_some() && tree.get("/n5").is_none());
+    assert_eq!(std::fs::read(dirs.snapshot_dir.join("snapshot.5")).unwrap(), bytes.to_vec(), "written as received");
+    assert_eq!(names(&dirs.list().unwrap().snapshots), vec!["snapshot.0", "snapshot.5"]);
+    // The log was cut inside 4-6: 4 and 5 stay, under the snapshot.
+    assert_eq!(std::fs::metadata(dirs.log_dir.join("log.1")).unwrap().len(), (offsets[1] + BLOCK_BYTES) as u64);
+    let recovered = assert_recovers_to(&dirs, 5);
+    assert_eq!((recovered.snapshot_zxid, recovered.replayed), (5, 0));
+    assert!(recovered.tree.get("/leader4").is_some() && recovered.tree.get("/n4").is_none());
+    append_with_log_writer(&dirs, 6, history("m", 6..=7));
+    assert_recovers_to(&dirs, 7);
+    assert!(dirs.recover().unwrap().tree.get("/leader5").is_some());
+}
+
+#[test]
+fn install_snapshot_ahead_of_the_learner_keeps_its_log() {
+    let dirs = TempDirs::new("install-ahead");
+    write_snapshot_at(&dirs, 0);
+    write_segment(&dirs, 1, &[1..=3]);
+    let before = std::fs::read(dirs.log_dir.join("log.1")).unwrap();
+    let tree = dirs.install_snapshot(leader_snapshot(10)).unwrap();
+    assert_eq!(tree.last_processed_zxid(), 10);
+    assert_eq!(std::fs::read(dirs.log_dir.join("log.1")).unwrap(), before);
+    let recovered = assert_recovers_to(&dirs, 10);
+    assert_eq!((recovered.snapshot_zxid, recovered.replayed), (10, 0));
+    append_with_log_writer(&dirs, 11, history("m", 11..=11));
+    assert_recovers_to(&dirs, 11);
+}
+
+#[test]
+fn install_snapshot_below_every_snapshot_of_the_learner() {
+    // Its only snapshot is above the leader's: no snapshot at or below Z is
+    // needed, the installed one is it.
+    let dirs = TempDirs::new("install-below");
+    write_snapshot_at(&dirs, 8);
+    write_segment(&dirs, 5, &[5..=9]);
+    write_segment(&dirs, 10, &[10..=12]);
+    dirs.install_snapshot(leader_snapshot(6)).unwrap();
+    let listing = dirs.list().unwrap();
+    assert_eq!(names(&listing.snapshots), vec!["snapshot.6"]);
+    assert_eq!(names(&listing.segments), vec!["log.5"]);
+    let recovered = assert_recovers_to(&dirs, 6);
+    assert!(recovered.tree.get("/leader6").is_some());
+}
+
+#[test]
+fn install_of_an_invalid_snapshot_is_refused_and_changes_nothing() {
+    let (dirs, _) = usual_layout("install-invalid");
+    let before = contents(&dirs);
+    let mut bytes = leader_snapshot(5).to_vec();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0xff;
+    let error = dirs.install_snapshot(Bytes::from(bytes)).err().unwrap();
+    assert!(error.contains("invalid"), "{error}");
+    assert!(dirs.install_snapshot(Bytes::from_static(b"nonsense")).is_err());
+    assert_eq!(contents(&dirs), before);
+}

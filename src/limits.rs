@@ -35,8 +35,39 @@ pub const LOG_PENDING_BYTES_MAX: usize = 16 * 1024 * 1024;
 /// A snapshot file is written and flushed this much at a time.
 pub const SNAPSHOT_WRITE_CHUNK_BYTES: usize = 4 * 1024 * 1024;
 
+/// The largest frame on the quorum port (a proposal, a forwarded request, a
+/// snapshot chunk). A longer declared length closes the link before anything
+/// is buffered, and the sender refuses to encode one. A forwarded request is a
+/// client frame (at most `jute.maxbuffer`, 1 MiB by default) plus a few
+/// headers, so this leaves room for a raised `jute.maxbuffer`.
+pub const PEER_FRAME_BYTES_MAX: usize = 8 * 1024 * 1024;
+/// The largest frame on the election port: a notification is about 50 bytes,
+/// so a stranger cannot make an election connection buffer more than this.
+pub const ELECTION_FRAME_BYTES_MAX: usize = 1024;
+/// A snapshot travels to a learner in pieces of at most this many bytes, so
+/// that no frame holds a whole snapshot and proposals can follow it closely.
+pub const SNAP_CHUNK_BYTES: usize = 1024 * 1024;
+/// Notifications waiting on one outbound election link. When full the oldest
+/// is dropped: fast leader election re-sends its vote on every timeout, so a
+/// lost notification delays an election but never wedges it.
+pub const ELECTION_QUEUE_MAX: usize = 64;
+/// Encoded bytes waiting on one quorum link, beside the message bound
+/// (`zab::broadcast::LEARNER_QUEUE_MAX`): with frames up to
+/// `PEER_FRAME_BYTES_MAX`, the message bound alone would let one slow learner
+/// hold 80 GiB. Past either bound a send fails with QueueFull. Generous,
+/// because a leader may queue a whole snapshot for a learner at once; a
+/// larger snapshot must be streamed with `PeerNet::wait_room`.
+pub const PEER_QUEUE_BYTES_MAX: usize = 1024 * 1024 * 1024;
+/// Quorum-port connections open at once; one more is closed on accept. An
+/// ensemble needs one per learner, plus a few replaced ones still closing.
+pub const QUORUM_LINKS_MAX: usize = 1024;
+
 /// Shards (cores) a process runs; connection ids keep the shard in 16 bits.
 pub const SHARDS_MAX: usize = 1024;
 
 const _: () = assert!(CONNECTION_OUTBOUND_BYTES_HIGH < CONNECTION_OUTBOUND_BYTES_MAX);
 const _: () = assert!(SHARDS_MAX <= 1 << 16);
+const _: () = assert!(SNAP_CHUNK_BYTES + 64 <= PEER_FRAME_BYTES_MAX);
+const _: () = assert!(PEER_FRAME_BYTES_MAX <= PEER_QUEUE_BYTES_MAX);
+const _: () = assert!(PEER_FRAME_BYTES_MAX <= i32::MAX as usize);
+const _: () = assert!(ELECTION_FRAME_BYTES_MAX <= PEER_FRAME_BYTES_MAX);

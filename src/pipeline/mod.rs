@@ -59,6 +59,13 @@ pub enum Committed {
     /// The write could not be made durable (the log failed): answer with an
     /// error, never with success.
     Failed { origin: Origin, err: crate::proto::ErrorCode },
+    /// The server left its role (ensemble): close every client connection,
+    /// forget their watches, and continue from this tree (rebuilt from the
+    /// log, or a snapshot received from the leader).
+    Reset { tree: Arc<crate::tree::DataTree> },
+    /// The secret session passwords derive from (an ensemble shares the
+    /// leader's, so a session can move between servers).
+    Secret(u64),
 }
 
 impl Committed {

@@ -57,6 +57,12 @@ impl Prep {
         self.zxid_last
     }
 
+    /// The next txn takes the zxid after `zxid` (a new epoch's leader).
+    pub fn set_zxid_last(&mut self, zxid: i64) {
+        assert!(zxid >= self.zxid_last, "zxid went backward: 0x{zxid:x} after 0x{:x}", self.zxid_last);
+        self.zxid_last = zxid;
+    }
+
     fn next_zxid(&mut self) -> i64 {
         self.zxid_last += 1;
         self.zxid_last

@@ -99,6 +99,12 @@ impl Sequencer {
         self.writes_failed
     }
 
+    /// Ensemble leader: the next txn takes the zxid after `zxid` (the new
+    /// epoch's first counter).
+    pub fn set_zxid_last(&mut self, zxid: i64) {
+        self.prep.set_zxid_last(zxid);
+    }
+
     pub fn zxid_last(&self) -> i64 {
         self.prep.zxid_last()
     }

@@ -364,6 +364,15 @@ impl Shard {
     /// Applies one item of the committed stream.
     pub fn apply(&mut self, committed: &Committed, out: &mut Vec<ShardOutput>) {
         match committed {
+            Committed::Reset { tree } => {
+                for connection in self.connections.keys() {
+                    out.push(ShardOutput::Close { connection: *connection });
+                }
+                self.connections.clear();
+                self.watches = WatchManager::new();
+                self.tree = DataTree::clone(tree);
+            }
+            Committed::Secret(secret) => self.config.password_secret = *secret,
             Committed::Txn { txn, origin } => {
                 self.triggers.clear();
                 let result = self.tree.apply(txn, &mut self.triggers);

@@ -199,6 +199,15 @@ async fn handshake(runtime: &ShardRuntime, handle: &ConnectionHandle, connection
             return false;
         }
     };
+    if !runtime.shared.serving.load(std::sync::atomic::Ordering::Acquire) {
+        // ZooKeeper closes a connection while its server is not running
+        // (electing or syncing); the client tries another server.
+        tracing::info!(%remote, "not serving yet (no synced leader); closing connection");
+        return false;
+    }
+    // Everything sent to this shard before serving began (the synced tree,
+    // the session secret) is applied before the session is looked at.
+    runtime.catch_up().await;
     let last_zxid = runtime.core.borrow().tree().last_processed_zxid();
     if request.last_zxid_seen > last_zxid {
         // ZooKeeper refuses a client that has seen a newer state than this server.

@@ -8,8 +8,10 @@
 
 mod connection;
 pub mod durability;
+mod ensemble;
 mod listener;
 mod notify;
+pub mod peer_net;
 mod shard;
 mod sequencer;
 mod signals;
@@ -59,6 +61,15 @@ fn random_secret() -> u64 {
 
 /// Runs the server until SIGINT or SIGTERM. Returns once every executor stopped.
 pub fn run(options: ServerOptions) -> std::io::Result<()> {
+    let mut options = options;
+    // An ensemble: server.N lines, and this server's id in dataDir/myid.
+    let ensemble = !options.config.servers.is_empty();
+    if ensemble {
+        options.config.server_id = read_myid(&options.config.data_dir)?;
+        if !options.config.servers.iter().any(|server| server.id == options.config.server_id) {
+            return Err(std::io::Error::other(format!("myid {} has no server.{} line", options.config.server_id, options.config.server_id)));
+        }
+    }
     let config = &options.config;
     let available = std::thread::available_parallelism().map_or(1, |count| count.get());
     let cores = if config.cores == 0 { available } else { config.cores }.clamp(1, limits::SHARDS_MAX);
@@ -115,9 +126,15 @@ pub fn run(options: ServerOptions) -> std::io::Result<()> {
         cores,
         options: options.clone(),
         started_ms: wall_clock_ms(),
+        serving: AtomicBool::new(!ensemble),
+        role: Mutex::new(shard::RolePublished { ensemble, ..Default::default() }),
     });
 
-    tracing::info!(%address, cores, "warden serving (standalone)");
+    if ensemble {
+        tracing::info!(%address, cores, myid = config.server_id, servers = config.servers.len(), "warden starting (ensemble)");
+    } else {
+        tracing::info!(%address, cores, "warden serving (standalone)");
+    }
     let mut handles = Vec::new();
     let snapshot_busy = snapshots::Busy::default();
     {
@@ -170,6 +187,14 @@ pub fn run(options: ServerOptions) -> std::io::Result<()> {
     result
 }
 
+/// ZooKeeper's `myid` file: this server's id, alone in `dataDir/myid`.
+fn read_myid(data_dir: &std::path::Path) -> std::io::Result<u64> {
+    let path = data_dir.join("myid");
+    let text = std::fs::read_to_string(&path)
+        .map_err(|error| std::io::Error::new(error.kind(), format!("{}: {error} (an ensemble member needs its id there)", path.display())))?;
+    text.trim().parse().map_err(|error| std::io::Error::other(format!("{}: not a server id: {error}", path.display())))
+}
+
 /// What core 0 needs to run the sequencer and the log.
 struct SequencerParts {
     receivers: Vec<SharedReceiver<ToSequencer>>,
@@ -200,7 +225,12 @@ async fn run_core(
         let shared = shared.clone();
         let shutdown = shutdown.clone();
         glommio::spawn_local(async move {
-            if let Err(error) = sequencer::run(options, secret, parts, shared).await {
+            let result = if options.config.servers.is_empty() {
+                sequencer::run(options, secret, parts, shared).await
+            } else {
+                ensemble::run(options, secret, parts, shared).await
+            };
+            if let Err(error) = result {
                 tracing::error!("the log could not be opened: {error}; stopping");
                 shutdown.store(true, Ordering::Relaxed);
             }
@@ -229,6 +259,10 @@ fn four_letter_word(runtime: &shard::ShardRuntime, word: &str) -> String {
     let now_ms = wall_clock_ms();
     let config = &runtime.options.config;
     let shared = &runtime.shared;
+    let role = shared.role.lock().unwrap_or_else(|poison| poison.into_inner()).clone();
+    if role.ensemble && !role.serving && word != "ruok" && word != "conf" && word != "envi" {
+        return "This ZooKeeper instance is not currently serving requests\n".to_owned();
+    }
     let core = runtime.core.borrow();
     let tree = core.tree();
     let mut snapshot = crate::fourlw::ServerSnapshot {
@@ -242,6 +276,27 @@ fn four_letter_word(runtime: &shard::ShardRuntime, word: &str) -> String {
         cores: shared.cores,
         ..Default::default()
     };
+    if role.ensemble {
+        use crate::zab::election::ServerState;
+        snapshot.server_state = match role.state {
+            ServerState::Leading => "leader",
+            ServerState::Following => "follower",
+            ServerState::Observing => "observer",
+            ServerState::Looking => "looking",
+        }
+        .into();
+        if role.state == ServerState::Leading {
+            snapshot.metrics.push(("learners".into(), role.stats.learners.to_string()));
+            snapshot.metrics.push(("followers".into(), role.stats.learners.to_string()));
+            snapshot.metrics.push(("synced_followers".into(), role.stats.synced_followers.to_string()));
+            snapshot.metrics.push(("synced_non_voting_followers".into(), (role.stats.learners - role.stats.synced_followers).to_string()));
+            snapshot.metrics.push(("pending_syncs".into(), role.stats.pending_syncs.to_string()));
+        }
+        snapshot.metrics.push(("peer_state".into(), format!("{}", snapshot.server_state)));
+        snapshot.metrics.push(("accepted_epoch".into(), role.epochs.0.to_string()));
+        snapshot.metrics.push(("current_epoch".into(), role.epochs.1.to_string()));
+        snapshot.metrics.push(("last_zxid".into(), format!("0x{:x}", tree.last_processed_zxid())));
+    }
     let (mut latency_total, mut latency_count, mut latency_min) = (0u64, 0u64, u64::MAX);
     for slot in &shared.shards {
         let published = slot.lock().unwrap_or_else(|poison| poison.into_inner()).clone();
@@ -297,7 +352,7 @@ fn four_letter_word(runtime: &shard::ShardRuntime, word: &str) -> String {
         min_session_timeout: config.session_timeout_ms_min as i32,
         max_session_timeout: config.session_timeout_ms_max as i32,
         client_port_listen_backlog: -1,
-        server_id: 0,
+        server_id: config.server_id as i64,
     };
     snapshot.data_dir_size = directory_bytes(&config.data_dir);
     snapshot.data_log_dir_size = directory_bytes(&config.data_log_dir);

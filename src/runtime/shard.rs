@@ -33,6 +33,49 @@ pub struct SharedState {
     pub cores: usize,
     pub options: ServerOptions,
     pub started_ms: i64,
+    /// Whether clients are served: always standalone; in an ensemble only
+    /// after the server synced with its leader (UPTODATE).
+    pub serving: std::sync::atomic::AtomicBool,
+    /// The ensemble role, for the four-letter words.
+    pub role: Mutex<RolePublished>,
+}
+
+#[derive(Clone, Debug)]
+pub struct RolePublished {
+    pub ensemble: bool,
+    pub state: crate::zab::election::ServerState,
+    pub serving: bool,
+    pub stats: crate::zab::peer::PeerStats,
+    pub epochs: (u32, u32),
+    pub leader: Option<u64>,
+}
+
+impl Default for RolePublished {
+    fn default() -> Self {
+        RolePublished {
+            ensemble: false,
+            state: crate::zab::election::ServerState::Looking,
+            serving: false,
+            stats: Default::default(),
+            epochs: (0, 0),
+            leader: None,
+        }
+    }
+}
+
+thread_local! {
+    /// This core's shard, so the ensemble driver on core 0 can snapshot its
+    /// committed replica for a learner's SNAP.
+    static LOCAL_SHARD: RefCell<Option<Rc<ShardRuntime>>> = const { RefCell::new(None) };
+}
+
+/// An encoded snapshot of this core's shard replica, once it applied every
+/// committed item already sent to it.
+pub async fn local_snapshot() -> Option<Vec<u8>> {
+    let runtime = LOCAL_SHARD.with(|slot| slot.borrow().clone())?;
+    runtime.catch_up().await;
+    let core = runtime.core.borrow();
+    Some(crate::storage::snapshot::encode_snapshot(core.tree()))
 }
 
 #[derive(Default, Clone)]
@@ -298,6 +341,7 @@ pub async fn serve(
         packets_sent: Cell::new(0),
     });
 
+    LOCAL_SHARD.with(|slot| *slot.borrow_mut() = Some(runtime.clone()));
     // The applier: the committed stream, in order, into this shard's replica.
     {
         let runtime = runtime.clone();

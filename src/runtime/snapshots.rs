@@ -16,8 +16,12 @@ use crate::txn::Txn;
 
 pub enum Input {
     Txn(Arc<Txn>),
-    /// Every txn up to this zxid has been sent: snapshot now.
+    /// Snapshot once the replica reaches this zxid (standalone: it already
+    /// has; in an ensemble the txn may still be waiting for its quorum).
     Snapshot(i64),
+    /// The server rebuilt its state (ensemble role change): continue from
+    /// this tree; a pending snapshot is dropped.
+    Reset(Arc<DataTree>),
 }
 
 /// Raised by the log task when it asks for a snapshot, lowered here when the
@@ -55,6 +59,7 @@ pub async fn run(
     }
     let work = async {
         let mut triggers = Vec::new();
+        let mut pending: Option<i64> = None;
         while let Some(input) = receiver.recv().await {
             // A long queue never makes recv wait, so look for shutdown here too.
             if shutdown.load(Ordering::Relaxed) {
@@ -65,8 +70,18 @@ pub async fn run(
                     triggers.clear();
                     tree.apply(&txn, &mut triggers);
                 }
-                Input::Snapshot(zxid) => {
-                    assert_eq!(tree.last_processed_zxid(), zxid, "snapshot replica is not at the snapshot zxid");
+                Input::Snapshot(zxid) => pending = Some(zxid),
+                Input::Reset(new_tree) => {
+                    tree = DataTree::clone(&new_tree);
+                    if pending.take().is_some() {
+                        busy.store(false, Ordering::Release);
+                    }
+                }
+            }
+            match pending {
+                Some(zxid) if tree.last_processed_zxid() >= zxid => {
+                    pending = None;
+                    let zxid = tree.last_processed_zxid();
                     let started = Instant::now();
                     match dirs.write_snapshot(&tree) {
                         Ok((path, bytes)) => tracing::info!(
@@ -82,6 +97,7 @@ pub async fn run(
                     }
                     busy.store(false, Ordering::Release);
                 }
+                _ => {}
             }
         }
         Ok(())

@@ -124,6 +124,12 @@ pub struct DataTree {
     data_bytes: u64,
 }
 
+impl std::fmt::Debug for DataTree {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "DataTree {{ zxid: {:#x}, nodes: {} }}", self.last_processed_zxid(), self.node_count())
+    }
+}
+
 impl Default for DataTree {
     fn default() -> Self {
         DataTree::new()

@@ -206,6 +206,10 @@ impl<T: Clone> Leader<T> {
     pub fn follower_count(&self) -> usize {
         self.learners.values().filter(|l| !l.observer).count()
     }
+    /// Whether any proposal is in flight (proposed, not committed).
+    pub fn has_outstanding(&self) -> bool {
+        !self.outstanding.is_empty()
+    }
     /// Whether `propose` would take a txn now.
     pub fn can_propose(&self) -> bool {
         self.leading && self.outstanding.len() < OUTSTANDING_PROPOSALS_MAX

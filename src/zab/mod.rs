@@ -9,6 +9,7 @@ pub mod broadcast;
 pub mod discovery;
 pub mod election;
 pub mod peer;
+pub mod wire;
 pub mod sync;
 
 /// A server's id in the ensemble (`server.N` / myid).

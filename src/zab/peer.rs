@@ -521,7 +521,10 @@ impl<T: Clone, R> Peer<T, R> {
     pub fn reply(&mut self, server: ServerId, item: R, effects: &mut Vec<Effect<T, R>>) {
         let Role::Leading(l) = &mut self.role else { return };
         let Some(b) = l.broadcast.as_ref() else { return };
-        l.replies.push_back((b.last_proposed(), server, item));
+        // After the last proposal in flight, if any. (A new epoch's
+        // last_proposed is (epoch, 0), which nothing ever commits.)
+        let after = if b.has_outstanding() { b.last_proposed() } else { i64::MIN };
+        l.replies.push_back((after, server, item));
         Self::release_leader_replies(self.config.my_id, l, effects);
     }
 
@@ -1327,6 +1330,16 @@ mod tests {
         sim.propose(21);
         sim.run(500);
         assert_eq!(sim.nodes[&follower].applied.last().unwrap().1, 21);
+    }
+
+    #[test]
+    fn a_reply_with_nothing_in_flight_leaves_at_once_in_a_new_epoch() {
+        let mut sim = Sim::new(&[1, 2, 3], &[]);
+        sim.run(2_000);
+        let leader = sim.leader().unwrap();
+        let mut out = Vec::new();
+        sim.nodes.get_mut(&leader).unwrap().peer.reply(leader, 5, &mut out);
+        assert_eq!(out, vec![Effect::Deliver(5)]);
     }
 
     #[test]

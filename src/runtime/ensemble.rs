@@ -1,0 +1,856 @@
+//! Core 0 in an ensemble: the thin driver around `zab::peer::Peer`. It turns
+//! peer-network events, log completions, timer ticks and client requests into
+//! the peer's inputs and carries out its effects — sockets, epoch files, the
+//! txn log (group commit, as standalone), truncation and snapshot install,
+//! and the committed stream to the shards. Every decision is the peer's; on
+//! the leader, the sequencer (Prep, sessions, zxids) feeds its proposals.
+
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
+use glommio::channels::shared_channel::ConnectedSender;
+use hashbrown::HashMap;
+
+use super::durability::{DataDirs, LogWriter};
+use super::notify::Notify;
+use super::peer_net::{LinkId, NetEvent, PeerNet};
+use super::shard::SharedState;
+use super::{snapshots, wall_clock_ms, SequencerParts, ServerOptions};
+use crate::limits;
+use crate::pipeline::sequencer::Effect as SequencerEffect;
+use crate::pipeline::{Committed, Origin, Sequencer, SequencerConfig, ToSequencer};
+use crate::storage::log::BatchEncoder;
+use crate::tree::DataTree;
+use crate::txn::Txn;
+use crate::zab::election::ServerState;
+use crate::zab::peer::{Effect, Msg, Peer, PeerConfig};
+use crate::zab::wire::PeerMessage;
+use crate::zab::{make_zxid, ServerId};
+
+/// A proposal's payload: the txn, and which connection asked for it.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    pub txn: Arc<Txn>,
+    pub origin: Option<Origin>,
+}
+
+type PeerEffect = Effect<Entry, Committed>;
+
+/// ZooKeeper's default commitLogCount: committed proposals kept for DIFF.
+const COMMITTED_LOG_MAX: usize = 500;
+/// How often the driver looks at the clock while electing.
+const ELECTION_TICK_MS: u64 = 25;
+/// Connecting to the leader's quorum port may take this long.
+const LEADER_CONNECT_TIMEOUT_MS: u64 = 2_000;
+
+enum Internal {
+    Tick,
+    Logged(i64),
+    Synced,
+    LogFailed(String),
+}
+
+#[derive(Default)]
+struct LogBatch {
+    encoder: BatchEncoder,
+    /// Report `Synced` once this batch (and all before it) is durable.
+    sync_marker: bool,
+    sealed: bool,
+}
+
+#[derive(Default)]
+struct Log {
+    batches: RefCell<VecDeque<LogBatch>>,
+    pending_bytes: Cell<usize>,
+    writing: Cell<bool>,
+    writer: RefCell<Option<LogWriter>>,
+    writer_wake: Notify,
+    idle_wake: Notify,
+}
+
+impl Log {
+    fn open_batch<T>(&self, action: impl FnOnce(&mut LogBatch) -> T) -> T {
+        let mut batches = self.batches.borrow_mut();
+        if batches.back().is_none_or(|batch| batch.sealed) {
+            batches.push_back(LogBatch::default());
+        }
+        action(batches.back_mut().expect("just ensured"))
+    }
+
+    fn append(&self, txn: &Txn) {
+        let added = self.open_batch(|batch| {
+            let before = batch.encoder.len_bytes();
+            batch.encoder.push(txn);
+            if batch.encoder.is_full() {
+                batch.sealed = true;
+            }
+            batch.encoder.len_bytes() - before
+        });
+        self.pending_bytes.set(self.pending_bytes.get() + added);
+        self.writer_wake.notify();
+    }
+
+    fn sync_marker(&self) {
+        self.open_batch(|batch| {
+            batch.sync_marker = true;
+            batch.sealed = true;
+        });
+        self.writer_wake.notify();
+    }
+
+    async fn idle(&self) {
+        while self.writing.get() || !self.batches.borrow().is_empty() {
+            self.idle_wake.notified().await;
+        }
+    }
+}
+
+async fn log_task(log: Rc<Log>, internal: Rc<LocalSender<Internal>>) {
+    loop {
+        let Some(mut batch) = log.batches.borrow_mut().pop_front() else {
+            log.idle_wake.notify();
+            log.writer_wake.notified().await;
+            continue;
+        };
+        log.writing.set(true);
+        let bytes = batch.encoder.len_bytes();
+        let last_zxid = batch.encoder.last_zxid();
+        if !batch.encoder.is_empty() {
+            let mut writer = log.writer.borrow_mut().take().expect("a log writer");
+            let result = writer.append(batch.encoder.finish()).await;
+            *log.writer.borrow_mut() = Some(writer);
+            log.pending_bytes.set(log.pending_bytes.get().saturating_sub(bytes));
+            match result {
+                Ok(()) => {
+                    let _ = internal.send(Internal::Logged(last_zxid)).await;
+                }
+                Err(error) => {
+                    let _ = internal.send(Internal::LogFailed(error.to_string())).await;
+                }
+            }
+        }
+        if batch.sync_marker {
+            let _ = internal.send(Internal::Synced).await;
+        }
+        log.writing.set(false);
+        log.idle_wake.notify();
+    }
+}
+
+/// Shards and the snapshot executor: where committed items go.
+struct Outlet {
+    shards: Vec<ConnectedSender<Committed>>,
+    snapshotter: ConnectedSender<snapshots::Input>,
+    shared: Arc<SharedState>,
+}
+
+impl Outlet {
+    async fn deliver(&self, item: Committed) {
+        if let Committed::Txn { txn, .. } = &item {
+            let _ = self.snapshotter.send(snapshots::Input::Txn(txn.clone())).await;
+        }
+        let sent = |shard_index: usize| {
+            self.shared.commits_sent[shard_index].fetch_add(1, Ordering::Release);
+        };
+        match item.only_for_shard() {
+            Some(shard_index) => {
+                sent(shard_index);
+                let _ = self.shards[shard_index].send(item).await;
+            }
+            None => {
+                (0..self.shards.len()).for_each(sent);
+                for sender in &self.shards {
+                    let _ = sender.send(item.clone()).await;
+                }
+            }
+        }
+    }
+
+    async fn reset(&self, tree: &DataTree) {
+        let tree = Arc::new(tree.clone());
+        let _ = self.snapshotter.send(snapshots::Input::Reset(tree.clone())).await;
+        self.deliver(Committed::Reset { tree }).await;
+    }
+}
+
+struct Driver {
+    my_id: ServerId,
+    options: ServerOptions,
+    secret: u64,
+    dirs: DataDirs,
+    peer: Peer<Entry, Committed>,
+    net: Rc<PeerNet>,
+    log: Rc<Log>,
+    outlet: Outlet,
+    shared: Arc<SharedState>,
+    snapshot_busy: snapshots::Busy,
+    /// The data tree rebuilt from the log at the last reload (the leader's
+    /// sequencer starts from it).
+    tree: DataTree,
+    sequencer: Option<Sequencer>,
+    /// Leader: learners' links by server id, and links not yet identified.
+    learners: HashMap<ServerId, LinkId>,
+    links: HashMap<LinkId, Option<ServerId>>,
+    /// Learner: the link to the leader.
+    leader_link: Option<(LinkId, ServerId)>,
+    /// A SNAP being received: its zxid and bytes.
+    incoming_snapshot: Option<(i64, BytesMut)>,
+    received_snapshot: Option<Bytes>,
+    /// Learner: txns applied since the last snapshot point.
+    applied_since_snapshot: u64,
+    last_full_tick_ms: i64,
+}
+
+pub async fn run(options: ServerOptions, secret: u64, parts: SequencerParts, shared: Arc<SharedState>) -> std::io::Result<()> {
+    let SequencerParts { receivers, senders, snapshotter, snapshot_busy, tree, dirs } = parts;
+    let mut connected_receivers = Vec::new();
+    for receiver in receivers {
+        connected_receivers.push(receiver.connect().await);
+    }
+    let mut shard_senders = Vec::new();
+    for sender in senders {
+        shard_senders.push(sender.connect().await);
+    }
+    let snapshotter = snapshotter.connect().await;
+    let config = &options.config;
+    let my_id = config.server_id;
+
+    let (net_sender, net_events) = local_channel::new_bounded(limits::SEQUENCER_BATCH_MAX);
+    let net = PeerNet::start(my_id, &config.servers, net_sender)?;
+    let (internal_sender, internal) = local_channel::new_bounded(limits::SEQUENCER_BATCH_MAX);
+    let internal_sender = Rc::new(internal_sender);
+    let (request_sender, requests) = local_channel::new_bounded(limits::SEQUENCER_BATCH_MAX);
+    let request_sender = Rc::new(request_sender);
+    for receiver in connected_receivers {
+        let request_sender = request_sender.clone();
+        glommio::spawn_local(async move {
+            while let Some(message) = receiver.recv().await {
+                if request_sender.send(message).await.is_err() {
+                    break;
+                }
+            }
+        })
+        .detach();
+    }
+    {
+        let internal_sender = internal_sender.clone();
+        glommio::spawn_local(async move {
+            loop {
+                glommio::timer::sleep(Duration::from_millis(ELECTION_TICK_MS)).await;
+                if internal_sender.send(Internal::Tick).await.is_err() {
+                    break;
+                }
+            }
+        })
+        .detach();
+    }
+    let log = Rc::new(Log::default());
+    glommio::spawn_local(log_task(log.clone(), internal_sender.clone())).detach();
+
+    let voters: Vec<ServerId> = config.servers.iter().filter(|s| s.peer_type == crate::config::PeerType::Participant).map(|s| s.id).collect();
+    let observers: Vec<ServerId> = config.servers.iter().filter(|s| s.peer_type != crate::config::PeerType::Participant).map(|s| s.id).collect();
+    let tick_ms = config.tick_time_ms as u64;
+    let peer = Peer::new(PeerConfig {
+        my_id,
+        voters,
+        observers,
+        init_limit_ms: tick_ms * config.init_limit_ticks as u64,
+        sync_limit_ms: tick_ms * config.sync_limit_ticks as u64,
+        finalize_wait_ms: 200,
+        committed_log_max: COMMITTED_LOG_MAX,
+    });
+    let mut driver = Driver {
+        my_id,
+        options: options.clone(),
+        secret,
+        dirs,
+        peer,
+        net,
+        log,
+        outlet: Outlet { shards: shard_senders, snapshotter, shared: shared.clone() },
+        shared,
+        snapshot_busy,
+        tree,
+        sequencer: None,
+        learners: HashMap::new(),
+        links: HashMap::new(),
+        leader_link: None,
+        incoming_snapshot: None,
+        received_snapshot: None,
+        applied_since_snapshot: 0,
+        last_full_tick_ms: 0,
+    };
+    driver.open_log().await?;
+    driver.start_looking().await?;
+    driver.main_loop(net_events, internal, requests).await
+}
+
+enum Input {
+    Net(NetEvent),
+    Internal(Internal),
+    Request(ToSequencer),
+}
+
+impl Driver {
+    async fn main_loop(
+        &mut self,
+        net_events: LocalReceiver<NetEvent>,
+        internal: LocalReceiver<Internal>,
+        requests: LocalReceiver<ToSequencer>,
+    ) -> std::io::Result<()> {
+        loop {
+            let accept_requests = self.accepts_requests();
+            let events = futures_lite::future::or(
+                async { net_events.recv().await.map(Input::Net) },
+                async { internal.recv().await.map(Input::Internal) },
+            );
+            let input = if accept_requests {
+                futures_lite::future::or(events, async { requests.recv().await.map(Input::Request) }).await
+            } else {
+                events.await
+            };
+            let Some(input) = input else { return Ok(()) };
+            let now = wall_clock_ms();
+            let mut effects = Vec::new();
+            match input {
+                Input::Net(event) => self.on_net(now, event, &mut effects),
+                Input::Internal(Internal::Tick) => self.on_tick(now, &mut effects),
+                Input::Internal(Internal::Logged(zxid)) => self.peer.on_logged(now as u64, zxid, &mut effects),
+                Input::Internal(Internal::Synced) => self.peer.on_synced(now as u64, &mut effects),
+                Input::Internal(Internal::LogFailed(error)) => {
+                    tracing::error!(%error, "transaction log write failed: this server cannot take part in the ensemble; stopping");
+                    return Err(std::io::Error::other(format!("transaction log write failed: {error}")));
+                }
+                Input::Request(request) => self.on_request(now, request, &mut effects),
+            }
+            self.perform(effects).await?;
+        }
+    }
+
+    fn accepts_requests(&self) -> bool {
+        if self.log.pending_bytes.get() > limits::LOG_PENDING_BYTES_MAX {
+            return false;
+        }
+        match self.peer.state() {
+            ServerState::Leading if self.peer.is_serving() => self.peer.can_propose(),
+            _ => true,
+        }
+    }
+
+    fn on_tick(&mut self, now: i64, effects: &mut Vec<PeerEffect>) {
+        let half_tick = (self.options.config.tick_time_ms as i64 / 2).max(1);
+        let looking = self.peer.state() == ServerState::Looking;
+        if !looking && now - self.last_full_tick_ms < half_tick {
+            return;
+        }
+        self.last_full_tick_ms = now;
+        self.peer.on_tick(now as u64, effects);
+        if let Some(sequencer) = self.sequencer.as_mut() {
+            let mut out = Vec::new();
+            sequencer.tick(now, &mut out);
+            if let Ok(mut published) = self.shared.sequencer.lock() {
+                published.session_count = sequencer.session_count();
+                published.zxid = sequencer.zxid_last();
+                published.sessions = sequencer.session_expiries();
+            }
+            self.sequenced(now, out, effects);
+        }
+        self.publish();
+    }
+
+    fn publish(&self) {
+        if let Ok(mut role) = self.shared.role.lock() {
+            role.state = self.peer.state();
+            role.serving = self.peer.is_serving();
+            role.stats = self.peer.stats();
+            role.epochs = self.peer.epochs();
+            role.leader = self.peer.leader();
+        }
+    }
+
+    /// The sequencer's output on the leader: txns become proposals; replies
+    /// wait for the proposals before them.
+    fn sequenced(&mut self, now: i64, out: Vec<SequencerEffect>, effects: &mut Vec<PeerEffect>) {
+        for effect in out {
+            match effect {
+                SequencerEffect::Append(Committed::Txn { txn, origin }) => {
+                    let zxid = txn.zxid;
+                    match self.peer.propose(now as u64, Entry { txn, origin }, effects) {
+                        Ok(proposed) => assert_eq!(proposed, zxid, "the sequencer and the leader disagree on zxids"),
+                        Err(error) => {
+                            tracing::warn!(?error, zxid = format_args!("{zxid:#x}"), "proposal refused");
+                            if let Some(origin) = origin_of_failed(origin) {
+                                self.peer_reply(origin, crate::proto::ErrorCode::ConnectionLoss, effects);
+                            }
+                        }
+                    }
+                }
+                SequencerEffect::Append(other) | SequencerEffect::Deliver(other) => {
+                    let server = reply_server(&other).unwrap_or(self.my_id);
+                    self.peer.reply(server, other, effects);
+                }
+                SequencerEffect::Snapshot { zxid } => {
+                    if self.snapshot_busy.swap(true, Ordering::AcqRel) {
+                        tracing::warn!(zxid = format_args!("{zxid:#x}"), "Too busy to snap, skipping");
+                    } else {
+                        let _ = self.outlet.snapshotter.try_send(snapshots::Input::Snapshot(zxid));
+                    }
+                }
+            }
+        }
+    }
+
+    fn peer_reply(&mut self, origin: Origin, err: crate::proto::ErrorCode, effects: &mut Vec<PeerEffect>) {
+        self.peer.reply(origin.server, Committed::Failed { origin, err }, effects);
+    }
+
+    fn on_request(&mut self, now: i64, request: ToSequencer, effects: &mut Vec<PeerEffect>) {
+        if !self.peer.is_serving() {
+            // Our connections are being closed (Reset); the client retries elsewhere.
+            return;
+        }
+        match self.peer.state() {
+            ServerState::Leading => {
+                let Some(sequencer) = self.sequencer.as_mut() else { return };
+                let mut out = Vec::new();
+                sequencer.step(now, request, &mut out);
+                self.sequenced(now, out, effects);
+            }
+            _ => {
+                let Some((link, _)) = self.leader_link else { return };
+                if let Err(error) = self.net.send(link, PeerMessage::Forward(request)) {
+                    tracing::warn!(?error, "cannot forward a request to the leader");
+                }
+            }
+        }
+    }
+
+    fn on_net(&mut self, now: i64, event: NetEvent, effects: &mut Vec<PeerEffect>) {
+        let now_ms = now as u64;
+        match event {
+            NetEvent::Notification { notification, .. } => self.peer.on_notification(now_ms, notification, effects),
+            NetEvent::QuorumAccepted { link } => {
+                self.links.insert(link, None);
+            }
+            NetEvent::QuorumConnected { link, leader } => {
+                if self.peer.leader() == Some(leader) && self.peer.state() != ServerState::Leading && self.leader_link.is_none() {
+                    self.leader_link = Some((link, leader));
+                    self.peer.on_leader_connected(now_ms, effects);
+                } else {
+                    self.net.close(link);
+                }
+            }
+            NetEvent::QuorumConnectFailed { leader } => {
+                if self.peer.leader() == Some(leader) && self.leader_link.is_none() {
+                    self.peer.on_leader_unreachable(effects);
+                }
+            }
+            NetEvent::QuorumClosed { link } => {
+                if let Some((leader_link, leader)) = self.leader_link {
+                    if leader_link == link {
+                        self.leader_link = None;
+                        self.peer.on_link_closed(leader, effects);
+                        return;
+                    }
+                }
+                if let Some(Some(sid)) = self.links.remove(&link) {
+                    if self.learners.get(&sid) == Some(&link) {
+                        self.learners.remove(&sid);
+                        self.peer.on_link_closed(sid, effects);
+                    }
+                }
+            }
+            NetEvent::QuorumMessage { link, msg } => self.on_quorum_message(now_ms, link, msg, effects),
+        }
+    }
+
+    fn on_quorum_message(&mut self, now_ms: u64, link: LinkId, msg: PeerMessage, effects: &mut Vec<PeerEffect>) {
+        // From our leader?
+        if let Some((leader_link, leader)) = self.leader_link {
+            if leader_link == link {
+                let msg = match msg {
+                    PeerMessage::LeaderInfo { zxid, secret } => {
+                        self.adopt_secret(secret);
+                        Msg::LeaderInfo { zxid }
+                    }
+                    PeerMessage::Snap { zxid } => {
+                        self.incoming_snapshot = Some((zxid, BytesMut::new()));
+                        return;
+                    }
+                    PeerMessage::SnapChunk { bytes } => {
+                        if let Some((_, buffer)) = self.incoming_snapshot.as_mut() {
+                            buffer.extend_from_slice(&bytes);
+                        }
+                        return;
+                    }
+                    PeerMessage::SnapEnd => {
+                        let Some((zxid, buffer)) = self.incoming_snapshot.take() else { return };
+                        self.received_snapshot = Some(buffer.freeze());
+                        Msg::Snap { zxid }
+                    }
+                    other => match to_msg(other) {
+                        Some(msg) => msg,
+                        None => {
+                            tracing::warn!("unexpected message from the leader; closing the link");
+                            self.net.close(link);
+                            return;
+                        }
+                    },
+                };
+                return self.peer.on_message(now_ms, leader, msg, effects);
+            }
+        }
+        // From a learner.
+        let Some(known) = self.links.get(&link).copied() else { return };
+        if self.peer.state() != ServerState::Leading {
+            // Not leading (yet, or any more): the learner reconnects.
+            self.net.close(link);
+            return;
+        }
+        let sid = match (known, &msg) {
+            (Some(sid), _) => sid,
+            (None, PeerMessage::FollowerInfo { sid, .. } | PeerMessage::ObserverInfo { sid, .. }) => {
+                let sid = *sid;
+                if sid == self.my_id || !self.options.config.servers.iter().any(|s| s.id == sid) {
+                    tracing::warn!(sid, "a learner with an unknown id connected; closing");
+                    self.net.close(link);
+                    return;
+                }
+                if let Some(old) = self.learners.insert(sid, link) {
+                    self.net.close(old);
+                    self.links.remove(&old);
+                }
+                self.links.insert(link, Some(sid));
+                sid
+            }
+            (None, _) => {
+                tracing::warn!("a learner spoke before FOLLOWERINFO; closing");
+                self.net.close(link);
+                return;
+            }
+        };
+        match msg {
+            PeerMessage::Forward(request) => {
+                let now = now_ms as i64;
+                if let Some(sequencer) = self.sequencer.as_mut().filter(|_| self.peer.is_serving()) {
+                    let request = stamp_origin(request, sid);
+                    let mut out = Vec::new();
+                    sequencer.step(now, request, &mut out);
+                    self.sequenced(now, out, effects);
+                }
+            }
+            other => match to_msg(other) {
+                Some(msg) => self.peer.on_message(now_ms, sid, msg, effects),
+                None => {
+                    tracing::warn!(sid, "unexpected message from a learner; closing");
+                    self.net.close(link);
+                }
+            },
+        }
+    }
+
+    fn adopt_secret(&mut self, secret: u64) {
+        if secret != self.secret {
+            // An ensemble shares one secret so sessions move between servers.
+            self.secret = secret;
+            if let Err(error) = store_secret(&self.dirs, secret) {
+                tracing::warn!(%error, "cannot store the leader's session secret");
+            }
+        }
+    }
+
+    async fn perform(&mut self, effects: Vec<PeerEffect>) -> std::io::Result<()> {
+        let mut queue: VecDeque<PeerEffect> = effects.into();
+        while let Some(effect) = queue.pop_front() {
+            let now = wall_clock_ms() as u64;
+            let mut more = Vec::new();
+            match effect {
+                Effect::Notify { to, notification } => self.net.send_notification(to, notification),
+                Effect::ConnectToLeader { leader } => {
+                    self.leader_link = None;
+                    self.net.connect_leader(leader, LEADER_CONNECT_TIMEOUT_MS);
+                }
+                Effect::Send { to, msg } => self.send(now, to, msg, &mut more),
+                Effect::SendSnapshot { to } => self.send_snapshot(now, to, &mut more).await,
+                Effect::Disconnect { sid } => {
+                    if let Some(link) = self.learners.remove(&sid) {
+                        self.links.remove(&link);
+                        self.net.close(link);
+                    } else if let Some((link, leader)) = self.leader_link {
+                        if leader == sid {
+                            self.net.close(link);
+                        }
+                    }
+                }
+                Effect::PersistAcceptedEpoch { epoch } => {
+                    self.dirs.write_accepted_epoch(epoch)?;
+                    self.peer.on_persisted_accepted_epoch(now, &mut more);
+                }
+                Effect::PersistCurrentEpoch { epoch } => {
+                    self.dirs.write_current_epoch(epoch)?;
+                    self.peer.on_persisted_current_epoch(now, &mut more);
+                }
+                Effect::LogAppend { txn, .. } => self.log.append(&txn.txn),
+                Effect::SyncLog => self.log.sync_marker(),
+                Effect::Truncate { to } => {
+                    self.log.idle().await;
+                    let report = self.dirs.truncate_after(to).map_err(std::io::Error::other)?;
+                    tracing::info!(
+                        to = format_args!("{to:#x}"),
+                        last_zxid = format_args!("{:#x}", report.last_zxid),
+                        removed_segments = report.removed_segments.len(),
+                        removed_snapshots = report.removed_snapshots.len(),
+                        "truncated the log (TRUNC)"
+                    );
+                    self.reload().await?;
+                }
+                Effect::InstallSnapshot { zxid } => {
+                    self.log.idle().await;
+                    let bytes = self.received_snapshot.take().unwrap_or_default();
+                    let tree = self.dirs.install_snapshot(bytes).map_err(std::io::Error::other)?;
+                    assert_eq!(tree.last_processed_zxid(), zxid, "SNAP header and snapshot disagree");
+                    tracing::info!(zxid = format_args!("{zxid:#x}"), nodes = tree.node_count(), "installed the leader's snapshot (SNAP)");
+                    self.tree = tree;
+                    self.outlet.reset(&self.tree).await;
+                    self.open_log().await?;
+                }
+                Effect::Apply { zxid, txn } => {
+                    let origin = txn.origin.filter(|origin| origin.server == self.my_id);
+                    self.outlet.deliver(Committed::Txn { txn: txn.txn, origin }).await;
+                    if self.peer.state() != ServerState::Leading {
+                        self.learner_snapshot_point(zxid);
+                    }
+                }
+                Effect::Deliver(item) => self.outlet.deliver(item).await,
+                Effect::Serve { state, epoch, leader } => self.serve(state, epoch, leader).await,
+                Effect::Look { reason } => {
+                    tracing::warn!(%reason, "going back to LOOKING");
+                    self.stop_serving();
+                    self.reload().await?;
+                    self.start_looking().await?;
+                }
+            }
+            queue.extend(more);
+        }
+        self.publish();
+        Ok(())
+    }
+
+    fn send(&mut self, now: u64, to: ServerId, msg: Msg<Entry, Committed>, more: &mut Vec<PeerEffect>) {
+        let link = match self.leader_link {
+            Some((link, leader)) if leader == to => Some(link),
+            _ => self.learners.get(&to).copied(),
+        };
+        let Some(link) = link else { return };
+        let message = match msg {
+            Msg::LeaderInfo { zxid } => PeerMessage::LeaderInfo { zxid, secret: self.secret },
+            other => from_msg(other),
+        };
+        if let Err(error) = self.net.send(link, message) {
+            tracing::warn!(to, ?error, "peer link queue full or closed");
+            if self.learners.get(&to) == Some(&link) {
+                self.peer.on_learner_queue_full(now, to, more);
+            }
+        }
+    }
+
+    /// SNAP: the committed tree is shard 0's replica once it applied every
+    /// commit already sent to it (this core's shard).
+    async fn send_snapshot(&mut self, now: u64, to: ServerId, more: &mut Vec<PeerEffect>) {
+        let Some(link) = self.learners.get(&to).copied() else { return };
+        let Some(bytes) = super::shard::local_snapshot().await else {
+            tracing::warn!(to, "no local replica to snapshot; dropping the learner");
+            self.net.close(link);
+            return;
+        };
+        let zxid = crate::storage::snapshot::snapshot_zxid(&bytes).unwrap_or(0);
+        let mut ok = self.net.send(link, PeerMessage::Snap { zxid }).is_ok();
+        for chunk in bytes.chunks(limits::SNAP_CHUNK_BYTES) {
+            ok &= self.net.send(link, PeerMessage::SnapChunk { bytes: Bytes::copy_from_slice(chunk) }).is_ok();
+        }
+        ok &= self.net.send(link, PeerMessage::SnapEnd).is_ok();
+        tracing::info!(to, zxid = format_args!("{zxid:#x}"), bytes = bytes.len(), "sent a snapshot");
+        if !ok {
+            self.peer.on_learner_queue_full(now, to, more);
+            return;
+        }
+        self.peer.on_snapshot_sent(now, to, zxid, more);
+    }
+
+    fn learner_snapshot_point(&mut self, zxid: i64) {
+        self.applied_since_snapshot += 1;
+        if self.applied_since_snapshot >= self.options.config.snap_count as u64 / 2 + (self.secret % (self.options.config.snap_count as u64 / 2 + 1)) {
+            self.applied_since_snapshot = 0;
+            if !self.snapshot_busy.swap(true, Ordering::AcqRel) {
+                let _ = self.outlet.snapshotter.try_send(snapshots::Input::Snapshot(zxid));
+            }
+        }
+    }
+
+    async fn serve(&mut self, state: ServerState, epoch: u32, leader: ServerId) {
+        tracing::info!(?state, epoch, leader, "serving clients");
+        if state == ServerState::Leading {
+            let config = &self.options.config;
+            let sequencer_config = SequencerConfig {
+                tick_ms: config.tick_time_ms as i64,
+                extended_types_enabled: config.extended_types_enabled,
+                server_id: self.my_id as u8,
+                password_secret: self.secret,
+                container_check_interval_ms: self.options.container_check_interval_ms,
+                container_deletes_per_check_max: limits::CONTAINER_DELETES_PER_CHECK_MAX,
+                snap_count: config.snap_count,
+                random_seed: self.secret ^ wall_clock_ms() as u64,
+            };
+            let mut sequencer = Sequencer::new(self.tree.clone(), sequencer_config, wall_clock_ms());
+            let base = self.peer.last_proposed().unwrap_or(make_zxid(epoch, 0));
+            sequencer.set_zxid_last(base);
+            self.sequencer = Some(sequencer);
+        }
+        self.outlet.deliver(Committed::Secret(self.secret)).await;
+        self.shared.serving.store(true, Ordering::Release);
+    }
+
+    fn stop_serving(&mut self) {
+        self.shared.serving.store(false, Ordering::Release);
+        self.sequencer = None;
+        for (_, link) in self.learners.drain() {
+            self.net.close(link);
+        }
+        for (link, _) in self.links.drain() {
+            self.net.close(link);
+        }
+        if let Some((link, _)) = self.leader_link.take() {
+            self.net.close(link);
+        }
+        self.incoming_snapshot = None;
+        self.received_snapshot = None;
+    }
+
+    /// Rebuild the state from the log: a server's history is what it logged.
+    async fn reload(&mut self) -> std::io::Result<()> {
+        self.log.idle().await;
+        let recovered = self.dirs.recover_for_start().map_err(std::io::Error::other)?;
+        self.tree = recovered.tree;
+        self.outlet.reset(&self.tree).await;
+        self.open_log().await
+    }
+
+    async fn open_log(&mut self) -> std::io::Result<()> {
+        self.log.idle().await;
+        let config = &self.options.config;
+        let first_zxid = self.tree.last_processed_zxid() + 1;
+        let old = self.log.writer.borrow_mut().take();
+        drop(old);
+        let writer = LogWriter::create(&self.dirs.log_dir, first_zxid, config.pre_alloc_size_kib * 1024, config.force_sync).await?;
+        *self.log.writer.borrow_mut() = Some(writer);
+        Ok(())
+    }
+
+    async fn start_looking(&mut self) -> std::io::Result<()> {
+        let last = self.tree.last_processed_zxid();
+        let (accepted, current) = self.dirs.read_epochs(last)?;
+        tracing::info!(
+            zxid = format_args!("{last:#x}"),
+            accepted_epoch = accepted,
+            current_epoch = current,
+            "LOOKING"
+        );
+        let mut effects = Vec::new();
+        // No history: the committed log is rebuilt as this server commits
+        // (an empty one makes the leader SNAP anyone not exactly in sync).
+        self.peer.start_looking(wall_clock_ms() as u64, last, accepted, current, Vec::new(), &mut effects);
+        Box::pin(self.perform(effects)).await
+    }
+}
+
+/// Replaces the stored session secret (tmp, fsync, rename, fsync dir), so a
+/// restart keeps the ensemble's.
+fn store_secret(dirs: &DataDirs, secret: u64) -> std::io::Result<()> {
+    use std::io::Write;
+    let path = dirs.snapshot_dir.join("secret");
+    let temporary = dirs.snapshot_dir.join("secret.tmp");
+    let mut file = std::fs::File::create(&temporary)?;
+    writeln!(file, "{secret:016x}")?;
+    file.sync_all()?;
+    std::fs::rename(&temporary, &path)?;
+    std::fs::File::open(&dirs.snapshot_dir)?.sync_all()
+}
+
+fn origin_of_failed(origin: Option<Origin>) -> Option<Origin> {
+    origin
+}
+
+fn reply_server(item: &Committed) -> Option<ServerId> {
+    match item {
+        Committed::SyncDone { origin, .. } | Committed::Revalidated { origin, .. } | Committed::Failed { origin, .. } => Some(origin.server),
+        _ => None,
+    }
+}
+
+/// A learner's forwarded request names its own server; trust the link, not the bytes.
+fn stamp_origin(request: ToSequencer, server: ServerId) -> ToSequencer {
+    match request {
+        ToSequencer::Write { mut origin, session_id, request, auth } => {
+            origin.server = server;
+            ToSequencer::Write { origin, session_id, request, auth }
+        }
+        ToSequencer::Sync { mut origin, path } => {
+            origin.server = server;
+            ToSequencer::Sync { origin, path }
+        }
+        ToSequencer::CreateSession { mut origin, timeout_ms } => {
+            origin.server = server;
+            ToSequencer::CreateSession { origin, timeout_ms }
+        }
+        ToSequencer::Revalidate { mut origin, session_id, timeout_ms } => {
+            origin.server = server;
+            ToSequencer::Revalidate { origin, session_id, timeout_ms }
+        }
+        touch @ ToSequencer::Touch { .. } => touch,
+    }
+}
+
+fn to_msg(message: PeerMessage) -> Option<Msg<Entry, Committed>> {
+    Some(match message {
+        PeerMessage::FollowerInfo { sid, zxid } => Msg::FollowerInfo { sid, zxid },
+        PeerMessage::ObserverInfo { sid, zxid } => Msg::ObserverInfo { sid, zxid },
+        PeerMessage::AckEpoch { last_logged_zxid, current_epoch } => Msg::AckEpoch { last_logged_zxid, current_epoch },
+        PeerMessage::Ack { zxid } => Msg::Ack { zxid },
+        PeerMessage::Diff { zxid } => Msg::Diff { zxid },
+        PeerMessage::Trunc { zxid } => Msg::Trunc { zxid },
+        PeerMessage::Proposal { zxid, txn, origin } => Msg::Proposal { zxid, txn: Entry { txn, origin } },
+        PeerMessage::Commit { zxid } => Msg::Commit { zxid },
+        PeerMessage::Inform { zxid, txn, origin } => Msg::Inform { zxid, txn: Entry { txn, origin } },
+        PeerMessage::NewLeader { zxid } => Msg::NewLeader { zxid },
+        PeerMessage::UpToDate => Msg::UpToDate,
+        PeerMessage::Ping { zxid } => Msg::Ping { zxid },
+        PeerMessage::Reply(item) => Msg::Reply(item),
+        _ => return None,
+    })
+}
+
+fn from_msg(msg: Msg<Entry, Committed>) -> PeerMessage {
+    match msg {
+        Msg::FollowerInfo { sid, zxid } => PeerMessage::FollowerInfo { sid, zxid },
+        Msg::ObserverInfo { sid, zxid } => PeerMessage::ObserverInfo { sid, zxid },
+        Msg::LeaderInfo { zxid } => PeerMessage::LeaderInfo { zxid, secret: 0 },
+        Msg::AckEpoch { last_logged_zxid, current_epoch } => PeerMessage::AckEpoch { last_logged_zxid, current_epoch },
+        Msg::Diff { zxid } => PeerMessage::Diff { zxid },
+        Msg::Trunc { zxid } => PeerMessage::Trunc { zxid },
+        Msg::Snap { zxid } => PeerMessage::Snap { zxid },
+        Msg::NewLeader { zxid } => PeerMessage::NewLeader { zxid },
+        Msg::UpToDate => PeerMessage::UpToDate,
+        Msg::Proposal { zxid, txn } => PeerMessage::Proposal { zxid, txn: txn.txn, origin: txn.origin },
+        Msg::Ack { zxid } => PeerMessage::Ack { zxid },
+        Msg::Commit { zxid } => PeerMessage::Commit { zxid },
+        Msg::Inform { zxid, txn } => PeerMessage::Inform { zxid, txn: txn.txn, origin: txn.origin },
+        Msg::Ping { zxid } => PeerMessage::Ping { zxid },
+        Msg::Reply(item) => PeerMessage::Reply(item),
+    }
+}

@@ -7,6 +7,9 @@
 
 use std::net::TcpListener;
 
+/// Multi-process ensembles, proxies and replica digests (tests/ensemble.rs).
+pub mod ensemble;
+
 #[derive(Default)]
 pub struct Enc(pub Vec<u8>);
 

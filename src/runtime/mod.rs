@@ -292,7 +292,7 @@ fn four_letter_word(runtime: &shard::ShardRuntime, word: &str) -> String {
             snapshot.metrics.push(("synced_non_voting_followers".into(), (role.stats.learners - role.stats.synced_followers).to_string()));
             snapshot.metrics.push(("pending_syncs".into(), role.stats.pending_syncs.to_string()));
         }
-        snapshot.metrics.push(("peer_state".into(), format!("{}", snapshot.server_state)));
+        snapshot.metrics.push(("peer_state".into(), snapshot.server_state.clone()));
         snapshot.metrics.push(("accepted_epoch".into(), role.epochs.0.to_string()));
         snapshot.metrics.push(("current_epoch".into(), role.epochs.1.to_string()));
         snapshot.metrics.push(("last_zxid".into(), format!("0x{:x}", tree.last_processed_zxid())));

@@ -2,8 +2,9 @@
 //! broadcast phase with quorum counting (`broadcast`), and the leader's choice
 //! of how to bring a learner up to date (`sync`). Each takes `now` and events
 //! and returns effects; none does I/O, reads a clock or spawns, so the
-//! simulator can drive whole ensembles. The runtime's peer transport and the
-//! discovery phase that connect them are not built yet.
+//! simulator can drive whole ensembles. `peer` composes them into one
+//! server's whole life; `wire` is its frame format; the runtime's
+//! `peer_net` and `ensemble` move the bytes.
 
 pub mod broadcast;
 pub mod discovery;

@@ -103,44 +103,31 @@ impl DataDirs {
     /// snapshot directory, or made with `generate` and stored (atomically,
     /// fsynced) on the first start, so sessions survive restarts.
     pub fn password_secret(&self, generate: impl FnOnce() -> u64) -> std::io::Result<u64> {
-        use std::io::Write;
         let path = self.snapshot_dir.join("secret");
         match std::fs::read_to_string(&path) {
             Ok(text) => u64::from_str_radix(text.trim(), 16)
                 .map_err(|error| std::io::Error::other(format!("{}: not a secret: {error}", path.display()))),
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
                 let secret = generate();
-                let temporary = self.snapshot_dir.join("secret.tmp");
-                let mut file = std::fs::File::create(&temporary)?;
-                writeln!(file, "{secret:016x}")?;
-                file.sync_all()?;
-                std::fs::rename(&temporary, &path)?;
-                sync_directory(&self.snapshot_dir)?;
+                self.store_password_secret(secret)?;
                 Ok(secret)
             }
             Err(error) => Err(error),
         }
     }
 
+    /// Replaces the stored session secret (an ensemble member adopts its
+    /// leader's, so sessions move between servers).
+    pub fn store_password_secret(&self, secret: u64) -> std::io::Result<()> {
+        write_file_durably(&self.snapshot_dir, "secret", format!("{secret:016x}\n").as_bytes()).map(|_| ())
+    }
+
     /// Writes `snapshot.<zxid>` atomically: a temporary file, fsync, rename, fsync the directory.
     pub fn write_snapshot(&self, tree: &DataTree) -> std::io::Result<(PathBuf, usize)> {
-        use std::io::Write;
         let bytes = encode_snapshot(tree);
-        let name = snapshot_file_name(tree.last_processed_zxid());
-        let path = self.snapshot_dir.join(&name);
-        let temporary = self.snapshot_dir.join(format!("{name}.tmp"));
-        let mut file = std::fs::File::create(&temporary)?;
         // Written and flushed a chunk at a time: one 200 MB burst of dirty
         // pages flushed at the end would stall the log's fdatasync behind it.
-        let mut offset = 0;
-        for chunk in bytes.chunks(crate::limits::SNAPSHOT_WRITE_CHUNK_BYTES) {
-            file.write_all(chunk)?;
-            flush_range(&file, offset, chunk.len())?;
-            offset += chunk.len();
-        }
-        file.sync_all()?;
-        std::fs::rename(&temporary, &path)?;
-        sync_directory(&self.snapshot_dir)?;
+        let path = write_file_durably(&self.snapshot_dir, &snapshot_file_name(tree.last_processed_zxid()), &bytes)?;
         Ok((path, bytes.len()))
     }
 

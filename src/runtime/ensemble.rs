@@ -14,12 +14,12 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
-use glommio::channels::shared_channel::ConnectedSender;
 use hashbrown::HashMap;
 
 use super::durability::{DataDirs, LogWriter};
 use super::notify::Notify;
 use super::peer_net::{LinkId, NetEvent, PeerNet};
+use super::sequencer::Outlet;
 use super::shard::SharedState;
 use super::{snapshots, wall_clock_ms, SequencerParts, ServerOptions};
 use crate::limits;
@@ -143,42 +143,6 @@ async fn log_task(log: Rc<Log>, internal: Rc<LocalSender<Internal>>) {
     }
 }
 
-/// Shards and the snapshot executor: where committed items go.
-struct Outlet {
-    shards: Vec<ConnectedSender<Committed>>,
-    snapshotter: ConnectedSender<snapshots::Input>,
-    shared: Arc<SharedState>,
-}
-
-impl Outlet {
-    async fn deliver(&self, item: Committed) {
-        if let Committed::Txn { txn, .. } = &item {
-            let _ = self.snapshotter.send(snapshots::Input::Txn(txn.clone())).await;
-        }
-        let sent = |shard_index: usize| {
-            self.shared.commits_sent[shard_index].fetch_add(1, Ordering::Release);
-        };
-        match item.only_for_shard() {
-            Some(shard_index) => {
-                sent(shard_index);
-                let _ = self.shards[shard_index].send(item).await;
-            }
-            None => {
-                (0..self.shards.len()).for_each(sent);
-                for sender in &self.shards {
-                    let _ = sender.send(item.clone()).await;
-                }
-            }
-        }
-    }
-
-    async fn reset(&self, tree: &DataTree) {
-        let tree = Arc::new(tree.clone());
-        let _ = self.snapshotter.send(snapshots::Input::Reset(tree.clone())).await;
-        self.deliver(Committed::Reset { tree }).await;
-    }
-}
-
 struct Driver {
     my_id: ServerId,
     options: ServerOptions,
@@ -273,7 +237,7 @@ pub async fn run(options: ServerOptions, secret: u64, parts: SequencerParts, sha
         peer,
         net,
         log,
-        outlet: Outlet { shards: shard_senders, snapshotter, shared: shared.clone() },
+        outlet: Outlet { shards: shard_senders, snapshotter, snapshot_busy: snapshot_busy.clone(), shared: shared.clone() },
         shared,
         snapshot_busy,
         tree,
@@ -559,7 +523,7 @@ impl Driver {
         if secret != self.secret {
             // An ensemble shares one secret so sessions move between servers.
             self.secret = secret;
-            if let Err(error) = store_secret(&self.dirs, secret) {
+            if let Err(error) = self.dirs.store_password_secret(secret) {
                 tracing::warn!(%error, "cannot store the leader's session secret");
             }
         }
@@ -622,12 +586,12 @@ impl Driver {
                 }
                 Effect::Apply { zxid, txn } => {
                     let origin = txn.origin.filter(|origin| origin.server == self.my_id);
-                    self.outlet.deliver(Committed::Txn { txn: txn.txn, origin }).await;
+                    self.outlet.deliver(Committed::Txn { txn: txn.txn, origin }, false).await;
                     if self.peer.state() != ServerState::Leading {
                         self.learner_snapshot_point(zxid);
                     }
                 }
-                Effect::Deliver(item) => self.outlet.deliver(item).await,
+                Effect::Deliver(item) => self.outlet.deliver(item, false).await,
                 Effect::Serve { state, epoch, leader } => self.serve(state, epoch, leader).await,
                 Effect::Look { reason } => {
                     tracing::warn!(%reason, "going back to LOOKING");
@@ -712,7 +676,7 @@ impl Driver {
             sequencer.set_zxid_last(base);
             self.sequencer = Some(sequencer);
         }
-        self.outlet.deliver(Committed::Secret(self.secret)).await;
+        self.outlet.deliver(Committed::Secret(self.secret), false).await;
         self.shared.serving.store(true, Ordering::Release);
     }
 
@@ -767,19 +731,6 @@ impl Driver {
         self.peer.start_looking(wall_clock_ms() as u64, last, accepted, current, Vec::new(), &mut effects);
         Box::pin(self.perform(effects)).await
     }
-}
-
-/// Replaces the stored session secret (tmp, fsync, rename, fsync dir), so a
-/// restart keeps the ensemble's.
-fn store_secret(dirs: &DataDirs, secret: u64) -> std::io::Result<()> {
-    use std::io::Write;
-    let path = dirs.snapshot_dir.join("secret");
-    let temporary = dirs.snapshot_dir.join("secret.tmp");
-    let mut file = std::fs::File::create(&temporary)?;
-    writeln!(file, "{secret:016x}")?;
-    file.sync_all()?;
-    std::fs::rename(&temporary, &path)?;
-    std::fs::File::open(&dirs.snapshot_dir)?.sync_all()
 }
 
 fn origin_of_failed(origin: Option<Origin>) -> Option<Origin> {

@@ -231,8 +231,14 @@ async fn run_core(
                 ensemble::run(options, secret, parts, shared).await
             };
             if let Err(error) = result {
-                tracing::error!("the log could not be opened: {error}; stopping");
+                // The write path is gone (the log could not be opened or
+                // written, an epoch file could not be persisted, the peer
+                // ports could not be bound): nothing can be acknowledged any
+                // more, so stop, and say so in the exit status.
+                tracing::error!("the write path failed: {error}; stopping");
+                eprintln!("warden: the write path failed: {error}");
                 shutdown.store(true, Ordering::Relaxed);
+                std::process::exit(1);
             }
         })
         .detach();

@@ -179,11 +179,11 @@ pub async fn run(options: ServerOptions, secret: u64, parts: SequencerParts, sha
 }
 
 /// Where durable items go: every shard (or one), and the snapshot executor.
-struct Outlet {
-    shards: Vec<ConnectedSender<Committed>>,
-    snapshotter: ConnectedSender<snapshots::Input>,
-    snapshot_busy: snapshots::Busy,
-    shared: Arc<SharedState>,
+pub(super) struct Outlet {
+    pub(super) shards: Vec<ConnectedSender<Committed>>,
+    pub(super) snapshotter: ConnectedSender<snapshots::Input>,
+    pub(super) snapshot_busy: snapshots::Busy,
+    pub(super) shared: Arc<SharedState>,
 }
 
 async fn log_task(mut log: LogWriter, queue: Rc<LogQueue>, sequencer: Rc<RefCell<Sequencer>>, outlet: Outlet) {
@@ -242,7 +242,15 @@ async fn fail_forever(queue: Rc<LogQueue>, outlet: Outlet) {
 }
 
 impl Outlet {
-    async fn deliver(&self, item: Committed, failed: bool) {
+    /// Every shard and the snapshot executor continue from `tree`
+    /// (an ensemble member rebuilt its state).
+    pub(super) async fn reset(&self, tree: &crate::tree::DataTree) {
+        let tree = Arc::new(tree.clone());
+        let _ = self.snapshotter.send(snapshots::Input::Reset(tree.clone())).await;
+        self.deliver(Committed::Reset { tree }, false).await;
+    }
+
+    pub(super) async fn deliver(&self, item: Committed, failed: bool) {
         let item = match item {
             Committed::Txn { origin, .. } if failed => match origin {
                 Some(origin) => Committed::Failed { origin, err: ErrorCode::SystemError },

@@ -1,9 +1,20 @@
 #!/usr/bin/env bash
 # Runs the warden Python suites.
-#   WARDEN_TEST_TARGET=warden|apache  target of the compat suites (default warden)
+#
+# With no arguments and WARDEN_TEST_TARGET unset, two passes:
+#   1. every suite against a standalone warden (differential: DIFF_SEEDS, 40);
+#   2. the compatibility suites (kazoo API, kazoo recipes, zkCli) and the
+#      differential test against a 3-node warden ensemble on loopback, clients
+#      spread over all three servers (differential: ENSEMBLE_DIFF_SEEDS, 15).
+# With WARDEN_TEST_TARGET set, or with arguments, one pass:
+#   WARDEN_TEST_TARGET=warden|apache    every suite against one standalone server
+#   WARDEN_TEST_TARGET=ensemble         pass 2 only (DIFF_SEEDS defaults to 15);
+#   WARDEN_TEST_TARGET=apache-ensemble  the same against an Apache 3.8 ensemble,
+#                                       to check the suites' expectations
+#   arguments go to pytest (e.g. tests/python/run.sh test_kazoo_api.py -k ttl),
+#   and replace the ensemble pass's list of suites.
 #   WARDEN_BIN=path                   warden binary (default <repo>/target/release/warden)
 #   DIFF_SEEDS / DIFF_STEPS / DIFF_AGAINST=apache   differential test knobs
-# Extra arguments go to pytest (e.g. tests/python/run.sh test_kazoo_api.py -k ttl).
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 PY="${PYTHON:-python3}"
@@ -42,4 +53,29 @@ command -v java >/dev/null || { echo "run.sh: java not found (install default-jr
 
 # 3. The tests (per-test timeout from pytest.ini, overridable with PYTEST_TIMEOUT).
 cd "$HERE"
-exec "$PY" -m pytest -x -q -ra --timeout="${PYTEST_TIMEOUT:-120}" "$@"
+PYTEST=("$PY" -m pytest -x -q -ra --timeout="${PYTEST_TIMEOUT:-120}")
+# What runs against an ensemble (test_restart_kazoo.py is standalone-only).
+ENSEMBLE_SUITES=(test_kazoo_api.py test_kazoo_recipes.py test_zkcli.py test_differential.py)
+
+case "${WARDEN_TEST_TARGET:-}" in
+    "")
+        if [ $# -gt 0 ]; then
+            WARDEN_TEST_TARGET=warden exec "${PYTEST[@]}" "$@"
+        fi
+        echo "run.sh: pass 1/2: standalone warden, every suite" >&2
+        WARDEN_TEST_TARGET=warden "${PYTEST[@]}"
+        echo "run.sh: pass 2/2: 3-node warden ensemble: ${ENSEMBLE_SUITES[*]}" >&2
+        WARDEN_TEST_TARGET=ensemble DIFF_SEEDS="${ENSEMBLE_DIFF_SEEDS:-15}" \
+            exec "${PYTEST[@]}" "${ENSEMBLE_SUITES[@]}"
+        ;;
+    ensemble|apache-ensemble)
+        export DIFF_SEEDS="${DIFF_SEEDS:-${ENSEMBLE_DIFF_SEEDS:-15}}"
+        if [ $# -gt 0 ]; then
+            exec "${PYTEST[@]}" "$@"
+        fi
+        exec "${PYTEST[@]}" "${ENSEMBLE_SUITES[@]}"
+        ;;
+    *)
+        exec "${PYTEST[@]}" "$@"
+        ;;
+esac

@@ -10,6 +10,9 @@ sessions, one of which is closed midway and replaced by a new session.
 
 Every sequence runs against a fresh Apache ZooKeeper (reference) and a fresh
 warden (or a second Apache when DIFF_AGAINST=apache, to validate the harness).
+With WARDEN_TEST_TARGET=ensemble the other side is a fresh 3-node warden
+ensemble (apache-ensemble: an Apache one) whose session k is connected to
+server k % 3; the reference stays one Apache standalone server.
 After every step the normalized result of the step and the watch events each
 session received during it are compared; every 25 steps and at the end the
 whole tree under /t is compared too.  The first difference fails the test,
@@ -30,10 +33,16 @@ Normalization (what must match exactly):
   round trip on every live session follows each step, so every event caused
   by the step has arrived before comparison (ZooKeeper sends a session its
   notifications before the reply to any later request of that session).
+  Against an ensemble that round trip is a sync("/") instead, on both sides:
+  a replica may not have applied another session's write yet, and ZooKeeper
+  only promises that after a sync the server has applied (and sent the watch
+  events of) everything committed before it.  It also makes every read of
+  the next step see all earlier steps, as on one server.
 
 Env: DIFF_SEEDS (40), DIFF_STEPS (150), DIFF_SEED_BASE (0), DIFF_AGAINST
-(warden | apache).  Replay one failing seed with DIFF_SEED_BASE=<seed>
-DIFF_SEEDS=1.
+(warden | apache | ensemble | apache-ensemble; default warden, or the
+WARDEN_TEST_TARGET when that is an ensemble).  Replay one failing seed with
+DIFF_SEED_BASE=<seed> DIFF_SEEDS=1.
 """
 
 import os
@@ -41,15 +50,16 @@ import random
 import time
 
 import pytest
-from kazoo.client import KazooClient
 from kazoo.exceptions import KazooException
 
 import zkext
+from conftest import ENSEMBLE_KINDS, target_kind
 
 SEEDS = int(os.environ.get("DIFF_SEEDS", "40"))
 STEPS = int(os.environ.get("DIFF_STEPS", "150"))
 SEED_BASE = int(os.environ.get("DIFF_SEED_BASE", "0"))
-AGAINST = os.environ.get("DIFF_AGAINST", "warden").strip().lower()
+AGAINST = os.environ.get(
+    "DIFF_AGAINST", target_kind() if target_kind() in ENSEMBLE_KINDS else "warden").strip().lower()
 OP_TIMEOUT = 10.0
 
 ROOT = "/t"
@@ -64,9 +74,10 @@ TTL_MS = 3600 * 1000  # never expires during a run
 class Side:
     """One server plus its sessions, in the same state as the other side."""
 
-    def __init__(self, name, server):
+    def __init__(self, name, server, sync_settle=False):
         self.name = name
         self.server = server
+        self.sync_settle = sync_settle
         self.clients = {}       # session index -> KazooClient
         self.events = {}        # session index -> list of raw events
         self.consumed = {}      # session index -> events already compared
@@ -76,10 +87,11 @@ class Side:
         self.base = None
 
     def open(self, idx):
-        c = KazooClient(hosts=self.server.hosts, timeout=10.0)
+        c = self.server.client(idx, timeout=10.0)
         self.events[idx] = zkext.record_raw_events(c)
         self.consumed[idx] = 0
         c.start(timeout=20)
+        self.server.check_placement(c, idx)
         self.clients[idx] = c
         self.owner_index[c.client_id[0]] = idx
         self.noop[idx] = lambda ev: None
@@ -140,10 +152,14 @@ class Side:
         return out
 
     def settle(self):
-        """A read round trip on every live session, so that every watch
-        event caused by the last step has been received and recorded."""
+        """A read round trip (a sync against an ensemble) on every live
+        session, so that every watch event caused by the last step has been
+        received and recorded."""
         for c in self.clients.values():
-            c.exists("/")
+            if self.sync_settle:
+                c.sync("/")
+            else:
+                c.exists("/")
 
     # ---- execution -----------------------------------------------------
     def run(self, op):
@@ -382,11 +398,12 @@ def run_sequence(seed, ref, other, steps):
 def test_differential(seed, server_factory):
     """Seeded random op sequence: warden (or DIFF_AGAINST) must give the same
     normalized results, Stats, zxid deltas and watch events as Apache."""
-    if AGAINST not in ("warden", "apache"):
-        pytest.fail("DIFF_AGAINST must be warden or apache")
+    if AGAINST not in ("warden", "apache") + tuple(ENSEMBLE_KINDS):
+        pytest.fail("DIFF_AGAINST must be warden, apache, ensemble or apache-ensemble")
     srv_ref, srv_other = server_factory.many(["apache", AGAINST])
-    ref = Side("apache", srv_ref)
-    other = Side(AGAINST + ("-2" if AGAINST == "apache" else ""), srv_other)
+    sync_settle = AGAINST in ENSEMBLE_KINDS
+    ref = Side("apache", srv_ref, sync_settle)
+    other = Side(AGAINST + ("-2" if AGAINST == "apache" else ""), srv_other, sync_settle)
     try:
         run_sequence(seed, ref, other, STEPS)
     finally:

@@ -2,7 +2,9 @@
 
 Every assertion states an exact value Apache ZooKeeper 3.8 produces (these
 tests pass against it), so a server that passes behaves like ZooKeeper for
-kazoo users.
+kazoo users.  On an ensemble target the clients of a test sit on different
+servers, and a client reading another session's writes calls catch_up
+(sync) first, as ZooKeeper's consistency guarantees require.
 """
 
 import hashlib
@@ -11,7 +13,6 @@ import threading
 import time
 
 import pytest
-from kazoo.client import KazooClient
 from kazoo.exceptions import (
     BadVersionError, NoAuthError, NoChildrenForEphemeralsError, NodeExistsError,
     NoNodeError, NotEmptyError, RolledBackError, RuntimeInconsistency,
@@ -20,7 +21,7 @@ from kazoo.protocol.states import EventType, KazooState
 from kazoo.security import ACL, Id, OPEN_ACL_UNSAFE, Permissions, make_digest_acl
 
 import zkext
-from conftest import wait_for
+from conftest import catch_up, wait_for
 
 
 def test_ruok(zk):
@@ -121,6 +122,7 @@ def test_ephemeral_rules(zk, ns, client_factory):
     another client observes the deletion via a watch."""
     other = client_factory()
     p = other.create(ns + "/eph", b"e", ephemeral=True)
+    catch_up(zk)
     st = zk.exists(p)
     assert st.ephemeralOwner == other.client_id[0]
     with pytest.raises(NoChildrenForEphemeralsError):
@@ -268,6 +270,7 @@ def test_acls_digest_and_auth(client_factory, ns, zk):
     with pytest.raises(NoAuthError):  # getACL needs READ or ADMIN (3.8)
         zk.get_acls(ns + "/secret")
     authed = client_factory(auth_data=[("digest", "user:pw")])
+    catch_up(authed)
     acls, st = authed.get_acls(ns + "/secret")
     assert acls == [acl]
     assert acls[0].id.id == "user:" + base64.b64encode(
@@ -281,11 +284,13 @@ def test_acls_digest_and_auth(client_factory, ns, zk):
     assert authed.get(ns + "/secret")[0] == b"s"
     other = client_factory()
     other.add_auth("digest", "user:wrong")
+    catch_up(other)
     with pytest.raises(NoAuthError):
         other.get(ns + "/secret")
     read_only = ACL(Permissions.READ, Id("world", "anyone"))
     st2 = authed.set_acls(ns + "/secret", [acl, read_only])
     assert st2.aversion == 1
+    catch_up(zk)
     assert zk.get(ns + "/secret")[0] == b"s"
     with pytest.raises(NoAuthError):
         zk.set(ns + "/secret", b"x")
@@ -354,16 +359,16 @@ def test_data_and_children_watch_helpers(client_factory, ns, zk):
     assert ["dw"] in kids
 
 
-def test_watch_event_order_in_multi(client_factory, ns, zk, zk_server):
+def test_watch_event_order_in_multi(client_factory, ns, zk):
     """One multi that creates two children and changes a watched node: the
     watcher session receives the data event and a single child event."""
     other = client_factory()
     zk.create(ns + "/d", b"0")
-    raw = []
-    c = KazooClient(hosts=zk_server.hosts, timeout=10.0)
+    c = client_factory.unstarted()
     raw = zkext.record_raw_events(c)
-    c.start(timeout=20)
+    client_factory.start(c)
     try:
+        catch_up(c)
         c.get(ns + "/d", watch=lambda e: None)
         c.get_children(ns, watch=lambda e: None)
         t = other.transaction()
@@ -371,6 +376,7 @@ def test_watch_event_order_in_multi(client_factory, ns, zk, zk_server):
         t.set_data(ns + "/d", b"1")
         t.create(ns + "/k2")
         t.commit()
+        catch_up(c)
         c.exists("/")
         assert [(e[0], e[2]) for e in raw] == [("CHILD", ns), ("CHANGED", ns + "/d")]
     finally:
@@ -386,6 +392,7 @@ def test_session_reconnect_keeps_session(zk, ns, client_factory):
     p = first.create(ns + "/mine", ephemeral=True)
     second = client_factory(client_id=(sid, pwd))
     assert second.client_id[0] == sid
+    catch_up(second, zk)
     assert second.exists(p).ephemeralOwner == sid
     assert zk.exists(p) is not None
 

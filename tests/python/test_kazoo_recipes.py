@@ -2,6 +2,9 @@
 
 Each scenario would fail (wrong result or bounded timeout) if the server got
 sequential numbering, ephemeral cleanup, watches or versioned writes wrong.
+On an ensemble target the clients of a scenario sit on different servers; a
+client that reads other clients' writes outside a recipe's own watch logic
+calls catch_up (sync) first.
 """
 
 import threading
@@ -10,7 +13,7 @@ import time
 import pytest
 from kazoo.exceptions import LockTimeout
 
-from conftest import wait_for
+from conftest import catch_up, wait_for
 
 T = 15  # bound for every wait in this module
 
@@ -96,7 +99,9 @@ def test_election(client_factory, ns):
     assert leaders[1] == 1
     for e in stop.values():
         e.set()
-    _join_all([ts[0]])
+    # Every contender finishes (the last ones lead in turn and return at
+    # once) before the fixture closes their clients.
+    _join_all(ts)
 
 
 def test_counter_concurrent(client_factory, ns):
@@ -112,6 +117,7 @@ def test_counter_concurrent(client_factory, ns):
     ts = [threading.Thread(target=worker, args=(c,)) for c in clients]
     [t.start() for t in ts]
     _join_all(ts)
+    catch_up(clients[0])
     assert clients[0].Counter(ns + "/cnt").value == 60
     f = clients[0].Counter(ns + "/fc", default=0.0)
     f += 1.5
@@ -127,6 +133,7 @@ def test_queue_fifo_and_priority(client_factory, ns):
     for i in range(5):
         qa.put(b"item%d" % i)
     qa.put(b"urgent", priority=10)
+    catch_up(b)
     assert len(qb) == 6
     assert qb.get() == b"urgent"
     assert [qb.get() for _ in range(5)] == [b"item%d" % i for i in range(5)]
@@ -152,6 +159,7 @@ def test_locking_queue_consume_and_release(client_factory, ns):
         got.add(v)
         assert q1.consume()
     assert got == {b"a", b"b", b"c"} - {x}
+    catch_up(p)
     assert len(pq) == 0
 
 
@@ -162,6 +170,7 @@ def test_barrier(client_factory, ns):
     b = owner.Barrier(ns + "/bar")
     b.create()
     waiters = [client_factory() for _ in range(3)]
+    catch_up(*waiters)
     results = []
 
     def wait(c):
@@ -216,6 +225,7 @@ def test_party(client_factory, ns):
     pc = c.Party(ns + "/party", "carol")
     pa.join()
     pc.join()
+    catch_up(a)
     assert sorted(pa) == ["alice", "carol"] and len(pa) == 2
     pb.join()
     assert list(pb) == ["bob"]
@@ -231,6 +241,7 @@ def test_datawatch_and_childrenwatch_across_clients(client_factory, ns):
     watcher, writer = client_factory(), client_factory()
     p = ns + "/cfg"
     writer.create(p, b"v0")
+    catch_up(watcher)
     seen, kids = [], []
     watcher.DataWatch(p, lambda d, s: seen.append((d, s.version if s else None)))
     watcher.ChildrenWatch(p, lambda ch: kids.append(sorted(ch)))

@@ -28,7 +28,7 @@ from kazoo.client import KazooClient
 from kazoo.protocol.states import KazooState
 from kazoo.retry import KazooRetry
 
-from conftest import _LIVE, _LIVE_LOCK, ZkServer, _kill_proc, stop_and_clean, target_kind, wait_for
+from conftest import ENSEMBLE_KINDS, _LIVE, _LIVE_LOCK, ZkServer, _kill_proc, stop_and_clean, target_kind, wait_for
 
 # Default tickTime of the fixtures' servers is 2000 ms: negotiated session
 # timeouts are clamped to [4000, 40000] ms.
@@ -104,6 +104,9 @@ class RestartableServer(ZkServer):
 def restartable(request):
     """A fresh server of the target kind that the test can restart."""
     kind = target_kind()
+    if kind in ENSEMBLE_KINDS:
+        pytest.fail("test_restart_kazoo.py restarts one standalone server; run it with "
+                    "WARDEN_TEST_TARGET=warden or apache (tests/python/run.sh does)", pytrace=False)
     srv = RestartableServer(kind, tempfile.mkdtemp(prefix="warden-restart-%s-" % kind))
 
     request.addfinalizer(lambda: stop_and_clean(srv))

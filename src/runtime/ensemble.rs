@@ -21,7 +21,7 @@ use super::notify::Notify;
 use super::peer_net::{LinkId, NetEvent, PeerNet};
 use super::sequencer::Outlet;
 use super::shard::SharedState;
-use super::{snapshots, wall_clock_ms, SequencerParts, ServerOptions};
+use super::{wall_clock_ms, SequencerParts, ServerOptions};
 use crate::limits;
 use crate::pipeline::sequencer::Effect as SequencerEffect;
 use crate::pipeline::{Committed, Origin, Sequencer, SequencerConfig, ToSequencer};
@@ -153,7 +153,6 @@ struct Driver {
     log: Rc<Log>,
     outlet: Outlet,
     shared: Arc<SharedState>,
-    snapshot_busy: snapshots::Busy,
     /// The data tree rebuilt from the log at the last reload (the leader's
     /// sequencer starts from it).
     tree: DataTree,
@@ -172,16 +171,7 @@ struct Driver {
 }
 
 pub async fn run(options: ServerOptions, secret: u64, parts: SequencerParts, shared: Arc<SharedState>) -> std::io::Result<()> {
-    let SequencerParts { receivers, senders, snapshotter, snapshot_busy, tree, dirs } = parts;
-    let mut connected_receivers = Vec::new();
-    for receiver in receivers {
-        connected_receivers.push(receiver.connect().await);
-    }
-    let mut shard_senders = Vec::new();
-    for sender in senders {
-        shard_senders.push(sender.connect().await);
-    }
-    let snapshotter = snapshotter.connect().await;
+    let (connected_receivers, outlet, tree, dirs) = super::sequencer::connect(parts, shared.clone()).await;
     let config = &options.config;
     let my_id = config.server_id;
 
@@ -237,9 +227,8 @@ pub async fn run(options: ServerOptions, secret: u64, parts: SequencerParts, sha
         peer,
         net,
         log,
-        outlet: Outlet { shards: shard_senders, snapshotter, snapshot_busy: snapshot_busy.clone(), shared: shared.clone() },
+        outlet,
         shared,
-        snapshot_busy,
         tree,
         sequencer: None,
         learners: HashMap::new(),
@@ -359,13 +348,7 @@ impl Driver {
                     let server = reply_server(&other).unwrap_or(self.my_id);
                     self.peer.reply(server, other, effects);
                 }
-                SequencerEffect::Snapshot { zxid } => {
-                    if self.snapshot_busy.swap(true, Ordering::AcqRel) {
-                        tracing::warn!(zxid = format_args!("{zxid:#x}"), "Too busy to snap, skipping");
-                    } else {
-                        let _ = self.outlet.snapshotter.try_send(snapshots::Input::Snapshot(zxid));
-                    }
-                }
+                SequencerEffect::Snapshot { zxid } => self.outlet.request_snapshot(zxid),
             }
         }
     }
@@ -651,9 +634,7 @@ impl Driver {
         self.applied_since_snapshot += 1;
         if self.applied_since_snapshot >= self.options.config.snap_count as u64 / 2 + (self.secret % (self.options.config.snap_count as u64 / 2 + 1)) {
             self.applied_since_snapshot = 0;
-            if !self.snapshot_busy.swap(true, Ordering::AcqRel) {
-                let _ = self.outlet.snapshotter.try_send(snapshots::Input::Snapshot(zxid));
-            }
+            self.outlet.request_snapshot(zxid);
         }
     }
 

@@ -12,7 +12,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
-use glommio::channels::shared_channel::ConnectedSender;
+use glommio::channels::shared_channel::{ConnectedReceiver, ConnectedSender};
 
 use super::durability::LogWriter;
 use super::notify::Notify;
@@ -89,16 +89,7 @@ impl LogQueue {
 }
 
 pub async fn run(options: ServerOptions, secret: u64, parts: SequencerParts, shared: Arc<SharedState>) -> std::io::Result<()> {
-    let SequencerParts { receivers, senders, snapshotter, snapshot_busy, tree, dirs } = parts;
-    let mut connected_receivers = Vec::new();
-    for receiver in receivers {
-        connected_receivers.push(receiver.connect().await);
-    }
-    let mut shard_senders = Vec::new();
-    for sender in senders {
-        shard_senders.push(sender.connect().await);
-    }
-    let snapshotter = snapshotter.connect().await;
+    let (connected_receivers, outlet, tree, dirs) = connect(parts, shared.clone()).await;
     let config = &options.config;
     let tick_ms = config.tick_time_ms as i64;
     let first_zxid = tree.last_processed_zxid() + 1;
@@ -119,7 +110,6 @@ pub async fn run(options: ServerOptions, secret: u64, parts: SequencerParts, sha
     };
     let sequencer = Rc::new(RefCell::new(Sequencer::new(tree, sequencer_config, wall_clock_ms())));
     let queue = Rc::new(LogQueue::default());
-    let outlet = Outlet { shards: shard_senders, snapshotter, snapshot_busy, shared: shared.clone() };
     glommio::spawn_local(log_task(log, queue.clone(), sequencer.clone(), outlet)).detach();
 
     let (inbox_sender, inbox) = glommio::channels::local_channel::new_bounded(limits::SEQUENCER_BATCH_MAX);
@@ -218,11 +208,7 @@ async fn log_task(mut log: LogWriter, queue: Rc<LogQueue>, sequencer: Rc<RefCell
                     return fail_forever(queue, outlet).await;
                 }
             };
-            if outlet.snapshot_busy.swap(true, std::sync::atomic::Ordering::AcqRel) {
-                tracing::warn!(zxid = format_args!("{zxid:#x}"), "Too busy to snap, skipping: the previous snapshot is still being written");
-            } else {
-                let _ = outlet.snapshotter.send(snapshots::Input::Snapshot(zxid)).await;
-            }
+            outlet.request_snapshot(zxid);
         }
     }
 }
@@ -241,7 +227,39 @@ async fn fail_forever(queue: Rc<LogQueue>, outlet: Outlet) {
     }
 }
 
+/// Connects core 0's ends of the queues: requests from every shard, the
+/// committed stream to every shard and to the snapshot executor.
+pub(super) async fn connect(
+    parts: SequencerParts,
+    shared: Arc<SharedState>,
+) -> (Vec<ConnectedReceiver<ToSequencer>>, Outlet, crate::tree::DataTree, super::durability::DataDirs) {
+    let SequencerParts { receivers, senders, snapshotter, snapshot_busy, tree, dirs } = parts;
+    let mut connected_receivers = Vec::new();
+    for receiver in receivers {
+        connected_receivers.push(receiver.connect().await);
+    }
+    let mut shards = Vec::new();
+    for sender in senders {
+        shards.push(sender.connect().await);
+    }
+    let snapshotter = snapshotter.connect().await;
+    (connected_receivers, Outlet { shards, snapshotter, snapshot_busy, shared }, tree, dirs)
+}
+
 impl Outlet {
+    /// Asks the snapshot executor for a snapshot at `zxid`, unless it is
+    /// still writing the previous one ("Too busy to snap", as ZooKeeper's
+    /// SyncRequestProcessor says). A request that cannot be queued leaves
+    /// the executor idle, not marked busy forever.
+    pub(super) fn request_snapshot(&self, zxid: i64) {
+        use std::sync::atomic::Ordering;
+        if self.snapshot_busy.swap(true, Ordering::AcqRel) {
+            tracing::warn!(zxid = format_args!("{zxid:#x}"), "Too busy to snap, skipping: the previous snapshot is still being written");
+        } else if self.snapshotter.try_send(snapshots::Input::Snapshot(zxid)).is_err() {
+            self.snapshot_busy.store(false, Ordering::Release);
+        }
+    }
+
     /// Every shard and the snapshot executor continue from `tree`
     /// (an ensemble member rebuilt its state).
     pub(super) async fn reset(&self, tree: &crate::tree::DataTree) {

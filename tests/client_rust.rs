@@ -20,7 +20,7 @@
 
 use std::fs;
 use std::io::Read;
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -57,11 +57,7 @@ fn unique_suffix() -> String {
     )
 }
 
-/// Picks a free loopback port by binding port 0 and dropping the listener.
-fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    listener.local_addr().unwrap().port()
-}
+use warden::testkit::free_port;
 
 /// A spawned server process; killed, waited and its temp dir removed on Drop.
 struct Server {

@@ -4,7 +4,7 @@
 //! disk every acknowledged write is there and no failed one is. The failure is
 //! injected with the hidden `--test-fail-log-after-bytes` flag.
 
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -18,7 +18,7 @@ struct Server {
 
 impl Server {
     fn start(data_dir: &PathBuf, extra: &[&str]) -> Server {
-        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let port = warden::testkit::free_port();
         let child = Command::new(env!("CARGO_BIN_EXE_warden"))
             .args(["server", "--client-port", &port.to_string(), "--client-port-address", "127.0.0.1"])
             .arg("--data-dir")

@@ -3,7 +3,7 @@
 //! at start-up; corruption in the middle of the log refuses to start, naming
 //! the file and the offset (never silently dropping data, ZOOKEEPER-2325).
 
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -20,7 +20,7 @@ fn temp_dir(name: &str) -> PathBuf {
 }
 
 fn start(data_dir: &Path, extra: &[&str]) -> (Child, u16) {
-    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = warden::testkit::free_port();
     let mut child = Command::new(WARDEN)
         .args(["server", "--client-port", &port.to_string(), "--client-port-address", "127.0.0.1", "--pre-alloc-size", "1024"])
         .arg("--data-dir")

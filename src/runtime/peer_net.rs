@@ -837,13 +837,9 @@ mod tests {
     use glommio::channels::local_channel::{self, LocalReceiver};
     use glommio::{LocalExecutorBuilder, Placement};
 
-    /// Specs for servers 1..=size on loopback, every port free when chosen
-    /// (all probe sockets are held until every port is picked, so no two
-    /// coincide).
+    /// Specs for servers 1..=size on loopback, every port free when chosen.
     fn ensemble(size: u64) -> Vec<ServerSpec> {
-        let probes: Vec<std::net::TcpListener> =
-            (0..2 * size).map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0")).collect();
-        let ports: Vec<u16> = probes.iter().map(|probe| probe.local_addr().expect("local address").port()).collect();
+        let ports = crate::testkit::free_ports(2 * size as usize);
         (1..=size)
             .map(|id| ServerSpec {
                 id,

@@ -424,13 +424,6 @@ pub struct Ensemble {
 
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
-/// Ports that are free now, picked together so that they differ.
-fn free_ports(count: usize) -> Vec<u16> {
-    let listeners: Vec<TcpListener> =
-        (0..count).map(|_| TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0")).collect();
-    listeners.iter().map(|listener| listener.local_addr().unwrap().port()).collect()
-}
-
 impl Ensemble {
     /// Creates (but does not start) `voters` voters with ids 1..=voters and
     /// `observers` observers after them, in a fresh temporary directory.
@@ -443,7 +436,7 @@ impl Ensemble {
         let dir = std::env::temp_dir().join(format!("warden-ensemble-{name}-{}-{counter}-{nanos}", std::process::id()));
         fs::create_dir_all(&dir).expect("create ensemble dir");
         let count = voters + observers;
-        let ports = free_ports(3 * count as usize);
+        let ports = warden::testkit::free_ports(3 * count as usize);
         let nodes: Vec<Node> = (1..=count)
             .map(|id| {
                 let base = 3 * (id as usize - 1);

@@ -5,7 +5,6 @@
 //! different subset, hence the dead_code allowance.
 #![allow(dead_code)]
 
-use std::net::TcpListener;
 
 /// Multi-process ensembles, proxies and replica digests (tests/ensemble.rs).
 pub mod ensemble;
@@ -61,10 +60,8 @@ pub fn frame(body: &[u8]) -> Vec<u8> {
     out
 }
 
-pub fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    listener.local_addr().unwrap().port()
-}
+#[allow(unused_imports)]
+pub use warden::testkit::free_port;
 
 pub fn apache_classpath() -> String {
     let jars = [

@@ -298,8 +298,9 @@ impl Driver {
 
     fn on_tick(&mut self, now: i64, effects: &mut Vec<PeerEffect>) {
         let half_tick = (self.options.config.tick_time_ms as i64 / 2).max(1);
-        let looking = self.peer.state() == ServerState::Looking;
-        if !looking && now - self.last_full_tick_ms < half_tick {
+        // Until it serves, a server steps its peer every election tick (leader
+        // retries and handshakes are timed in tens of milliseconds).
+        if self.peer.is_serving() && now - self.last_full_tick_ms < half_tick {
             return;
         }
         self.last_full_tick_ms = now;
@@ -402,14 +403,14 @@ impl Driver {
                 if let Some((leader_link, leader)) = self.leader_link {
                     if leader_link == link {
                         self.leader_link = None;
-                        self.peer.on_link_closed(leader, effects);
+                        self.peer.on_link_closed(now_ms, leader, effects);
                         return;
                     }
                 }
                 if let Some(Some(sid)) = self.links.remove(&link) {
                     if self.learners.get(&sid) == Some(&link) {
                         self.learners.remove(&sid);
-                        self.peer.on_link_closed(sid, effects);
+                        self.peer.on_link_closed(now_ms, sid, effects);
                     }
                 }
             }

@@ -23,6 +23,10 @@ use super::election::{self, Election, ElectionConfig, Notification, ServerState}
 use super::sync::{plan_sync, SyncInput, SyncMode};
 use super::{epoch_of, ServerId};
 
+/// A learner whose leader closed the connection before answering tries again
+/// after this long (ZooKeeper's leaderConnectDelayDuringRetryMs).
+pub const LEADER_RETRY_DELAY_MS: u64 = 100;
+
 #[derive(Debug, Clone)]
 pub struct PeerConfig {
     pub my_id: ServerId,
@@ -133,6 +137,11 @@ struct Learning<T, R> {
     /// Sync must be done by then (initLimit).
     deadline_ms: u64,
     last_heard_ms: u64,
+    /// Whether the leader has sent anything on the current link.
+    heard: bool,
+    /// When to try the leader again after a connection it refused or closed
+    /// before answering (it may not have finished its own election yet).
+    reconnect_at_ms: Option<u64>,
     /// The highest COMMIT (or INFORM) received, and the highest applied.
     commit_target: i64,
     applied: i64,
@@ -327,6 +336,8 @@ impl<T: Clone, R> Peer<T, R> {
                     observing: None,
                     deadline_ms: now_ms + self.config.init_limit_ms,
                     last_heard_ms: now_ms,
+                    heard: false,
+                    reconnect_at_ms: None,
                     commit_target: self.last_logged,
                     applied: self.last_logged,
                     replies: VecDeque::new(),
@@ -357,6 +368,10 @@ impl<T: Clone, R> Peer<T, R> {
                 self.broadcast_effects(now_ms, bout, effects);
             }
             Role::Learning(l) => {
+                if l.reconnect_at_ms.is_some_and(|at| now_ms >= at) {
+                    l.reconnect_at_ms = None;
+                    effects.push(Effect::ConnectToLeader { leader: l.leader });
+                }
                 if !self.serving && now_ms > l.deadline_ms {
                     let reason = format!("not synced with leader {} within initLimit", l.leader);
                     self.look(reason, effects);
@@ -376,11 +391,15 @@ impl<T: Clone, R> Peer<T, R> {
             return;
         }
         l.connected = true;
+        l.heard = false;
+        l.reconnect_at_ms = None;
         l.last_heard_ms = now_ms;
         let out = l.handshake.start();
         self.learner_effects(now_ms, out, effects);
     }
 
+    /// The connection to the leader failed (refused: a live server always
+    /// listens on its quorum port, so the leader is gone): elect again.
     pub fn on_leader_unreachable(&mut self, effects: &mut Vec<Effect<T, R>>) {
         if let Role::Learning(l) = &self.role {
             let reason = format!("cannot connect to leader {}", l.leader);
@@ -388,8 +407,26 @@ impl<T: Clone, R> Peer<T, R> {
         }
     }
 
+    /// The leader closed our connection before saying anything: it is alive
+    /// but not leading yet (another peer's election named it while it is
+    /// still finishing its own). Like ZooKeeper's learner, try again every
+    /// `LEADER_RETRY_DELAY_MS` until initLimit runs out. Whether a retry is
+    /// scheduled.
+    fn retry_leader(&mut self, now_ms: u64) -> bool {
+        let Role::Learning(l) = &mut self.role else { return false };
+        if l.heard || self.serving || now_ms + LEADER_RETRY_DELAY_MS >= l.deadline_ms {
+            return false;
+        }
+        l.connected = false;
+        l.reconnect_at_ms = Some(now_ms + LEADER_RETRY_DELAY_MS);
+        l.handshake =
+            LearnerHandshake::new(self.config.my_id, l.observer, self.accepted_epoch, self.current_epoch, self.last_logged);
+        tracing::debug!(leader = l.leader, "leader not ready; retrying the connection");
+        true
+    }
+
     /// The quorum link to `sid` closed.
-    pub fn on_link_closed(&mut self, sid: ServerId, effects: &mut Vec<Effect<T, R>>) {
+    pub fn on_link_closed(&mut self, now_ms: u64, sid: ServerId, effects: &mut Vec<Effect<T, R>>) {
         match &mut self.role {
             Role::Leading(l) => {
                 l.syncing.remove(&sid);
@@ -399,6 +436,9 @@ impl<T: Clone, R> Peer<T, R> {
                 }
             }
             Role::Learning(l) if l.leader == sid => {
+                if self.retry_leader(now_ms) {
+                    return;
+                }
                 let reason = format!("connection to leader {sid} closed");
                 self.look(reason, effects);
             }
@@ -904,6 +944,7 @@ impl<T: Clone, R> Peer<T, R> {
                     return;
                 }
                 l.last_heard_ms = now_ms;
+                l.heard = true;
                 if self.serving {
                     return self.learner_broadcast_message(now_ms, msg, effects);
                 }
@@ -1224,6 +1265,71 @@ mod tests {
         fn serving_all(&self) -> bool {
             self.nodes.values().filter(|n| n.up).all(|n| n.peer.is_serving())
         }
+    }
+
+    /// Node 1 following leader 2, decided from the notifications of 2
+    /// (LEADING) and 3 (FOLLOWING 2), connected at `t`.
+    fn follower_of_2(t: u64) -> (P, Vec<E>) {
+        let config = PeerConfig {
+            my_id: 1,
+            voters: vec![1, 2, 3],
+            observers: vec![],
+            init_limit_ms: 10_000,
+            sync_limit_ms: 5_000,
+            finalize_wait_ms: 200,
+            committed_log_max: 500,
+        };
+        let mut peer = P::new(config);
+        let mut effects = Vec::new();
+        peer.start_looking(t, 0, 0, 0, Vec::new(), &mut effects);
+        let vote = election::Vote { leader: 2, zxid: 0, election_epoch: 1, peer_epoch: 0 };
+        peer.on_notification(t, Notification { vote, state: ServerState::Leading, sid: 2 }, &mut effects);
+        peer.on_notification(t, Notification { vote, state: ServerState::Following, sid: 3 }, &mut effects);
+        assert_eq!(peer.state(), ServerState::Following);
+        assert!(effects.contains(&Effect::ConnectToLeader { leader: 2 }), "{effects:?}");
+        effects.clear();
+        peer.on_leader_connected(t, &mut effects);
+        (peer, effects)
+    }
+
+    fn looked(effects: &[E]) -> bool {
+        effects.iter().any(|e| matches!(e, Effect::Look { .. }))
+    }
+
+    #[test]
+    fn leader_that_closes_before_answering_is_retried_until_init_limit() {
+        let (mut peer, effects) = follower_of_2(1_000);
+        assert!(matches!(effects[..], [Effect::Send { to: 2, msg: Msg::FollowerInfo { sid: 1, .. } }]), "{effects:?}");
+        // 2 accepted the connection while still finishing its own election,
+        // and closed it: 1 stays a follower of 2 and connects again.
+        let mut effects = Vec::new();
+        peer.on_link_closed(1_010, 2, &mut effects);
+        assert!(!looked(&effects), "{effects:?}");
+        peer.on_tick(1_050, &mut effects);
+        assert!(effects.is_empty(), "not before the retry delay: {effects:?}");
+        peer.on_tick(1_010 + LEADER_RETRY_DELAY_MS, &mut effects);
+        assert_eq!(effects, vec![Effect::ConnectToLeader { leader: 2 }]);
+        effects.clear();
+        peer.on_leader_connected(1_200, &mut effects);
+        assert!(matches!(effects[..], [Effect::Send { to: 2, msg: Msg::FollowerInfo { sid: 1, .. } }]), "registers again: {effects:?}");
+        // Past initLimit it gives up and elects again.
+        effects.clear();
+        peer.on_link_closed(10_950, 2, &mut effects);
+        assert!(looked(&effects), "{effects:?}");
+    }
+
+    #[test]
+    fn leader_that_answered_then_closed_is_not_retried() {
+        let (mut peer, _) = follower_of_2(1_000);
+        let mut effects = Vec::new();
+        peer.on_message(1_005, 2, Msg::LeaderInfo { zxid: make_zxid(1, 0) }, &mut effects);
+        effects.clear();
+        peer.on_link_closed(1_010, 2, &mut effects);
+        assert!(looked(&effects), "{effects:?}");
+        let (mut peer, _) = follower_of_2(1_000);
+        let mut effects = Vec::new();
+        peer.on_leader_unreachable(&mut effects);
+        assert!(looked(&effects), "a refused connection means the leader is gone: {effects:?}");
     }
 
     #[test]

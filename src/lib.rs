@@ -9,8 +9,6 @@ pub mod proto;
 pub mod runtime;
 pub mod session;
 pub mod storage;
-#[doc(hidden)]
-pub mod testkit;
 pub mod tree;
 pub mod txn;
 pub mod watch;

@@ -57,7 +57,7 @@ fn unique_suffix() -> String {
     )
 }
 
-use warden::testkit::free_port;
+use warden::runtime::testkit::free_port;
 
 /// A spawned server process; killed, waited and its temp dir removed on Drop.
 struct Server {

@@ -18,7 +18,7 @@ struct Server {
 
 impl Server {
     fn start(data_dir: &PathBuf, extra: &[&str]) -> Server {
-        let port = warden::testkit::free_port();
+        let port = warden::runtime::testkit::free_port();
         let child = Command::new(env!("CARGO_BIN_EXE_warden"))
             .args(["server", "--client-port", &port.to_string(), "--client-port-address", "127.0.0.1"])
             .arg("--data-dir")

@@ -20,7 +20,7 @@ fn temp_dir(name: &str) -> PathBuf {
 }
 
 fn start(data_dir: &Path, extra: &[&str]) -> (Child, u16) {
-    let port = warden::testkit::free_port();
+    let port = warden::runtime::testkit::free_port();
     let mut child = Command::new(WARDEN)
         .args(["server", "--client-port", &port.to_string(), "--client-port-address", "127.0.0.1", "--pre-alloc-size", "1024"])
         .arg("--data-dir")

@@ -16,6 +16,8 @@ mod shard;
 mod sequencer;
 mod signals;
 mod snapshots;
+#[doc(hidden)]
+pub mod testkit;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -839,7 +839,7 @@ mod tests {
 
     /// Specs for servers 1..=size on loopback, every port free when chosen.
     fn ensemble(size: u64) -> Vec<ServerSpec> {
-        let ports = crate::testkit::free_ports(2 * size as usize);
+        let ports = crate::runtime::testkit::free_ports(2 * size as usize);
         (1..=size)
             .map(|id| ServerSpec {
                 id,

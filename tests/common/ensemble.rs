@@ -436,7 +436,7 @@ impl Ensemble {
         let dir = std::env::temp_dir().join(format!("warden-ensemble-{name}-{}-{counter}-{nanos}", std::process::id()));
         fs::create_dir_all(&dir).expect("create ensemble dir");
         let count = voters + observers;
-        let ports = warden::testkit::free_ports(3 * count as usize);
+        let ports = warden::runtime::testkit::free_ports(3 * count as usize);
         let nodes: Vec<Node> = (1..=count)
             .map(|id| {
                 let base = 3 * (id as usize - 1);

@@ -61,7 +61,7 @@ pub fn frame(body: &[u8]) -> Vec<u8> {
 }
 
 #[allow(unused_imports)]
-pub use warden::testkit::free_port;
+pub use warden::runtime::testkit::free_port;
 
 pub fn apache_classpath() -> String {
     let jars = [

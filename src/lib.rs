@@ -8,6 +8,7 @@ pub mod pipeline;
 pub mod proto;
 pub mod runtime;
 pub mod session;
+pub mod sim;
 pub mod storage;
 pub mod tree;
 pub mod txn;

@@ -65,6 +65,10 @@ pub const QUORUM_LINKS_MAX: usize = 1024;
 /// Shards (cores) a process runs; connection ids keep the shard in 16 bits.
 pub const SHARDS_MAX: usize = 1024;
 
+/// Requests forwarded by learners that a leader holds while it cannot
+/// propose; past it, the forwarding learner is dropped and re-syncs.
+pub const LEADER_HELD_FORWARDS_MAX: usize = 16 * 1024;
+
 const _: () = assert!(CONNECTION_OUTBOUND_BYTES_HIGH < CONNECTION_OUTBOUND_BYTES_MAX);
 const _: () = assert!(SHARDS_MAX <= 1 << 16);
 const _: () = assert!(SNAP_CHUNK_BYTES + 64 <= PEER_FRAME_BYTES_MAX);

@@ -45,6 +45,38 @@ enum Command {
         #[arg(long)]
         data_log_dir: Option<PathBuf>,
     },
+    /// Run the deterministic simulator: whole ensembles of the real core with
+    /// faults, checked after every step. Replays a seed exactly.
+    Sim {
+        /// First seed.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// How many consecutive seeds to run.
+        #[arg(long, default_value_t = 1)]
+        seeds: u64,
+        /// Stop a run after this many events.
+        #[arg(long)]
+        steps: Option<u64>,
+        /// Simulated milliseconds of load and faults before the final heal.
+        #[arg(long, default_value_t = 20_000)]
+        duration_ms: u64,
+        #[arg(long, default_value_t = 3)]
+        voters: u64,
+        #[arg(long, default_value_t = 1)]
+        observers: u64,
+        #[arg(long, default_value_t = 4)]
+        clients: u32,
+        /// "all", "none", or a comma list of crash,partition,clog,link,disk,clock.
+        #[arg(long, default_value = "all")]
+        faults: String,
+        /// Plant a known bug: commit-on-minority, ack-before-fsync, skip-trunc,
+        /// newleader-before-persist.
+        #[arg(long, default_value = "none")]
+        plant: String,
+        /// Print every event of the run (one seed).
+        #[arg(long)]
+        trace: bool,
+    },
     /// Remove all but the newest COUNT snapshots and the logs they do not need.
     Purge {
         #[arg(long, default_value = "./data")]
@@ -97,6 +129,41 @@ fn run_tool(command: Command) -> Result<(), String> {
             let dirs = DataDirs::new(&data_dir, data_log_dir.as_ref().unwrap_or(&data_dir));
             for path in dirs.purge(count).map_err(|error| error.to_string())? {
                 println!("removed {}", path.display());
+            }
+        }
+        Command::Sim { seed, seeds, steps, duration_ms, voters, observers, clients, faults, plant, trace } => {
+            let mut config = warden::sim::SimConfig::new(seed);
+            config.duration_ms = duration_ms;
+            config.voters = voters;
+            config.observers = observers;
+            config.clients = clients;
+            config.faults = warden::sim::Faults::parse(&faults)?;
+            config.planted = warden::sim::Planted::parse(&plant)?;
+            config.trace = trace;
+            if let Some(steps) = steps {
+                config.steps_max = steps;
+            }
+            if voters == 0 || voters + observers > 9 {
+                return Err("--voters must be 1..=9 with at most 9 servers in all".into());
+            }
+            let mut failed = 0;
+            for seed in seed..seed.saturating_add(seeds.max(1)) {
+                config.seed = seed;
+                let report = warden::sim::run(config.clone());
+                for line in &report.trace {
+                    println!("{line}");
+                }
+                println!("{}", report.summary());
+                if !report.ok() {
+                    failed += 1;
+                    for violation in &report.violations {
+                        println!("  violation: {violation}");
+                    }
+                    println!("  replay: {}", report.replay_command(&config));
+                }
+            }
+            if failed > 0 {
+                return Err(format!("{failed} of {} seeds failed", seeds.max(1)));
             }
         }
         Command::Server { .. } => unreachable!("handled by main"),

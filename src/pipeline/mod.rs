@@ -37,6 +37,14 @@ pub struct Origin {
     pub opcode: i32,
 }
 
+/// A proposal's payload in an ensemble: the txn, and which connection asked
+/// for it.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    pub txn: Arc<Txn>,
+    pub origin: Option<Origin>,
+}
+
 /// Shard -> sequencer.
 #[derive(Debug)]
 pub enum ToSequencer {
@@ -48,6 +56,32 @@ pub enum ToSequencer {
     Revalidate { origin: Origin, session_id: i64, timeout_ms: i32 },
     /// Sessions active on a shard since its last report (ZooKeeper's learner PING).
     Touch { session_ids: Vec<i64> },
+}
+
+impl ToSequencer {
+    /// A learner's forwarded request names its own server; the leader trusts
+    /// the link it came on, not the bytes.
+    pub fn from_server(self, server: u64) -> ToSequencer {
+        match self {
+            ToSequencer::Write { mut origin, session_id, request, auth } => {
+                origin.server = server;
+                ToSequencer::Write { origin, session_id, request, auth }
+            }
+            ToSequencer::Sync { mut origin, path } => {
+                origin.server = server;
+                ToSequencer::Sync { origin, path }
+            }
+            ToSequencer::CreateSession { mut origin, timeout_ms } => {
+                origin.server = server;
+                ToSequencer::CreateSession { origin, timeout_ms }
+            }
+            ToSequencer::Revalidate { mut origin, session_id, timeout_ms } => {
+                origin.server = server;
+                ToSequencer::Revalidate { origin, session_id, timeout_ms }
+            }
+            touch @ ToSequencer::Touch { .. } => touch,
+        }
+    }
 }
 
 /// Sequencer -> shards: the committed stream, in zxid order.
@@ -70,6 +104,16 @@ pub enum Committed {
 
 impl Committed {
     /// Items only the origin's shard needs; txns and revalidations go to every shard.
+    /// The server whose connection an answer is for (None: every server's).
+    pub fn reply_server(&self) -> Option<u64> {
+        match self {
+            Committed::SyncDone { origin, .. } | Committed::Revalidated { origin, .. } | Committed::Failed { origin, .. } => {
+                Some(origin.server)
+            }
+            _ => None,
+        }
+    }
+
     pub fn only_for_shard(&self) -> Option<usize> {
         match self {
             Committed::SyncDone { origin, .. } | Committed::Failed { origin, .. } => Some(shard_of(origin.connection)),

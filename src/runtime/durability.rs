@@ -305,7 +305,12 @@ impl DataDirs {
             )
         })?;
         let last_zxid = recovered.tree.last_processed_zxid();
-        if last_zxid > to || recovered.fresh || recovered.torn_tail.is_some() {
+        // Removing a snapshot above `to` must leave exactly `to`: ending
+        // below it (the log under a snapshot received from an earlier leader
+        // is gone) would drop txns the leader counts on this server having;
+        // the learner asks for a SNAP instead.
+        let cuts_snapshot = listing.snapshots.iter().any(|(zxid, _)| *zxid > to);
+        if last_zxid > to || (cuts_snapshot && last_zxid < to) || recovered.fresh || recovered.torn_tail.is_some() {
             return Err(format!(
                 "cannot truncate the log after zxid {to:#x}: the planned layout recovers to {last_zxid:#x} (fresh {}, torn tail {:?})",
                 recovered.fresh, recovered.torn_tail

@@ -24,7 +24,7 @@ use super::shard::SharedState;
 use super::{wall_clock_ms, SequencerParts, ServerOptions};
 use crate::limits;
 use crate::pipeline::sequencer::Effect as SequencerEffect;
-use crate::pipeline::{Committed, Origin, Sequencer, SequencerConfig, ToSequencer};
+use crate::pipeline::{Committed, Entry, Origin, Sequencer, SequencerConfig, ToSequencer};
 use crate::storage::log::BatchEncoder;
 use crate::tree::DataTree;
 use crate::txn::Txn;
@@ -32,13 +32,6 @@ use crate::zab::election::ServerState;
 use crate::zab::peer::{Effect, Msg, Peer, PeerConfig};
 use crate::zab::wire::PeerMessage;
 use crate::zab::{make_zxid, ServerId};
-
-/// A proposal's payload: the txn, and which connection asked for it.
-#[derive(Debug, Clone)]
-pub struct Entry {
-    pub txn: Arc<Txn>,
-    pub origin: Option<Origin>,
-}
 
 type PeerEffect = Effect<Entry, Committed>;
 
@@ -165,6 +158,8 @@ struct Driver {
     /// A SNAP being received: its zxid and bytes.
     incoming_snapshot: Option<(i64, BytesMut)>,
     received_snapshot: Option<Bytes>,
+    /// Leader: learners' forwarded requests waiting for `can_propose`.
+    held_forwards: VecDeque<ToSequencer>,
     /// Learner: txns applied since the last snapshot point.
     applied_since_snapshot: u64,
     last_full_tick_ms: i64,
@@ -218,6 +213,7 @@ pub async fn run(options: ServerOptions, secret: u64, parts: SequencerParts, sha
         sync_limit_ms: tick_ms * config.sync_limit_ticks as u64,
         finalize_wait_ms: 200,
         committed_log_max: COMMITTED_LOG_MAX,
+        planted: crate::zab::peer::PlantedBugs::default(),
     });
     let mut driver = Driver {
         my_id,
@@ -236,6 +232,7 @@ pub async fn run(options: ServerOptions, secret: u64, parts: SequencerParts, sha
         leader_link: None,
         incoming_snapshot: None,
         received_snapshot: None,
+        held_forwards: VecDeque::new(),
         applied_since_snapshot: 0,
         last_full_tick_ms: 0,
     };
@@ -283,6 +280,11 @@ impl Driver {
                 Input::Request(request) => self.on_request(now, request, &mut effects),
             }
             self.perform(effects).await?;
+            if !self.held_forwards.is_empty() && self.peer.can_propose() {
+                let mut effects = Vec::new();
+                self.release_held_forwards(wall_clock_ms(), &mut effects);
+                self.perform(effects).await?;
+            }
         }
     }
 
@@ -346,7 +348,7 @@ impl Driver {
                     }
                 }
                 SequencerEffect::Append(other) | SequencerEffect::Deliver(other) => {
-                    let server = reply_server(&other).unwrap_or(self.my_id);
+                    let server = other.reply_server().unwrap_or(self.my_id);
                     self.peer.reply(server, other, effects);
                 }
                 SequencerEffect::Snapshot { zxid } => self.outlet.request_snapshot(zxid),
@@ -485,11 +487,25 @@ impl Driver {
         };
         match msg {
             PeerMessage::Forward(request) => {
+                if self.sequencer.is_none() || !self.peer.is_serving() {
+                    return;
+                }
+                // Like local requests, a learner's wait while the leader cannot
+                // propose (too many proposals outstanding): the sequencer must
+                // not number a txn the leader would then refuse.
+                if !self.held_forwards.is_empty() || !self.peer.can_propose() {
+                    if self.held_forwards.len() >= limits::LEADER_HELD_FORWARDS_MAX {
+                        tracing::warn!(sid, limit = limits::LEADER_HELD_FORWARDS_MAX, "too many forwarded requests waiting; dropping the learner (it re-syncs, its clients reconnect)");
+                        self.net.close(link);
+                        return;
+                    }
+                    self.held_forwards.push_back(request.from_server(sid));
+                    return;
+                }
                 let now = now_ms as i64;
-                if let Some(sequencer) = self.sequencer.as_mut().filter(|_| self.peer.is_serving()) {
-                    let request = stamp_origin(request, sid);
+                if let Some(sequencer) = self.sequencer.as_mut() {
                     let mut out = Vec::new();
-                    sequencer.step(now, request, &mut out);
+                    sequencer.step(now, request.from_server(sid), &mut out);
                     self.sequenced(now, out, effects);
                 }
             }
@@ -548,7 +564,15 @@ impl Driver {
                 Effect::SyncLog => self.log.sync_marker(),
                 Effect::Truncate { to } => {
                     self.log.idle().await;
-                    let report = self.dirs.truncate_after(to).map_err(std::io::Error::other)?;
+                    let report = match self.dirs.truncate_after(to) {
+                        Ok(report) => report,
+                        Err(error) => {
+                            tracing::warn!(%error, "TRUNC refused; nothing changed on disk");
+                            self.peer.on_truncate_failed(error, &mut more);
+                            queue.extend(more);
+                            continue;
+                        }
+                    };
                     tracing::info!(
                         to = format_args!("{to:#x}"),
                         last_zxid = format_args!("{:#x}", report.last_zxid),
@@ -662,9 +686,22 @@ impl Driver {
         self.shared.serving.store(true, Ordering::Release);
     }
 
+    /// Forwarded requests held while the leader could not propose, in order,
+    /// for as long as it can.
+    fn release_held_forwards(&mut self, now: i64, effects: &mut Vec<PeerEffect>) {
+        while self.peer.can_propose() {
+            let Some(request) = self.held_forwards.pop_front() else { break };
+            let Some(sequencer) = self.sequencer.as_mut() else { break };
+            let mut out = Vec::new();
+            sequencer.step(now, request, &mut out);
+            self.sequenced(now, out, effects);
+        }
+    }
+
     fn stop_serving(&mut self) {
         self.shared.serving.store(false, Ordering::Release);
         self.sequencer = None;
+        self.held_forwards.clear();
         for (_, link) in self.learners.drain() {
             self.net.close(link);
         }
@@ -717,36 +754,6 @@ impl Driver {
 
 fn origin_of_failed(origin: Option<Origin>) -> Option<Origin> {
     origin
-}
-
-fn reply_server(item: &Committed) -> Option<ServerId> {
-    match item {
-        Committed::SyncDone { origin, .. } | Committed::Revalidated { origin, .. } | Committed::Failed { origin, .. } => Some(origin.server),
-        _ => None,
-    }
-}
-
-/// A learner's forwarded request names its own server; trust the link, not the bytes.
-fn stamp_origin(request: ToSequencer, server: ServerId) -> ToSequencer {
-    match request {
-        ToSequencer::Write { mut origin, session_id, request, auth } => {
-            origin.server = server;
-            ToSequencer::Write { origin, session_id, request, auth }
-        }
-        ToSequencer::Sync { mut origin, path } => {
-            origin.server = server;
-            ToSequencer::Sync { origin, path }
-        }
-        ToSequencer::CreateSession { mut origin, timeout_ms } => {
-            origin.server = server;
-            ToSequencer::CreateSession { origin, timeout_ms }
-        }
-        ToSequencer::Revalidate { mut origin, session_id, timeout_ms } => {
-            origin.server = server;
-            ToSequencer::Revalidate { origin, session_id, timeout_ms }
-        }
-        touch @ ToSequencer::Touch { .. } => touch,
-    }
 }
 
 fn to_msg(message: PeerMessage) -> Option<Msg<Entry, Committed>> {

@@ -132,6 +132,8 @@ pub struct Leader<T> {
     outstanding: BTreeMap<i64, Proposal<T>>,
     learners: BTreeMap<ServerId, LearnerState>,
     leading: bool,
+    /// Planted bug (simulator only): commit on any single ACK.
+    commit_on_minority: bool,
 }
 
 impl<T: Clone> Leader<T> {
@@ -179,7 +181,14 @@ impl<T: Clone> Leader<T> {
             outstanding: BTreeMap::new(),
             learners: BTreeMap::new(),
             leading: true,
+            commit_on_minority: false,
         }
+    }
+
+    /// Plants a known bug for the simulator's checkers to catch: commit a
+    /// proposal once any one server (the leader itself) has logged it.
+    pub fn plant_commit_on_minority(&mut self) {
+        self.commit_on_minority = true;
     }
 
     pub fn epoch(&self) -> u32 {
@@ -457,7 +466,8 @@ impl<T: Clone> Leader<T> {
         while let Some(entry) = self.outstanding.first_entry() {
             let p = entry.get();
             let count = p.acks.len() + usize::from(p.self_logged);
-            if !is_quorum(count, self.voters.len()) {
+            let enough = if self.commit_on_minority { count >= 1 } else { is_quorum(count, self.voters.len()) };
+            if !enough {
                 break;
             }
             let zxid = *entry.key();

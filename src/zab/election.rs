@@ -217,6 +217,12 @@ impl Election {
     pub fn set_last_logged(&mut self, last_zxid: i64, current_epoch: u32) {
         self.last_zxid = last_zxid;
         self.current_epoch = current_epoch;
+        if self.current_vote.election_epoch == 0 {
+            // Never decided: like QuorumPeer.startLeaderElection, the vote
+            // we report to observers is (me, last logged zxid, epoch).
+            self.current_vote.zxid = last_zxid;
+            self.current_vote.peer_epoch = current_epoch;
+        }
     }
 
     pub fn config(&self) -> &ElectionConfig {
@@ -240,6 +246,15 @@ impl Election {
     /// `QuorumPeer.currentVote`: the last decided vote (or our initial one).
     pub fn current_vote(&self) -> Vote {
         self.current_vote
+    }
+
+    /// Once it serves, a server reports the epoch it serves in as its vote's
+    /// peer epoch (ZooKeeper's `updateElectionVote`, ZOOKEEPER-1732): a
+    /// server that joins late counts the votes of FOLLOWING/LEADING servers
+    /// by (leader, peer epoch), and would never see a quorum if a follower
+    /// still reported the epoch it voted in before the leader moved on.
+    pub fn update_vote_epoch(&mut self, epoch: u32) {
+        self.current_vote.peer_epoch = epoch;
     }
 
     /// The current notification timeout (ZooKeeper's `notTimeout`).

@@ -41,6 +41,20 @@ pub struct PeerConfig {
     /// Committed proposals kept in memory for DIFF (ZooKeeper's
     /// commitLogCount, 500 by default).
     pub committed_log_max: usize,
+    /// Known bugs planted on purpose; all off outside the simulator.
+    pub planted: PlantedBugs,
+}
+
+/// Known ZAB bugs the simulator plants to prove its checkers catch them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PlantedBugs {
+    /// The leader commits on any single ACK.
+    pub commit_on_minority: bool,
+    /// A follower ACKs a proposal as soon as it arrives, before its fsync.
+    pub ack_before_fsync: bool,
+    /// A learner ACKs NEWLEADER without waiting for the synced txns to be
+    /// durable (the ZOOKEEPER-3911 / 4646 class).
+    pub newleader_before_persist: bool,
 }
 
 /// Messages on a quorum link (leader <-> one learner).
@@ -123,6 +137,11 @@ struct Leading<T, R> {
     snapping: BTreeSet<ServerId>,
     /// Learners between StartSync and UPTODATE.
     syncing: BTreeSet<ServerId>,
+    /// Learners sent TRUNC in their current sync, and learners whose TRUNC
+    /// sync ended with the link closing (they could not truncate exactly,
+    /// their log being cut by a snapshot): those get SNAP next time.
+    truncating: BTreeSet<ServerId>,
+    snap_next: BTreeSet<ServerId>,
     /// Replies waiting until everything proposed before them commits.
     replies: VecDeque<(i64, ServerId, R)>,
 }
@@ -205,6 +224,10 @@ impl<T: Clone, R> Peer<T, R> {
             Role::Leading(_) => Some(self.config.my_id),
             Role::Learning(l) => Some(l.leader),
         }
+    }
+
+    pub fn election(&self) -> &Election {
+        &self.election
     }
 
     pub fn epochs(&self) -> (u32, u32) {
@@ -315,6 +338,8 @@ impl<T: Clone, R> Peer<T, R> {
                     forward_from: BTreeMap::new(),
                     snapping: BTreeSet::new(),
                     syncing: BTreeSet::new(),
+                    truncating: BTreeSet::new(),
+                    snap_next: BTreeSet::new(),
                     replies: VecDeque::new(),
                 }));
                 self.leader_effects(now_ms, out, effects);
@@ -425,11 +450,24 @@ impl<T: Clone, R> Peer<T, R> {
         true
     }
 
+    /// A TRUNC could not be carried out exactly (the log below a snapshot
+    /// received earlier is gone): nothing changed on disk; leave the sync.
+    /// The leader answers the next attempt with SNAP. Truncating to less than
+    /// the leader asked would lose committed txns.
+    pub fn on_truncate_failed(&mut self, reason: String, effects: &mut Vec<Effect<T, R>>) {
+        if let Role::Learning(_) = &self.role {
+            self.look(format!("cannot truncate as the leader asked: {reason}"), effects);
+        }
+    }
+
     /// The quorum link to `sid` closed.
     pub fn on_link_closed(&mut self, now_ms: u64, sid: ServerId, effects: &mut Vec<Effect<T, R>>) {
         match &mut self.role {
             Role::Leading(l) => {
-                l.syncing.remove(&sid);
+                if l.syncing.remove(&sid) && l.truncating.contains(&sid) {
+                    l.snap_next.insert(sid);
+                }
+                l.truncating.remove(&sid);
                 l.snapping.remove(&sid);
                 if let Some(b) = l.broadcast.as_mut() {
                     b.remove_learner(sid);
@@ -645,7 +683,7 @@ impl<T: Clone, R> Peer<T, R> {
             last_processed_zxid: last_processed,
             committed_log: &zxids,
             on_disk_log: None,
-            force_snap: false,
+            force_snap: l.snap_next.remove(&sid),
         });
         let name = match plan.mode {
             SyncMode::Diff { .. } => "DIFF",
@@ -660,6 +698,10 @@ impl<T: Clone, R> Peer<T, R> {
             plan.reason
         );
         l.syncing.insert(sid);
+        l.truncating.remove(&sid);
+        if matches!(plan.mode, SyncMode::Trunc { .. } | SyncMode::TruncDiff { .. }) {
+            l.truncating.insert(sid);
+        }
         match plan.mode {
             SyncMode::Snap => {
                 l.snapping.insert(sid);
@@ -700,8 +742,10 @@ impl<T: Clone, R> Peer<T, R> {
     fn up_to_date(&mut self, now_ms: u64, sid: ServerId, effects: &mut Vec<Effect<T, R>>) {
         let Role::Leading(l) = &mut self.role else { return };
         l.syncing.remove(&sid);
+        l.truncating.remove(&sid);
         let observer = l.observers.contains(&sid);
-        if let (Some(b), Some(from)) = (l.broadcast.as_mut(), l.forward_from.remove(&sid)) {
+        let Some(b) = l.broadcast.as_mut() else { return };
+        if let Some(from) = l.forward_from.remove(&sid) {
             for effect in b.add_learner(sid, observer, from, now_ms) {
                 if let broadcast::Effect::Send { to, msg } = effect {
                     effects.push(Effect::Send { to, msg: from_broadcast(msg) });
@@ -713,17 +757,34 @@ impl<T: Clone, R> Peer<T, R> {
     fn established(&mut self, now_ms: u64, epoch: u32, effects: &mut Vec<Effect<T, R>>) {
         let Role::Leading(l) = &mut self.role else { return };
         tracing::info!(epoch, zxid = format_args!("{:#x}", self.last_logged), "leading: epoch established");
-        l.broadcast = Some(Leader::new(
+        let mut leader = Leader::new(
             self.config.my_id,
             self.config.voters.clone(),
             self.config.observers.clone(),
             epoch,
             self.last_logged,
             self.config.sync_limit_ms,
-        ));
+        );
+        if self.config.planted.commit_on_minority {
+            leader.plant_commit_on_minority();
+        }
+        // Learners synced before the epoch was established (NEWLEADER sent,
+        // UPTODATE not yet) get every proposal, commit and inform from now
+        // on, queued behind their NEWLEADER, as ZooKeeper's learner handlers
+        // forward from the moment they sync: adding them only at UPTODATE
+        // would skip whatever committed in between.
+        for (sid, from) in std::mem::take(&mut l.forward_from) {
+            let observer = l.observers.contains(&sid);
+            for effect in leader.add_learner(sid, observer, from, now_ms) {
+                if let broadcast::Effect::Send { to, msg } = effect {
+                    effects.push(Effect::Send { to, msg: from_broadcast(msg) });
+                }
+            }
+        }
+        l.broadcast = Some(leader);
+        self.election.update_vote_epoch(epoch);
         self.serving = true;
         effects.push(Effect::Serve { state: ServerState::Leading, epoch, leader: self.config.my_id });
-        let _ = now_ms;
     }
 
     fn broadcast_effects(&mut self, now_ms: u64, out: Vec<broadcast::Effect<T>>, effects: &mut Vec<Effect<T, R>>) {
@@ -819,6 +880,7 @@ impl<T: Clone, R> Peer<T, R> {
     ) {
         let Role::Learning(l) = &mut self.role else { return };
         let (me, leader) = (self.config.my_id, l.leader);
+        self.election.update_vote_epoch(epoch);
         if l.observer {
             l.observing = Some(Observer::new(me, leader, last_committed));
         } else {
@@ -852,7 +914,12 @@ impl<T: Clone, R> Peer<T, R> {
                     let reason = format!("proposal 0x{zxid:x} out of order after 0x{:x}", f.last_received());
                     return self.look(reason, effects);
                 }
-                f.on_proposal(zxid, txn)
+                let mut out = f.on_proposal(zxid, txn);
+                if self.config.planted.ack_before_fsync {
+                    // Planted bug: treat the append as durable at once.
+                    out.extend(f.on_logged(zxid));
+                }
+                out
             }
             (Msg::Commit { zxid }, Some(f), _) => {
                 if zxid <= l.commit_target || !f.has_pending(zxid) {
@@ -956,6 +1023,13 @@ impl<T: Clone, R> Peer<T, R> {
                     Msg::Proposal { zxid, txn } => l.handshake.on_proposal(zxid, txn),
                     Msg::Commit { zxid } => l.handshake.on_commit(zxid),
                     Msg::Inform { zxid, txn } => l.handshake.on_inform(zxid, txn),
+                    Msg::NewLeader { zxid } if self.config.planted.newleader_before_persist => {
+                        // Planted bug: go on as if the synced txns were durable.
+                        let mut out = l.handshake.on_new_leader(zxid);
+                        out.retain(|effect| !matches!(effect, LearnerEffect::SyncLog { .. }));
+                        out.extend(l.handshake.on_synced());
+                        out
+                    }
                     Msg::NewLeader { zxid } => l.handshake.on_new_leader(zxid),
                     Msg::UpToDate => l.handshake.on_up_to_date(),
                     Msg::Ping { .. } => return,
@@ -1066,6 +1140,7 @@ mod tests {
                     sync_limit_ms: 5_000,
                     finalize_wait_ms: 200,
                     committed_log_max: 500,
+                    planted: PlantedBugs::default(),
                 };
                 let node = Node {
                     peer: P::new(config),
@@ -1278,6 +1353,7 @@ mod tests {
             sync_limit_ms: 5_000,
             finalize_wait_ms: 200,
             committed_log_max: 500,
+            planted: PlantedBugs::default(),
         };
         let mut peer = P::new(config);
         let mut effects = Vec::new();

@@ -1,0 +1,427 @@
+//! Simulated ZooKeeper clients and the histories they record.
+//!
+//! A client holds one session at a time and one connection at a time, to a
+//! server it picks at random; it pipelines a few data operations on a small
+//! set of leaf znodes (so operations on one path contend), sets data
+//! watches, and on connection loss reconnects elsewhere with its session id
+//! and last seen zxid, as the real clients do. Every operation is recorded:
+//! when it was issued, and — if a definite reply came — when, at which zxid,
+//! with what outcome. Operations whose connection was lost stay open: they
+//! may or may not have taken effect.
+
+use bytes::Bytes;
+
+use super::invariants::Invariants;
+use super::rng::Rng;
+use super::server::ClientMsg;
+use crate::proto::{
+    op, ConnectRequest, ConnectResponse, CreateRequest, DeleteRequest, ErrorCode, GetDataResponse, Jute, PathWatchRequest, Reader,
+    ReplyHeader, Request, SetDataRequest, StatResponse, WatcherEvent,
+};
+use crate::zab::ServerId;
+
+/// Leaf znodes the clients contend on.
+pub const KEYS: u32 = 3;
+/// Requests a client keeps outstanding.
+const IN_FLIGHT_MAX: usize = 3;
+/// A request unanswered this long means the connection is dead (the
+/// client's read timeout).
+const REQUEST_TIMEOUT_MS: u64 = 3_000;
+/// A connection that has not finished its handshake by then is abandoned.
+const CONNECT_TIMEOUT_MS: u64 = 1_000;
+const SESSION_TIMEOUT_MS: i32 = 1_500;
+/// Operations one client records at most.
+const OPS_MAX: usize = 20_000;
+
+#[derive(Debug)]
+pub enum ClientOut {
+    /// Open a connection to `server`; the simulator answers `on_connected`
+    /// or `on_closed`.
+    Open { server: ServerId },
+    Send { conn: u64, msg: ClientMsg },
+    Close { conn: u64 },
+    WakeAt(u64),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OpKind {
+    Create { data: Bytes },
+    Delete { version: i32 },
+    SetData { data: Bytes, version: i32 },
+    GetData { watch: bool },
+    Exists,
+}
+
+impl OpKind {
+    pub fn is_write(&self) -> bool {
+        matches!(self, OpKind::Create { .. } | OpKind::Delete { .. } | OpKind::SetData { .. })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Created,
+    Deleted,
+    Set { version: i32 },
+    Data { data: Bytes, version: i32 },
+    Exists { version: i32 },
+    NoNode,
+    NodeExists,
+    BadVersion,
+}
+
+#[derive(Debug, Clone)]
+pub struct OpResult {
+    pub at: u64,
+    pub zxid: i64,
+    pub outcome: Outcome,
+}
+
+#[derive(Debug, Clone)]
+pub struct Op {
+    pub client: u32,
+    pub session: i64,
+    pub xid: i32,
+    pub path: String,
+    pub kind: OpKind,
+    pub invoke: u64,
+    pub result: Option<OpResult>,
+}
+
+/// What one client saw, besides its operations.
+#[derive(Debug, Clone)]
+pub enum SessionEvent {
+    Reply { session: i64, xid: i32, zxid: i64 },
+    Watch { session: i64, path: String, event_type: i32 },
+    Connected { session: i64, last_zxid_seen: i64 },
+}
+
+#[derive(Debug, Default, Clone)]
+pub struct History {
+    pub ops: Vec<Op>,
+    pub events: Vec<SessionEvent>,
+    /// Protocol rules the client saw broken.
+    pub violations: Vec<String>,
+}
+
+impl History {
+    pub fn acked_writes(&self) -> u64 {
+        self.ops.iter().filter(|op| op.kind.is_write() && op.result.is_some()).count() as u64
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Idle,
+    Opening { since: u64 },
+    Handshaking { conn: u64, since: u64 },
+    Connected { conn: u64 },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Probe {
+    Off,
+    Wanted,
+    Done,
+}
+
+pub struct Client {
+    id: u32,
+    servers: Vec<ServerId>,
+    rng: Rng,
+    state: State,
+    session: Option<(i64, Bytes)>,
+    last_zxid: i64,
+    next_xid: i32,
+    /// Indices into `history.ops`, in send order.
+    outstanding: std::collections::VecDeque<usize>,
+    counter: u64,
+    probe: Probe,
+    /// When the probe began: a write issued since then must be answered.
+    probe_started: u64,
+    history: History,
+}
+
+impl Client {
+    pub fn new(id: u32, servers: Vec<ServerId>, seed: u64) -> Client {
+        Client {
+            id,
+            servers,
+            rng: Rng::new(seed),
+            state: State::Idle,
+            session: None,
+            last_zxid: 0,
+            next_xid: 1,
+            outstanding: Default::default(),
+            counter: 0,
+            probe: Probe::Off,
+            probe_started: 0,
+            history: History::default(),
+        }
+    }
+
+    pub fn history(&self) -> &History {
+        &self.history
+    }
+
+    pub fn start_probe(&mut self, now: u64) {
+        self.probe = Probe::Wanted;
+        self.probe_started = now;
+    }
+
+    pub fn probe_done(&self) -> bool {
+        self.probe == Probe::Done
+    }
+
+    pub fn describe(&self) -> String {
+        format!(
+            "client {} {:?} session {:?} last zxid {:#x} outstanding {}",
+            self.id,
+            self.state,
+            self.session.as_ref().map(|s| s.0),
+            self.last_zxid,
+            self.outstanding.len()
+        )
+    }
+
+    fn session_id(&self) -> i64 {
+        self.session.as_ref().map_or(0, |(id, _)| *id)
+    }
+
+    pub fn on_wake(&mut self, now: u64, busy: bool) -> Vec<ClientOut> {
+        let mut out = Vec::new();
+        match self.state {
+            State::Idle => {
+                let server = *self.rng.pick(&self.servers).expect("servers");
+                self.state = State::Opening { since: now };
+                out.push(ClientOut::Open { server });
+            }
+            State::Opening { since } if now - since > CONNECT_TIMEOUT_MS => self.state = State::Idle,
+            State::Opening { .. } => {}
+            State::Handshaking { conn, since } if now - since > CONNECT_TIMEOUT_MS => {
+                out.push(ClientOut::Close { conn });
+                self.lost(now);
+            }
+            State::Handshaking { .. } => {}
+            State::Connected { conn } => {
+                let stuck = self.outstanding.front().is_some_and(|&i| now - self.history.ops[i].invoke > REQUEST_TIMEOUT_MS);
+                if stuck {
+                    out.push(ClientOut::Close { conn });
+                    self.lost(now);
+                } else if self.outstanding.len() < IN_FLIGHT_MAX && self.history.ops.len() < OPS_MAX {
+                    if self.probe == Probe::Wanted {
+                        if !self.outstanding.iter().any(|&i| self.history.ops[i].kind.is_write() && self.history.ops[i].invoke >= self.probe_started) {
+                            let data = self.unique_data();
+                            self.issue(now, conn, format!("/k{}", self.id % KEYS), OpKind::SetData { data, version: -1 }, &mut out);
+                        }
+                    } else if busy {
+                        self.random_op(now, conn, &mut out);
+                    }
+                }
+            }
+        }
+        out.push(ClientOut::WakeAt(now + self.rng.between(5, 60)));
+        out
+    }
+
+    fn unique_data(&mut self) -> Bytes {
+        self.counter += 1;
+        Bytes::from(format!("{}.{}", self.id, self.counter))
+    }
+
+    fn random_op(&mut self, now: u64, conn: u64, out: &mut Vec<ClientOut>) {
+        let path = format!("/k{}", self.rng.below(KEYS as u64));
+        let roll = self.rng.below(100);
+        let kind = if roll < 25 {
+            OpKind::Create { data: self.unique_data() }
+        } else if roll < 50 {
+            let version = if self.rng.chance(500) { -1 } else { self.rng.below(4) as i32 };
+            OpKind::SetData { data: self.unique_data(), version }
+        } else if roll < 62 {
+            let version = if self.rng.chance(600) { -1 } else { self.rng.below(4) as i32 };
+            OpKind::Delete { version }
+        } else if roll < 92 {
+            OpKind::GetData { watch: self.rng.chance(400) }
+        } else {
+            OpKind::Exists
+        };
+        self.issue(now, conn, path, kind, out);
+    }
+
+    fn issue(&mut self, now: u64, conn: u64, path: String, kind: OpKind, out: &mut Vec<ClientOut>) {
+        let xid = self.next_xid;
+        self.next_xid += 1;
+        let request = match &kind {
+            OpKind::Create { data } => Request::Create {
+                opcode: op::CREATE,
+                request: CreateRequest { path: path.clone(), data: Some(data.clone()), acl: crate::tree::open_acl_unsafe(), flags: 0 },
+            },
+            OpKind::Delete { version } => Request::Delete(DeleteRequest { path: path.clone(), version: *version }),
+            OpKind::SetData { data, version } => {
+                Request::SetData(SetDataRequest { path: path.clone(), data: Some(data.clone()), version: *version })
+            }
+            OpKind::GetData { watch } => Request::GetData(PathWatchRequest { path: path.clone(), watch: *watch }),
+            OpKind::Exists => Request::Exists(PathWatchRequest { path: path.clone(), watch: false }),
+        };
+        self.outstanding.push_back(self.history.ops.len());
+        self.history.ops.push(Op { client: self.id, session: self.session_id(), xid, path, kind, invoke: now, result: None });
+        out.push(ClientOut::Send { conn, msg: ClientMsg::Request { xid, request } });
+    }
+
+    /// The connection is gone: outstanding operations stay open.
+    fn lost(&mut self, _now: u64) {
+        self.outstanding.clear();
+        self.state = State::Idle;
+    }
+
+    pub fn on_connected(&mut self, now: u64, conn: u64) -> Vec<ClientOut> {
+        if !matches!(self.state, State::Opening { .. }) {
+            return vec![ClientOut::Close { conn }];
+        }
+        self.state = State::Handshaking { conn, since: now };
+        let (session_id, password) = self.session.clone().unwrap_or((0, Bytes::from_static(&[0; 16])));
+        let request = ConnectRequest {
+            protocol_version: 0,
+            last_zxid_seen: self.last_zxid,
+            timeout_ms: SESSION_TIMEOUT_MS,
+            session_id,
+            password,
+            read_only: None,
+        };
+        vec![ClientOut::Send { conn, msg: ClientMsg::Connect(request) }]
+    }
+
+    pub fn on_closed(&mut self, now: u64, conn: u64) -> Vec<ClientOut> {
+        match self.state {
+            State::Opening { .. } => self.state = State::Idle,
+            State::Handshaking { conn: current, .. } | State::Connected { conn: current } if current == conn => self.lost(now),
+            _ => {}
+        }
+        Vec::new()
+    }
+
+    pub fn on_frame(&mut self, now: u64, conn: u64, frame: Bytes) -> Vec<ClientOut> {
+        let body = frame.slice(4.min(frame.len())..);
+        match self.state {
+            State::Handshaking { conn: current, .. } if current == conn => {
+                let Ok(response) = ConnectResponse::decode(body) else {
+                    self.history.violations.push(format!("client {}: undecodable connect response", self.id));
+                    return vec![ClientOut::Close { conn }];
+                };
+                if response.timeout_ms <= 0 || response.session_id == 0 {
+                    // Expired: start over with a new session.
+                    self.session = None;
+                    self.lost(now);
+                    return vec![ClientOut::Close { conn }];
+                }
+                if let Some((old, _)) = &self.session {
+                    if *old != response.session_id {
+                        self.history.violations.push(format!("client {}: resumed session {old:#x} but got {:#x}", self.id, response.session_id));
+                    }
+                }
+                self.session = Some((response.session_id, response.password));
+                self.history.events.push(SessionEvent::Connected { session: response.session_id, last_zxid_seen: self.last_zxid });
+                self.state = State::Connected { conn };
+                Vec::new()
+            }
+            State::Connected { conn: current } if current == conn => self.on_reply(now, conn, body),
+            _ => Vec::new(),
+        }
+    }
+
+    fn on_reply(&mut self, now: u64, conn: u64, body: Bytes) -> Vec<ClientOut> {
+        let mut reader = Reader::new(body);
+        let Ok(header) = ReplyHeader::decode(&mut reader) else {
+            self.history.violations.push(format!("client {}: undecodable reply header", self.id));
+            return vec![ClientOut::Close { conn }];
+        };
+        let session = self.session_id();
+        if header.xid == crate::proto::codes::xid::WATCH_EVENT {
+            if let Ok(event) = WatcherEvent::decode(&mut reader) {
+                self.history.events.push(SessionEvent::Watch { session, path: event.path, event_type: event.event_type });
+            }
+            return Vec::new();
+        }
+        if header.xid == crate::proto::codes::xid::PING {
+            return Vec::new();
+        }
+        let Some(index) = self.outstanding.pop_front() else {
+            self.history.violations.push(format!("client {}: reply xid {} with nothing outstanding", self.id, header.xid));
+            return Vec::new();
+        };
+        let op = &self.history.ops[index];
+        if op.xid != header.xid {
+            self.history.violations.push(format!(
+                "FIFO: client {} session {session:#x} expected the reply to xid {} but got xid {}",
+                self.id, op.xid, header.xid
+            ));
+            return vec![ClientOut::Close { conn }];
+        }
+        if header.zxid > 0 {
+            if header.zxid < self.last_zxid {
+                self.history.violations.push(format!(
+                    "MonotonicReads: client {} session {session:#x} saw zxid {:#x} after {:#x}",
+                    self.id, header.zxid, self.last_zxid
+                ));
+            }
+            self.last_zxid = self.last_zxid.max(header.zxid);
+        }
+        self.history.events.push(SessionEvent::Reply { session, xid: header.xid, zxid: header.zxid });
+        let outcome = match ErrorCode::from_code(header.err) {
+            Some(ErrorCode::Ok) => match &op.kind {
+                OpKind::Create { .. } => Some(Outcome::Created),
+                OpKind::Delete { .. } => Some(Outcome::Deleted),
+                OpKind::SetData { .. } => StatResponse::decode(&mut reader).ok().map(|r| Outcome::Set { version: r.stat.version }),
+                OpKind::GetData { .. } => GetDataResponse::decode(&mut reader)
+                    .ok()
+                    .map(|r| Outcome::Data { data: r.data.unwrap_or_default(), version: r.stat.version }),
+                OpKind::Exists => StatResponse::decode(&mut reader).ok().map(|r| Outcome::Exists { version: r.stat.version }),
+            },
+            Some(ErrorCode::NoNode) => Some(Outcome::NoNode),
+            Some(ErrorCode::NodeExists) => Some(Outcome::NodeExists),
+            Some(ErrorCode::BadVersion) => Some(Outcome::BadVersion),
+            Some(ErrorCode::SessionExpired) => {
+                self.session = None;
+                self.lost(now);
+                return vec![ClientOut::Close { conn }];
+            }
+            _ => None,
+        };
+        let is_write = op.kind.is_write();
+        if let Some(outcome) = outcome {
+            self.history.ops[index].result = Some(OpResult { at: now, zxid: header.zxid, outcome });
+            if is_write && self.probe == Probe::Wanted && self.history.ops[index].invoke >= self.probe_started {
+                self.probe = Probe::Done;
+            }
+        }
+        Vec::new()
+    }
+}
+
+/// The checks on what clients saw, after a run.
+pub fn check_histories(histories: &[&History], invariants: &Invariants) -> Vec<String> {
+    let mut violations = Vec::new();
+    for history in histories {
+        violations.extend(history.violations.iter().cloned());
+        // No acknowledged write lost: the reply's zxid is committed, as this
+        // session's request.
+        for op in &history.ops {
+            let Some(result) = &op.result else { continue };
+            if !op.kind.is_write() {
+                continue;
+            }
+            match invariants.committed(result.zxid) {
+                Some(txn) if txn.session_id == op.session && txn.cxid == op.xid => {}
+                Some(txn) => violations.push(format!(
+                    "AckedWriteLost: client {} write {:?} on {} acked at {:#x}, but {:#x} is committed as session {:#x} cxid {}",
+                    op.client, op.kind, op.path, result.zxid, result.zxid, txn.session_id, txn.cxid
+                )),
+                None => violations.push(format!(
+                    "AckedWriteLost: client {} write {:?} on {} acked at {:#x}, which no server committed",
+                    op.client, op.kind, op.path, result.zxid
+                )),
+            }
+        }
+    }
+    violations
+}

@@ -1,0 +1,1055 @@
+//! A deterministic simulator of whole ensembles (issue 5).
+//!
+//! One thread, one seeded random stream, one queue of timed events. Each
+//! simulated server runs the real core (`sim::server`): the ZAB peer, the
+//! leader's sequencer (Prep and sessions), a shard with its tree and watches.
+//! The simulator is their network (per-link FIFO with delay, links that
+//! break, partitions of any shape, clogged nodes), their disks (fsync
+//! latency, un-fsynced appends lost on a crash except for a prefix that made
+//! it, fsync failures that kill the process), their clocks (drift and jumps)
+//! and their clients (sessions issuing every kind of data operation on a few
+//! znodes, with watches, reconnecting elsewhere on connection loss).
+//!
+//! After every step the checkers in `invariants` look at what happened; at
+//! the end the client histories go through the linearizability and session
+//! checkers, and the healed ensemble must commit a write within a bounded
+//! simulated time. One seed fully determines a run: `warden sim --seed S`
+//! replays it.
+
+pub mod client;
+pub mod invariants;
+pub mod rng;
+pub mod server;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
+
+use bytes::Bytes;
+
+use self::client::{Client, ClientOut};
+use self::invariants::Invariants;
+use self::rng::Rng;
+use self::server::{ClientMsg, Disk, LinkId, Out, Server, ServerBugs, SimServerConfig, Wire};
+use crate::pipeline::ConnectionId;
+use crate::zab::election::Notification;
+use crate::zab::peer::PeerConfig;
+use crate::zab::ServerId;
+
+/// Which faults a run may inject.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Faults {
+    pub crash: bool,
+    pub partition: bool,
+    pub clog: bool,
+    pub link_break: bool,
+    pub disk: bool,
+    pub clock: bool,
+}
+
+impl Faults {
+    pub const ALL: Faults = Faults { crash: true, partition: true, clog: true, link_break: true, disk: true, clock: true };
+    pub const NONE: Faults = Faults { crash: false, partition: false, clog: false, link_break: false, disk: false, clock: false };
+
+    pub fn names(&self) -> String {
+        if *self == Faults::ALL {
+            return "all".into();
+        }
+        if *self == Faults::NONE {
+            return "none".into();
+        }
+        let mut names = Vec::new();
+        for (on, name) in [
+            (self.crash, "crash"),
+            (self.partition, "partition"),
+            (self.clog, "clog"),
+            (self.link_break, "link"),
+            (self.disk, "disk"),
+            (self.clock, "clock"),
+        ] {
+            if on {
+                names.push(name);
+            }
+        }
+        names.join(",")
+    }
+
+    /// Parses "all", "none" or a comma list of crash,partition,clog,link,disk,clock.
+    pub fn parse(text: &str) -> Result<Faults, String> {
+        match text {
+            "all" => return Ok(Faults::ALL),
+            "none" => return Ok(Faults::NONE),
+            _ => {}
+        }
+        let mut faults = Faults::NONE;
+        for word in text.split(',').map(str::trim).filter(|w| !w.is_empty()) {
+            match word {
+                "crash" => faults.crash = true,
+                "partition" => faults.partition = true,
+                "clog" => faults.clog = true,
+                "link" => faults.link_break = true,
+                "disk" => faults.disk = true,
+                "clock" => faults.clock = true,
+                other => return Err(format!("unknown fault {other:?} (crash, partition, clog, link, disk, clock, all, none)")),
+            }
+        }
+        Ok(faults)
+    }
+}
+
+/// Known bugs the simulator can plant, to prove the checkers catch them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Planted {
+    #[default]
+    None,
+    /// The leader commits once any single ACK (its own) arrives.
+    CommitOnMinority,
+    /// Followers ACK a proposal before it is fsynced.
+    AckBeforeFsync,
+    /// Learners ignore TRUNC.
+    SkipTrunc,
+    /// Learners ACK NEWLEADER before the synced txns are persisted.
+    NewLeaderBeforePersist,
+}
+
+impl Planted {
+    pub const ALL: [Planted; 4] =
+        [Planted::CommitOnMinority, Planted::AckBeforeFsync, Planted::SkipTrunc, Planted::NewLeaderBeforePersist];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Planted::None => "none",
+            Planted::CommitOnMinority => "commit-on-minority",
+            Planted::AckBeforeFsync => "ack-before-fsync",
+            Planted::SkipTrunc => "skip-trunc",
+            Planted::NewLeaderBeforePersist => "newleader-before-persist",
+        }
+    }
+
+    pub fn parse(text: &str) -> Result<Planted, String> {
+        Ok(match text {
+            "none" => Planted::None,
+            "commit-on-minority" => Planted::CommitOnMinority,
+            "ack-before-fsync" => Planted::AckBeforeFsync,
+            "skip-trunc" => Planted::SkipTrunc,
+            "newleader-before-persist" => Planted::NewLeaderBeforePersist,
+            other => return Err(format!("unknown planted bug {other:?}")),
+        })
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct SimConfig {
+    pub seed: u64,
+    pub voters: u64,
+    pub observers: u64,
+    pub clients: u32,
+    /// Simulated milliseconds of faults and load before the final heal.
+    pub duration_ms: u64,
+    /// Upper bound on events processed (a run stops early at it).
+    pub steps_max: u64,
+    pub faults: Faults,
+    pub planted: Planted,
+    /// Keep a readable trace of every event.
+    pub trace: bool,
+}
+
+impl SimConfig {
+    pub fn new(seed: u64) -> SimConfig {
+        SimConfig {
+            seed,
+            voters: 3,
+            observers: 1,
+            clients: 4,
+            duration_ms: 20_000,
+            steps_max: 2_000_000,
+            faults: Faults::ALL,
+            planted: Planted::None,
+            trace: false,
+        }
+    }
+}
+
+/// What one run did and found.
+#[derive(Debug, Clone, Default)]
+pub struct Report {
+    pub seed: u64,
+    pub steps: u64,
+    pub simulated_ms: u64,
+    /// Hash of every event in order: equal for two runs of one seed.
+    pub trace_hash: u64,
+    pub faults: BTreeMap<&'static str, u64>,
+    pub client_ops: u64,
+    pub acked_writes: u64,
+    pub elections: u64,
+    pub violations: Vec<String>,
+    pub trace: Vec<String>,
+}
+
+impl Report {
+    pub fn ok(&self) -> bool {
+        self.violations.is_empty()
+    }
+
+    /// The command that replays this run, printing its trace.
+    pub fn replay_command(&self, config: &SimConfig) -> String {
+        let mut command = format!(
+            "cargo run --release -- sim --seed {} --duration-ms {} --voters {} --observers {} --clients {} --faults {}",
+            self.seed,
+            config.duration_ms,
+            config.voters,
+            config.observers,
+            config.clients,
+            config.faults.names()
+        );
+        if config.planted != Planted::None {
+            let _ = write!(command, " --plant {}", config.planted.name());
+        }
+        command.push_str(" --trace");
+        command
+    }
+
+    /// One line: what ran and what it found.
+    pub fn summary(&self) -> String {
+        let faults: Vec<String> = self.faults.iter().map(|(kind, count)| format!("{kind}={count}")).collect();
+        format!(
+            "seed {}: {} after {} steps, {} simulated ms, {} client ops ({} acked writes), {} elections/syncs, faults [{}], trace {:016x}",
+            self.seed,
+            if self.ok() { "ok" } else { "FAILED" },
+            self.steps,
+            self.simulated_ms,
+            self.client_ops,
+            self.acked_writes,
+            self.elections,
+            faults.join(" "),
+            self.trace_hash
+        )
+    }
+}
+
+// ---- simulated time and network -------------------------------------------
+
+/// ZooKeeper's tickTime in the simulation, and the limits in ticks.
+const TICK_MS: u64 = 100;
+const INIT_LIMIT_TICKS: u64 = 10;
+const SYNC_LIMIT_TICKS: u64 = 5;
+/// How often a server's driver steps its peer.
+const SERVER_TICK_MS: u64 = 25;
+/// One-way network delay on a healthy link.
+const NET_DELAY_MS: (u64, u64) = (1, 8);
+/// How long an fsync takes.
+const FSYNC_MS: (u64, u64) = (1, 12);
+/// Between two fault decisions.
+const FAULT_GAP_MS: (u64, u64) = (150, 900);
+/// After the faults stop, everything healed, the ensemble has this long to
+/// serve on every server and commit a write (the liveness bound). A server
+/// isolated for long has backed its notification timeout off to FLE's
+/// maxNotificationInterval (60 s) and rejoins when it next fires, as
+/// ZooKeeper's does.
+const LIVENESS_MS: u64 = 75_000;
+/// Trace lines kept (the hash covers all of them).
+const TRACE_LINES_MAX: usize = 200_000;
+
+#[derive(Debug)]
+enum Event {
+    Tick { server: ServerId },
+    Notify { to: ServerId, notification: Notification },
+    /// A learner's connection attempt reaches the leader's host.
+    Dial { learner: ServerId, leader: ServerId },
+    LinkOpen { link: LinkId },
+    Wire { link: LinkId, to: ServerId, wire: Wire },
+    LinkClosed { link: LinkId, to: ServerId },
+    Flushed { server: ServerId },
+    EpochWritten { server: ServerId, accepted: bool },
+    /// A client connection's message reaches its server.
+    ToServer { conn: u64, msg: ClientMsg },
+    ToClient { conn: u64, frame: Bytes },
+    ClientConnClosed { conn: u64 },
+    ClientConnOpened { conn: u64 },
+    ClientWake { client: u32 },
+    Fault,
+    /// A crash aimed at a window the protocol must survive.
+    Crash { server: ServerId, incarnation: u64 },
+    EndFaults,
+}
+
+/// A quorum link between a learner and a leader.
+struct Link {
+    learner: ServerId,
+    leader: ServerId,
+    incarnations: (u64, u64),
+    alive: bool,
+    /// FIFO: the last delivery time scheduled in each direction (to learner, to leader).
+    last: (u64, u64),
+}
+
+/// A client connection.
+struct ClientConn {
+    client: u32,
+    server: ServerId,
+    incarnation: u64,
+    connection: Option<ConnectionId>,
+    alive: bool,
+    last: (u64, u64),
+}
+
+struct Node {
+    server: Server,
+    up: bool,
+    incarnation: u64,
+    /// Local clock: global time × (1 + drift) + offset.
+    drift_ppm: i64,
+    offset_ms: u64,
+    clogged_until: u64,
+    last_local: u64,
+}
+
+pub struct Sim {
+    config: SimConfig,
+    rng: Rng,
+    now: u64,
+    seq: u64,
+    queue: BTreeMap<(u64, u64), Event>,
+    nodes: BTreeMap<ServerId, Node>,
+    links: BTreeMap<LinkId, Link>,
+    next_link: LinkId,
+    conns: BTreeMap<u64, ClientConn>,
+    next_conn: u64,
+    clients: Vec<Client>,
+    /// Groups that can talk; empty means no partition.
+    partition: Vec<BTreeSet<ServerId>>,
+    faults_on: bool,
+    invariants: Invariants,
+    report: Report,
+}
+
+impl Sim {
+    pub fn new(config: SimConfig) -> Sim {
+        let mut rng = Rng::new(config.seed);
+        let voters: Vec<ServerId> = (1..=config.voters).collect();
+        let observers: Vec<ServerId> = (config.voters + 1..=config.voters + config.observers).collect();
+        let secret = rng.next_u64();
+        let mut nodes = BTreeMap::new();
+        for &id in voters.iter().chain(&observers) {
+            let server_config = SimServerConfig {
+                peer: PeerConfig {
+                    my_id: id,
+                    voters: voters.clone(),
+                    observers: observers.clone(),
+                    init_limit_ms: TICK_MS * INIT_LIMIT_TICKS,
+                    sync_limit_ms: TICK_MS * SYNC_LIMIT_TICKS,
+                    finalize_wait_ms: 200,
+                    committed_log_max: 50,
+                    planted: planted_peer_bugs(config.planted),
+                },
+                tick_ms: TICK_MS as i64,
+                session_timeout_min_ms: (2 * TICK_MS) as i32,
+                session_timeout_max_ms: (20 * TICK_MS) as i32,
+            };
+            let bugs = ServerBugs { skip_trunc: config.planted == Planted::SkipTrunc };
+            let drift_ppm = if config.faults.clock { rng.between(0, 40_000) as i64 - 20_000 } else { 0 };
+            let node = Node {
+                server: Server::new(id, server_config, Disk::new(), secret, bugs),
+                up: true,
+                incarnation: 1,
+                drift_ppm,
+                offset_ms: rng.between(0, 10_000),
+                clogged_until: 0,
+                last_local: 0,
+            };
+            nodes.insert(id, node);
+        }
+        let servers: Vec<ServerId> = nodes.keys().copied().collect();
+        let clients = (0..config.clients).map(|id| Client::new(id, servers.clone(), rng.next_u64())).collect();
+        let report = Report { seed: config.seed, ..Report::default() };
+        Sim {
+            config,
+            rng,
+            now: 0,
+            seq: 0,
+            queue: BTreeMap::new(),
+            nodes,
+            links: BTreeMap::new(),
+            next_link: 1,
+            conns: BTreeMap::new(),
+            next_conn: 1,
+            clients,
+            partition: Vec::new(),
+            faults_on: true,
+            invariants: Invariants::default(),
+            report,
+        }
+    }
+
+    fn schedule(&mut self, at: u64, event: Event) {
+        self.seq += 1;
+        self.queue.insert((at, self.seq), event);
+    }
+
+    fn trace(&mut self, line: impl FnOnce() -> String) {
+        let line = line();
+        let mut hash = self.report.trace_hash ^ self.now;
+        for byte in line.bytes() {
+            hash = (hash ^ byte as u64).wrapping_mul(0x100_0000_01b3);
+        }
+        self.report.trace_hash = hash;
+        if self.config.trace && self.report.trace.len() < TRACE_LINES_MAX {
+            self.report.trace.push(format!("{:>8} {line}", self.now));
+        }
+    }
+
+    fn local_now(&mut self, id: ServerId) -> u64 {
+        let node = self.nodes.get_mut(&id).expect("known server");
+        let scaled = (self.now as i128 * (1_000_000 + node.drift_ppm as i128) / 1_000_000) as u64;
+        // A clock never runs backwards for the core (the runtime's is monotonic).
+        node.last_local = node.last_local.max(scaled + node.offset_ms);
+        node.last_local
+    }
+
+    fn can_talk(&self, a: ServerId, b: ServerId) -> bool {
+        self.partition.is_empty() || self.partition.iter().any(|group| group.contains(&a) && group.contains(&b))
+    }
+
+    fn delay(&mut self, a: ServerId, b: ServerId) -> u64 {
+        let base = self.rng.between(NET_DELAY_MS.0, NET_DELAY_MS.1);
+        let clogged = self.nodes[&a].clogged_until.max(self.nodes[&b].clogged_until);
+        (self.now + base).max(clogged)
+    }
+
+    // ---- the run ------------------------------------------------------------
+
+    pub fn run(mut self) -> Report {
+        let ids: Vec<ServerId> = self.nodes.keys().copied().collect();
+        for id in ids {
+            self.boot(id);
+        }
+        for client in 0..self.config.clients {
+            let at = self.rng.between(100, 1_500);
+            self.schedule(at, Event::ClientWake { client });
+        }
+        if self.config.faults != Faults::NONE {
+            let at = self.rng.between(FAULT_GAP_MS.0, FAULT_GAP_MS.1) + 1_000;
+            self.schedule(at, Event::Fault);
+        }
+        self.schedule(self.config.duration_ms, Event::EndFaults);
+        let end = self.config.duration_ms + LIVENESS_MS;
+        while let Some((&(at, seq), _)) = self.queue.first_key_value() {
+            if at > end || self.report.steps >= self.config.steps_max {
+                break;
+            }
+            let event = self.queue.remove(&(at, seq)).expect("first exists");
+            self.now = at;
+            self.report.steps += 1;
+            self.step(event);
+            if !self.report.violations.is_empty() {
+                break;
+            }
+            if !self.faults_on && self.quiet_and_live() {
+                break;
+            }
+        }
+        self.report.simulated_ms = self.now;
+        self.finish();
+        self.report
+    }
+
+    /// After the faults stopped: every server serves, and every client's
+    /// probe write committed.
+    fn quiet_and_live(&self) -> bool {
+        self.nodes.values().all(|node| node.up && node.server.is_serving())
+            && self.clients.iter().all(|client| client.probe_done())
+    }
+
+    fn finish(&mut self) {
+        let violations = self.invariants.take_violations();
+        self.report.violations.extend(violations);
+        if !self.report.violations.is_empty() {
+            return;
+        }
+        if !self.quiet_and_live() {
+            let states: Vec<String> = self
+                .nodes
+                .iter()
+                .map(|(id, node)| {
+                    let election = node.server.peer.election();
+                    format!(
+                        "{id}: up={} {:?} serving={} zxid={:#x} election looking={} round={} vote={:?}",
+                        node.up,
+                        node.server.peer.state(),
+                        node.server.is_serving(),
+                        node.server.tree().last_processed_zxid(),
+                        election.is_looking(),
+                        election.logical_clock(),
+                        election.proposal()
+                    )
+                })
+                .collect();
+            let probes: Vec<String> = self.clients.iter().filter(|c| !c.probe_done()).map(|c| c.describe()).collect();
+            self.report.violations.push(format!(
+                "Liveness: {} ms after healing, the ensemble did not serve and commit every probe: servers [{}]; clients waiting [{}]",
+                LIVENESS_MS,
+                states.join(", "),
+                probes.join(", ")
+            ));
+            return;
+        }
+        // Every replica at the same state.
+        let digests: BTreeSet<(i64, u64)> =
+            self.nodes.values().map(|node| (node.server.tree().last_processed_zxid(), node.server.tree().digest())).collect();
+        let zxids: BTreeSet<i64> = digests.iter().map(|(zxid, _)| *zxid).collect();
+        if zxids.len() == 1 && digests.len() > 1 {
+            self.report.violations.push(format!("Replicas: same zxid, different trees: {digests:?}"));
+        }
+        let histories: Vec<&client::History> = self.clients.iter().map(|client| client.history()).collect();
+        self.report.client_ops = histories.iter().map(|h| h.ops.len() as u64).sum();
+        self.report.acked_writes = histories.iter().map(|h| h.acked_writes()).sum();
+        for violation in client::check_histories(&histories, &self.invariants) {
+            self.report.violations.push(violation);
+        }
+    }
+
+    fn boot(&mut self, id: ServerId) {
+        let now = self.local_now(id);
+        let mut out = Vec::new();
+        self.nodes.get_mut(&id).expect("known").server.boot(now, &mut out);
+        self.trace(|| format!("boot {id}"));
+        self.invariants.on_reload(id, self.nodes[&id].server.tree().last_processed_zxid());
+        self.carry(id, out);
+        let at = self.now + SERVER_TICK_MS;
+        self.schedule(at, Event::Tick { server: id });
+    }
+
+    fn up(&self, id: ServerId) -> bool {
+        self.nodes.get(&id).is_some_and(|node| node.up)
+    }
+
+    fn step(&mut self, event: Event) {
+        match event {
+            Event::Tick { server } => {
+                if !self.up(server) {
+                    return;
+                }
+                let now = self.local_now(server);
+                let mut out = Vec::new();
+                self.nodes.get_mut(&server).expect("up").server.on_tick(now, &mut out);
+                self.carry(server, out);
+                let at = self.now + SERVER_TICK_MS;
+                self.schedule(at, Event::Tick { server });
+            }
+            Event::Notify { to, notification } => {
+                if !self.up(to) {
+                    return;
+                }
+                self.trace(|| format!("notify {} -> {to}: {:?}", notification.sid, notification.vote));
+                let now = self.local_now(to);
+                let mut out = Vec::new();
+                self.nodes.get_mut(&to).expect("up").server.on_notification(now, notification, &mut out);
+                self.carry(to, out);
+            }
+            Event::Dial { learner, leader } => {
+                if !self.up(learner) {
+                    return;
+                }
+                if !self.up(leader) || !self.can_talk(learner, leader) {
+                    self.trace(|| format!("dial {learner} -> {leader} refused"));
+                    let now = self.local_now(learner);
+                    let mut out = Vec::new();
+                    self.nodes.get_mut(&learner).expect("up").server.on_connect_failed(now, leader, &mut out);
+                    return self.carry(learner, out);
+                }
+                let link = self.next_link;
+                self.next_link += 1;
+                let incarnations = (self.nodes[&learner].incarnation, self.nodes[&leader].incarnation);
+                self.links.insert(link, Link { learner, leader, incarnations, alive: true, last: (0, 0) });
+                self.nodes.get_mut(&leader).expect("up").server.on_link_accepted(link);
+                self.trace(|| format!("link {link} open {learner} -> {leader}"));
+                let at = self.delay(learner, leader);
+                self.schedule(at, Event::LinkOpen { link });
+            }
+            Event::LinkOpen { link } => {
+                let Some(l) = self.links.get(&link) else { return };
+                let (learner, leader, alive) = (l.learner, l.leader, l.alive);
+                if !alive || !self.link_ends_current(link) {
+                    return;
+                }
+                let now = self.local_now(learner);
+                let mut out = Vec::new();
+                self.nodes.get_mut(&learner).expect("up").server.on_link_connected(now, link, leader, &mut out);
+                self.carry(learner, out);
+            }
+            Event::Wire { link, to, wire } => {
+                if !self.links.get(&link).is_some_and(|l| l.alive) || !self.link_ends_current(link) {
+                    return;
+                }
+                self.trace(|| format!("wire {link} -> {to}: {}", describe_wire(&wire)));
+                let now = self.local_now(to);
+                let mut out = Vec::new();
+                self.nodes.get_mut(&to).expect("up").server.on_wire(now, link, wire, &mut out);
+                self.carry(to, out);
+            }
+            Event::LinkClosed { link, to } => {
+                if !self.up(to) {
+                    return;
+                }
+                let Some(l) = self.links.get(&link) else { return };
+                let current = if to == l.learner { l.incarnations.0 } else { l.incarnations.1 };
+                if self.nodes[&to].incarnation != current {
+                    return;
+                }
+                self.trace(|| format!("link {link} closed at {to}"));
+                let now = self.local_now(to);
+                let mut out = Vec::new();
+                self.nodes.get_mut(&to).expect("up").server.on_link_closed(now, link, &mut out);
+                self.carry(to, out);
+            }
+            Event::Flushed { server } => {
+                if !self.up(server) {
+                    return;
+                }
+                if self.config.faults.disk && self.faults_on && self.rng.chance(2) {
+                    // fsync failed: the runtime exits; what was pending is lost
+                    // except for a prefix that reached the disk.
+                    *self.report.faults.entry("fsync failure").or_default() += 1;
+                    self.trace(|| format!("fsync failure on {server}"));
+                    return self.crash(server);
+                }
+                let now = self.local_now(server);
+                let mut out = Vec::new();
+                self.nodes.get_mut(&server).expect("up").server.on_flushed(now, &mut out);
+                self.carry(server, out);
+            }
+            Event::EpochWritten { server, accepted } => {
+                if !self.up(server) {
+                    return;
+                }
+                let now = self.local_now(server);
+                let mut out = Vec::new();
+                self.nodes.get_mut(&server).expect("up").server.on_epoch_written(now, accepted, &mut out);
+                self.carry(server, out);
+            }
+            Event::ClientConnOpened { conn } => {
+                let Some(c) = self.conns.get(&conn) else { return };
+                let (client, server, incarnation) = (c.client, c.server, c.incarnation);
+                let accepted = if self.up(server) && self.nodes[&server].incarnation == incarnation && c.alive {
+                    self.nodes.get_mut(&server).expect("up").server.accept_client()
+                } else {
+                    None
+                };
+                match accepted {
+                    Some(connection) => {
+                        self.conns.get_mut(&conn).expect("exists").connection = Some(connection);
+                        let now = self.now;
+                        let out = self.clients[client as usize].on_connected(now, conn);
+                        self.client_out(client, out);
+                    }
+                    None => {
+                        self.trace(|| format!("client {client} refused by {server}"));
+                        self.close_client_conn(conn, true)
+                    }
+                }
+            }
+            Event::ToServer { conn, msg } => {
+                let Some(c) = self.conns.get(&conn) else { return };
+                let (server, incarnation, connection, alive) = (c.server, c.incarnation, c.connection, c.alive);
+                let Some(connection) = connection else { return };
+                if !alive || !self.up(server) || self.nodes[&server].incarnation != incarnation {
+                    return;
+                }
+                let now = self.local_now(server);
+                let mut out = Vec::new();
+                self.nodes.get_mut(&server).expect("up").server.on_client(now, connection, msg, &mut out);
+                self.carry(server, out);
+            }
+            Event::ToClient { conn, frame } => {
+                // Frames sent before a close still arrive (the FIN follows them).
+                let Some(c) = self.conns.get(&conn) else { return };
+                let client = c.client;
+                let now = self.now;
+                let out = self.clients[client as usize].on_frame(now, conn, frame);
+                self.client_out(client, out);
+            }
+            Event::ClientConnClosed { conn } => {
+                let Some(c) = self.conns.remove(&conn) else { return };
+                self.trace(|| format!("client {} connection {conn} to {} closed", c.client, c.server));
+                let now = self.now;
+                let out = self.clients[c.client as usize].on_closed(now, conn);
+                self.client_out(c.client, out);
+            }
+            Event::ClientWake { client } => {
+                let now = self.now;
+                let out = self.clients[client as usize].on_wake(now, self.faults_on);
+                self.client_out(client, out);
+            }
+            Event::Fault => {
+                if !self.faults_on {
+                    return;
+                }
+                self.inject_fault();
+                let at = self.now + self.rng.between(FAULT_GAP_MS.0, FAULT_GAP_MS.1);
+                self.schedule(at, Event::Fault);
+            }
+            Event::Crash { server, incarnation } => {
+                if self.faults_on && self.up(server) && self.nodes[&server].incarnation == incarnation {
+                    *self.report.faults.entry("targeted crash").or_default() += 1;
+                    self.crash(server);
+                }
+            }
+            Event::EndFaults => {
+                self.faults_on = false;
+                self.trace(|| "faults end; healing".to_string());
+                self.partition.clear();
+                let ids: Vec<ServerId> = self.nodes.keys().copied().collect();
+                for id in ids {
+                    self.nodes.get_mut(&id).expect("known").clogged_until = 0;
+                    if !self.up(id) {
+                        self.restart(id);
+                    }
+                }
+                for client in 0..self.config.clients {
+                    self.clients[client as usize].start_probe(self.now);
+                    self.schedule(self.now + 1, Event::ClientWake { client });
+                }
+            }
+        }
+        let violations = self.invariants.take_violations();
+        self.report.violations.extend(violations);
+    }
+
+    fn link_ends_current(&self, link: LinkId) -> bool {
+        let Some(l) = self.links.get(&link) else { return false };
+        self.up(l.learner)
+            && self.up(l.leader)
+            && self.nodes[&l.learner].incarnation == l.incarnations.0
+            && self.nodes[&l.leader].incarnation == l.incarnations.1
+    }
+
+    /// Carries out a server's outputs.
+    fn carry(&mut self, id: ServerId, out: Vec<Out>) {
+        for item in out {
+            match item {
+                Out::Notify { to, notification } => {
+                    if self.can_talk(id, to) {
+                        let at = self.delay(id, to);
+                        self.schedule(at, Event::Notify { to, notification });
+                    }
+                }
+                Out::Connect { leader } => {
+                    let at = self.delay(id, leader);
+                    self.schedule(at, Event::Dial { learner: id, leader });
+                }
+                Out::Send { link, wire } => {
+                    self.maybe_target_crash(id, &wire);
+                    self.send(id, link, wire)
+                }
+                Out::CloseLink { link } => self.close_link(link, id),
+                Out::Flush => {
+                    let at = self.now + self.rng.between(FSYNC_MS.0, FSYNC_MS.1);
+                    self.schedule(at, Event::Flushed { server: id });
+                }
+                Out::EpochWritten { accepted } => {
+                    let at = self.now + self.rng.between(FSYNC_MS.0, FSYNC_MS.1);
+                    self.schedule(at, Event::EpochWritten { server: id, accepted });
+                }
+                Out::ToClient { connection, frame } => {
+                    let Some(conn) = self.conn_of(id, connection) else { continue };
+                    let at = self.client_delay(conn, false);
+                    self.schedule(at, Event::ToClient { conn, frame });
+                }
+                Out::CloseClient { connection } => {
+                    if let Some(conn) = self.conn_of(id, connection) {
+                        self.close_client_conn(conn, true);
+                    }
+                }
+                Out::Delivered { zxid, prev, digest, txn } => {
+                    self.trace(|| format!("deliver {id} {zxid:#x} after {prev:#x}"));
+                    self.invariants.on_delivered(id, zxid, prev, digest, &txn);
+                }
+                Out::Serving { state, epoch } => {
+                    self.report.elections += 1;
+                    self.trace(|| format!("serving {id} {state:?} epoch {epoch}"));
+                    let server = &self.nodes[&id].server;
+                    self.invariants.on_serving(id, state, epoch, &server.disk, server.tree());
+                }
+                Out::Looking { reason } => {
+                    self.trace(|| format!("looking {id}: {reason}"));
+                    // The reload that follows rebuilds from the log.
+                    let zxid = self.nodes[&id].server.disk.recover().last_processed_zxid();
+                    self.invariants.on_reload(id, zxid);
+                }
+                Out::Fatal(message) => self.report.violations.push(format!("Server {id}: {message}")),
+            }
+        }
+    }
+
+    /// FoundationDB's "buggify" idea: crash a server right after it makes a
+    /// promise the protocol depends on — a learner ACKing NEWLEADER — so that
+    /// the window between the promise and its fsync gets exercised.
+    fn maybe_target_crash(&mut self, id: ServerId, wire: &Wire) {
+        if !self.config.faults.crash || !self.faults_on {
+            return;
+        }
+        let Wire::Peer(crate::zab::peer::Msg::Ack { zxid }) = wire else { return };
+        if crate::zab::counter_of(*zxid) != 0 {
+            return;
+        }
+        // The learner, before its fsyncs land; or its leader, before the
+        // epoch is established.
+        let leader = self.nodes[&id].server.peer.leader();
+        for (victim, per_mille) in [(Some(id), 100), (leader, 50)] {
+            let Some(victim) = victim.filter(|v| self.up(*v)) else { continue };
+            if self.rng.chance(per_mille) {
+                let at = self.now + self.rng.between(0, 3);
+                let incarnation = self.nodes[&victim].incarnation;
+                self.schedule(at, Event::Crash { server: victim, incarnation });
+            }
+        }
+    }
+
+    fn send(&mut self, from: ServerId, link: LinkId, wire: Wire) {
+        let Some(l) = self.links.get(&link) else { return };
+        if !l.alive {
+            return;
+        }
+        let (learner, leader) = (l.learner, l.leader);
+        let to = if from == learner { leader } else { learner };
+        if !self.can_talk(from, to) {
+            // A partition: the connection silently stops delivering (no FIN
+            // crosses it); both ends find out by their own timeouts.
+            self.links.get_mut(&link).expect("exists").alive = false;
+            return;
+        }
+        let at = self.delay(from, to);
+        let l = self.links.get_mut(&link).expect("exists");
+        let slot = if to == learner { &mut l.last.0 } else { &mut l.last.1 };
+        let at = at.max(*slot);
+        *slot = at;
+        self.schedule(at, Event::Wire { link, to, wire });
+    }
+
+    /// `by` closed the link: the other end hears of it if the network lets
+    /// the FIN through.
+    fn close_link(&mut self, link: LinkId, by: ServerId) {
+        let Some(l) = self.links.get_mut(&link) else { return };
+        let was_alive = l.alive;
+        l.alive = false;
+        let other = if by == l.learner { l.leader } else { l.learner };
+        let last = l.last.0.max(l.last.1);
+        if was_alive && self.can_talk(by, other) {
+            let at = self.delay(by, other).max(last);
+            self.schedule(at, Event::LinkClosed { link, to: other });
+        }
+    }
+
+    fn conn_of(&self, server: ServerId, connection: ConnectionId) -> Option<u64> {
+        self.conns.iter().find(|(_, c)| c.server == server && c.connection == Some(connection) && c.alive).map(|(key, _)| *key)
+    }
+
+    fn client_delay(&mut self, conn: u64, to_server: bool) -> u64 {
+        let base = self.now + self.rng.between(NET_DELAY_MS.0, NET_DELAY_MS.1);
+        let Some(c) = self.conns.get_mut(&conn) else { return base };
+        let slot = if to_server { &mut c.last.1 } else { &mut c.last.0 };
+        let at = base.max(*slot);
+        *slot = at;
+        at
+    }
+
+    /// Closes a client connection; `tell_client` when the server (or the
+    /// network) closed it: the client hears after every frame already sent.
+    fn close_client_conn(&mut self, conn: u64, tell_client: bool) {
+        let Some(c) = self.conns.get_mut(&conn) else { return };
+        if !c.alive {
+            return;
+        }
+        c.alive = false;
+        let (server, connection, incarnation) = (c.server, c.connection, c.incarnation);
+        if let Some(connection) = connection {
+            if self.up(server) && self.nodes[&server].incarnation == incarnation {
+                self.nodes.get_mut(&server).expect("up").server.client_closed(connection);
+            }
+        }
+        if tell_client {
+            let at = self.client_delay(conn, false);
+            self.schedule(at, Event::ClientConnClosed { conn });
+        } else {
+            self.conns.remove(&conn);
+        }
+    }
+
+    fn client_out(&mut self, client: u32, out: Vec<ClientOut>) {
+        for item in out {
+            match item {
+                ClientOut::Open { server } => {
+                    let conn = self.next_conn;
+                    self.next_conn += 1;
+                    let incarnation = self.nodes[&server].incarnation;
+                    self.conns.insert(conn, ClientConn { client, server, incarnation, connection: None, alive: true, last: (0, 0) });
+                    self.trace(|| format!("client {client} connection {conn} to {server}"));
+                    let at = self.now + self.rng.between(NET_DELAY_MS.0, NET_DELAY_MS.1);
+                    self.schedule(at, Event::ClientConnOpened { conn });
+                }
+                ClientOut::Send { conn, msg } => {
+                    if self.conns.get(&conn).is_some_and(|c| c.alive) {
+                        let at = self.client_delay(conn, true);
+                        self.schedule(at, Event::ToServer { conn, msg });
+                    }
+                }
+                ClientOut::Close { conn } => self.close_client_conn(conn, false),
+                ClientOut::WakeAt(at) => self.schedule(at.max(self.now + 1), Event::ClientWake { client }),
+            }
+        }
+    }
+
+    // ---- faults -------------------------------------------------------------
+
+    fn crash(&mut self, id: ServerId) {
+        let kept = self.rng.below(self.nodes[&id].server.disk.pending.len() as u64 + 1) as usize;
+        let links = self.nodes[&id].server.links();
+        let node = self.nodes.get_mut(&id).expect("known");
+        node.up = false;
+        node.server.disk.crash(kept);
+        // The kernel closes a dead process's sockets: peers see FIN/RST.
+        for link in links {
+            self.close_link(link, id);
+        }
+        let conns: Vec<u64> = self.conns.iter().filter(|(_, c)| c.server == id && c.alive).map(|(k, _)| *k).collect();
+        for conn in conns {
+            self.close_client_conn(conn, true);
+        }
+        self.trace(|| format!("crash {id} (kept {kept} un-fsynced appends)"));
+    }
+
+    fn restart(&mut self, id: ServerId) {
+        let node = self.nodes.get_mut(&id).expect("known");
+        let disk = node.server.disk.clone();
+        let config = node.server.config.clone();
+        let (secret, bugs) = (node.server.secret, node.server.bugs);
+        node.server = Server::new(id, config, disk, secret, bugs);
+        node.up = true;
+        node.incarnation += 1;
+        self.boot(id);
+    }
+
+    fn inject_fault(&mut self) {
+        let f = self.config.faults;
+        let ids: Vec<ServerId> = self.nodes.keys().copied().collect();
+        let down: Vec<ServerId> = ids.iter().copied().filter(|id| !self.up(*id)).collect();
+        let mut kinds: Vec<&'static str> = Vec::new();
+        if f.crash {
+            kinds.extend(["crash", "restart", "restart"]);
+        }
+        if f.partition {
+            kinds.extend(["partition", "heal"]);
+        }
+        if f.clog {
+            kinds.push("clog");
+        }
+        if f.link_break {
+            kinds.push("link break");
+        }
+        if f.clock {
+            kinds.push("clock jump");
+        }
+        let Some(&kind) = self.rng.pick(&kinds) else { return };
+        match kind {
+            "crash" => {
+                let up: Vec<ServerId> = ids.iter().copied().filter(|id| self.up(*id)).collect();
+                // Keep at most two servers down at once.
+                if down.len() >= 2 {
+                    return;
+                }
+                let Some(&victim) = self.rng.pick(&up) else { return };
+                self.crash(victim);
+            }
+            "restart" => {
+                let Some(&id) = self.rng.pick(&down) else { return };
+                self.trace(|| format!("restart {id}"));
+                self.restart(id);
+            }
+            "partition" => {
+                let mut a = BTreeSet::new();
+                let mut b = BTreeSet::new();
+                for &id in &ids {
+                    if self.rng.chance(500) {
+                        a.insert(id);
+                    } else {
+                        b.insert(id);
+                    }
+                }
+                self.trace(|| format!("partition {a:?} | {b:?}"));
+                self.partition = vec![a, b];
+                // Links crossing it stop delivering.
+                for link in self.links.values_mut() {
+                    if !self.partition.iter().any(|g| g.contains(&link.learner) && g.contains(&link.leader)) {
+                        link.alive = false;
+                    }
+                }
+            }
+            "heal" => {
+                self.trace(|| "heal".to_string());
+                self.partition.clear();
+            }
+            "clog" => {
+                let Some(&id) = self.rng.pick(&ids) else { return };
+                let until = self.now + self.rng.between(100, 2_000);
+                self.trace(|| format!("clog {id} until {until}"));
+                self.nodes.get_mut(&id).expect("known").clogged_until = until;
+            }
+            "link break" => {
+                let alive: Vec<LinkId> = self.links.iter().filter(|(_, l)| l.alive).map(|(k, _)| *k).collect();
+                let Some(&link) = self.rng.pick(&alive) else { return };
+                let (learner, leader) = (self.links[&link].learner, self.links[&link].leader);
+                self.trace(|| format!("break link {link}"));
+                // A reset reaches both ends.
+                self.links.get_mut(&link).expect("exists").alive = false;
+                for to in [learner, leader] {
+                    let at = self.now + self.rng.between(1, 20);
+                    self.schedule(at, Event::LinkClosed { link, to });
+                }
+            }
+            "clock jump" => {
+                let Some(&id) = self.rng.pick(&ids) else { return };
+                let jump = self.rng.between(100, 3_000);
+                self.trace(|| format!("clock of {id} jumps {jump} ms"));
+                self.nodes.get_mut(&id).expect("known").offset_ms += jump;
+            }
+            _ => return,
+        }
+        *self.report.faults.entry(kind).or_default() += 1;
+    }
+}
+
+fn describe_wire(wire: &Wire) -> String {
+    match wire {
+        Wire::Peer(msg) => match msg {
+            crate::zab::peer::Msg::Proposal { zxid, .. } => format!("PROPOSAL {zxid:#x}"),
+            crate::zab::peer::Msg::Inform { zxid, .. } => format!("INFORM {zxid:#x}"),
+            crate::zab::peer::Msg::Reply(_) => "REPLY".into(),
+            other => format!("{other:?}"),
+        },
+        Wire::Forward(_) => "FORWARD".into(),
+        Wire::Snap { zxid, .. } => format!("SNAP {zxid:#x}"),
+    }
+}
+
+fn planted_peer_bugs(planted: Planted) -> crate::zab::peer::PlantedBugs {
+    crate::zab::peer::PlantedBugs {
+        commit_on_minority: planted == Planted::CommitOnMinority,
+        ack_before_fsync: planted == Planted::AckBeforeFsync,
+        newleader_before_persist: planted == Planted::NewLeaderBeforePersist,
+    }
+}
+
+/// Runs one seed. A panic in the core is a finding like any other.
+pub fn run(config: SimConfig) -> Report {
+    let seed = config.seed;
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| Sim::new(config).run())) {
+        Ok(report) => report,
+        Err(panic) => {
+            let message = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "(no message)".into());
+            Report { seed, violations: vec![format!("Panic: {message}")], ..Report::default() }
+        }
+    }
+}

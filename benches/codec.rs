@@ -1,5 +1,6 @@
 //! Codec and tree benchmarks: decode+encode of the common requests and
-//! responses, reply framing, DataTree::apply, Shard::read and Prep::prep.
+//! responses, reply framing, DataTree::apply (create, setData, delete),
+//! Shard::read (getData, getChildren) and Prep::prep.
 //! `cargo bench --bench codec -- --test` runs each once (a smoke test).
 
 use std::hint::black_box;
@@ -156,6 +157,57 @@ fn tree(c: &mut Criterion) {
         full.apply(txn, &mut triggers);
     }
     assert_eq!(full.node_count(), 4 + 1 + 100 + TREE_NODES);
+
+    // setData on the 10k-node tree: the steady-state write of workloads A/B.
+    // The txns cycle over every node; zxids keep rising across iterations.
+    let mut group = c.benchmark_group("tree");
+    let value = Bytes::from_static(&[b's'; 100]);
+    let mut set_tree = full.clone();
+    let mut set_zxid = txns.len() as i64;
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("DataTree::apply setData (10k-node tree)", |b| {
+        b.iter(|| {
+            set_zxid += 1;
+            let txn = Txn {
+                session_id: 1,
+                cxid: set_zxid as i32,
+                zxid: set_zxid,
+                time_ms: 1_700_000_000_000,
+                body: TxnBody::SetData { path: node_path(set_zxid as usize % TREE_NODES), data: Some(value.clone()), version: -1 },
+            };
+            triggers.clear();
+            black_box(set_tree.apply(black_box(&txn), &mut triggers));
+        })
+    });
+    drop(set_tree);
+
+    // Deleting every leaf of the 10k-node tree (each batch starts from a copy).
+    let delete_txns: Vec<Txn> = (0..TREE_NODES)
+        .map(|index| Txn {
+            session_id: 1,
+            cxid: index as i32,
+            zxid: (txns.len() + index + 1) as i64,
+            time_ms: 1_700_000_000_000,
+            body: TxnBody::Delete { path: node_path(index) },
+        })
+        .collect();
+    group.sample_size(10);
+    group.throughput(Throughput::Elements(delete_txns.len() as u64));
+    group.bench_function("DataTree::apply delete x10k (empties a 10k-node tree)", |b| {
+        b.iter_batched(
+            || full.clone(),
+            |mut tree| {
+                for txn in &delete_txns {
+                    triggers.clear();
+                    tree.apply(txn, &mut triggers);
+                }
+                assert_eq!(tree.node_count(), 4 + 1 + 100);
+                tree
+            },
+            BatchSize::LargeInput,
+        )
+    });
+    group.finish();
     let mut shard = Shard::new(full, ShardConfig { password_secret: 1 });
     shard.open(1, "127.0.0.1".into(), false);
     let requests: Vec<Request> = (0..1024)
@@ -174,6 +226,15 @@ fn tree(c: &mut Criterion) {
             out.clear();
             next = (next + 1) % requests.len();
             shard.read(1, next as i32, black_box(&requests[next]), &mut out);
+            out.len()
+        })
+    });
+    // getChildren of a directory with 100 children (reply encoding dominates).
+    let children = Request::GetChildren(PathWatchRequest { path: "/bench/d42".into(), watch: false });
+    group.bench_function("Shard::read getChildren (100 children)", |b| {
+        b.iter(|| {
+            out.clear();
+            shard.read(1, 7, black_box(&children), &mut out);
             out.len()
         })
     });

@@ -23,5 +23,7 @@ echo "== cargo build --release"
 cargo build --release --locked
 echo "== cargo test --release (unit, golden, fuzz smoke, tidy, server behaviour, zookeeper-client)"
 cargo test --release --locked
+echo "== fuzz smoke (cargo-fuzz on stable: every target briefly, from fuzz/corpus and fuzz/regressions)"
+FUZZ_SECONDS="${FUZZ_SECONDS:-50}" fuzz/smoke.sh
 echo "== python suites (kazoo, recipes, zkCli.sh, differential vs Apache ZooKeeper)"
 WARDEN_BIN="$PWD/target/release/warden" bash tests/python/run.sh

@@ -3,6 +3,8 @@
 pub mod calendar;
 pub mod config;
 pub mod fourlw;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod limits;
 pub mod pipeline;
 pub mod proto;

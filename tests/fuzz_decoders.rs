@@ -1,5 +1,6 @@
 //! Fuzz smoke test: a seeded, dependency-free fuzzer that runs briefly in the
-//! test suite (cargo-fuzz needs nightly; this needs nothing).
+//! test suite (the coverage-guided libFuzzer targets are in fuzz/, and
+//! tests/fuzz_corpus.rs replays their corpus; this needs nothing but cargo).
 //!
 //! 1. `decoders_survive_mutated_input`: valid encodings of every request kind
 //!    (and of ConnectRequest, MultiResponse and framed streams) are mutated
@@ -22,13 +23,13 @@
 //! pipeline epoch). Every failure prints the seed, the iteration or epoch and
 //! step, the input in hex and the command that replays it.
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::{Cell, RefCell};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
+use warden::fuzzing::{allocated, allocation_budget, hex, mutate, panic_message, CountingAllocator, Rng};
 use warden::pipeline::auth::{authenticate, digest_id, AuthOutcome};
 use warden::pipeline::prep::{Prep, PrepConfig};
 use warden::pipeline::{Committed, Origin, Shard, ShardConfig, ShardOutput};
@@ -44,42 +45,10 @@ use warden::tree::{open_acl_unsafe, read_acl_unsafe, DataTree};
 use warden::txn::{Txn, TxnBody};
 
 // ---------------------------------------------------------------------------
-// A counting allocator: bytes allocated by the current thread.
-
-struct CountingAllocator;
-
-thread_local! {
-    static ALLOCATED: Cell<usize> = const { Cell::new(0) };
-}
-
-fn count_allocation(bytes: usize) {
-    let _ = ALLOCATED.try_with(|allocated| allocated.set(allocated.get().wrapping_add(bytes)));
-}
-
-unsafe impl GlobalAlloc for CountingAllocator {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        count_allocation(layout.size());
-        System.alloc(layout)
-    }
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        count_allocation(layout.size());
-        System.alloc_zeroed(layout)
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        System.dealloc(ptr, layout)
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        count_allocation(new_size);
-        System.realloc(ptr, layout, new_size)
-    }
-}
+// Allocation accounting: warden::fuzzing's counting allocator.
 
 #[global_allocator]
 static GLOBAL: CountingAllocator = CountingAllocator;
-
-fn allocated() -> usize {
-    ALLOCATED.with(Cell::get)
-}
 
 /// Runs `f`, returning its result, the bytes it allocated and how long it took.
 fn measured<T>(f: impl FnOnce() -> T) -> (T, usize, Duration) {
@@ -90,78 +59,12 @@ fn measured<T>(f: impl FnOnce() -> T) -> (T, usize, Duration) {
     (value, allocated().wrapping_sub(before), elapsed)
 }
 
-/// The most a decoder may allocate for `input_len` bytes: decoded records are
-/// larger than their encodings (a 9-byte multi result becomes a ~100-byte
-/// enum, vectors double as they grow), but only by a constant factor.
-fn allocation_budget(input_len: usize) -> usize {
-    64 * input_len + 64 * 1024
-}
-
 /// A decode of a few KiB that takes this long has gone quadratic or worse.
 const DECODE_TIME_MAX: Duration = Duration::from_secs(1);
 
 // ---------------------------------------------------------------------------
-// RNG and configuration.
-
-/// xorshift64*: small, fast, and good enough to drive a fuzzer.
-struct Rng(u64);
-
-impl Rng {
-    fn new(seed: u64) -> Rng {
-        // splitmix64 the seed so that nearby seeds diverge and 0 is not a fixed point.
-        let mut z = seed.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^= z >> 31;
-        Rng(if z == 0 { 0x2545_f491_4f6c_dd1d } else { z })
-    }
-
-    fn for_iteration(seed: u64, stream: u64, iteration: u64) -> Rng {
-        Rng::new(seed ^ stream.wrapping_mul(0xd6e8_feb8_6659_fd93) ^ iteration.wrapping_mul(0x9e37_79b9_7f4a_7c15))
-    }
-
-    fn next_u64(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.0 = x;
-        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn below(&mut self, bound: usize) -> usize {
-        if bound == 0 {
-            0
-        } else {
-            (self.next_u64() % bound as u64) as usize
-        }
-    }
-
-    fn chance(&mut self, one_in: usize) -> bool {
-        self.below(one_in) == 0
-    }
-
-    fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
-        &items[self.below(items.len())]
-    }
-
-    fn i32(&mut self) -> i32 {
-        self.next_u64() as i32
-    }
-
-    fn i64(&mut self) -> i64 {
-        self.next_u64() as i64
-    }
-
-    fn bytes_upto(&mut self, bound: usize) -> Vec<u8> {
-        let length = self.below(bound);
-        self.bytes(length)
-    }
-
-    fn bytes(&mut self, length: usize) -> Vec<u8> {
-        (0..length).map(|_| self.next_u64() as u8).collect()
-    }
-}
+// Configuration (the RNG, the mutator and the counting allocator are
+// warden::fuzzing's, shared with tests/fuzz_corpus.rs and fuzz/).
 
 const DEFAULT_SEED: u64 = 0x5eed_2024_cafe_f00d;
 
@@ -183,10 +86,6 @@ fn seed() -> u64 {
 /// few seconds there, and well under a minute in a debug build.
 fn iterations() -> u64 {
     env_u64("FUZZ_ITERATIONS").unwrap_or(200_000)
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
 }
 
 // ---------------------------------------------------------------------------
@@ -587,98 +486,6 @@ fn encode_with_header(xid: i32, request: &Request) -> Bytes {
 }
 
 // ---------------------------------------------------------------------------
-// Mutations.
-
-const INTERESTING_I32: &[i32] = &[-1, -2, 0, 1, 0x7f, 0x80, 0xff, 0x7fff, 0xffff, 0x7fff_ffff, i32::MIN, 0x1000_0000, 0x0010_0000];
-
-fn mutate(rng: &mut Rng, input: &[u8], donor: &[u8]) -> Vec<u8> {
-    let mut bytes = input.to_vec();
-    for _ in 0..1 + rng.below(4) {
-        match rng.below(10) {
-            // Bit flips.
-            0 => {
-                for _ in 0..1 + rng.below(4) {
-                    if !bytes.is_empty() {
-                        let index = rng.below(bytes.len());
-                        bytes[index] ^= 1 << rng.below(8);
-                    }
-                }
-            }
-            // An interesting byte.
-            1 => {
-                if !bytes.is_empty() {
-                    let index = rng.below(bytes.len());
-                    bytes[index] = *rng.pick(&[0x00, 0xff, 0x7f, 0x80, 0x01, b'/', 0xc3]);
-                }
-            }
-            // Truncation.
-            2 => {
-                let keep = rng.below(bytes.len() + 1);
-                bytes.truncate(keep);
-            }
-            // A length field (any 4 bytes) forced huge, negative or off by one.
-            3 | 4 => {
-                if bytes.len() >= 4 {
-                    let at = rng.below(bytes.len() - 3);
-                    let current = i32::from_be_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]]);
-                    let value = match rng.below(4) {
-                        0 => current.wrapping_add(1),
-                        1 => current.wrapping_sub(1),
-                        2 => (bytes.len() - at) as i32,
-                        _ => *rng.pick(INTERESTING_I32),
-                    };
-                    bytes[at..at + 4].copy_from_slice(&value.to_be_bytes());
-                }
-            }
-            // Insertion.
-            5 => {
-                let at = rng.below(bytes.len() + 1);
-                let inserted = { let n = 1 + rng.below(8); rng.bytes(n) };
-                bytes.splice(at..at, inserted);
-            }
-            // Deletion.
-            6 => {
-                if !bytes.is_empty() {
-                    let at = rng.below(bytes.len());
-                    let count = 1 + rng.below((bytes.len() - at).min(8));
-                    bytes.drain(at..at + count);
-                }
-            }
-            // Splice with another encoding.
-            7 => {
-                let cut = rng.below(bytes.len() + 1);
-                let from = rng.below(donor.len() + 1);
-                bytes.truncate(cut);
-                bytes.extend_from_slice(&donor[from..]);
-            }
-            // Duplicate a chunk.
-            8 => {
-                if !bytes.is_empty() {
-                    let at = rng.below(bytes.len());
-                    let count = 1 + rng.below((bytes.len() - at).min(16));
-                    let chunk = bytes[at..at + count].to_vec();
-                    let to = rng.below(bytes.len() + 1);
-                    bytes.splice(to..to, chunk);
-                }
-            }
-            // Replace with noise.
-            _ => {
-                if rng.chance(4) {
-                    bytes = rng.bytes_upto(64);
-                } else if !bytes.is_empty() {
-                    let at = rng.below(bytes.len());
-                    let count = 1 + rng.below((bytes.len() - at).min(8));
-                    for byte in &mut bytes[at..at + count] {
-                        *byte = rng.next_u64() as u8;
-                    }
-                }
-            }
-        }
-    }
-    bytes
-}
-
-// ---------------------------------------------------------------------------
 // Decoder checks. Each panics (with a description) when a property fails; the
 // driver catches it and adds seed, iteration and input.
 
@@ -891,16 +698,6 @@ fn decoder_iteration(rng: &mut Rng, input: &RefCell<Vec<u8>>, stage: &Cell<&'sta
     *input.borrow_mut() = mutated.clone();
     check_multi_response(&Bytes::from(mutated));
     stage.set("done");
-}
-
-fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
-    if let Some(message) = payload.downcast_ref::<&str>() {
-        message.to_string()
-    } else if let Some(message) = payload.downcast_ref::<String>() {
-        message.clone()
-    } else {
-        "(non-string panic payload)".into()
-    }
 }
 
 #[test]

@@ -27,11 +27,13 @@ pub const BATCH_BYTES_MAX: usize = 8 * 1024 * 1024;
 /// Txns in one batch.
 pub const BATCH_RECORDS_MAX: usize = 16 * 1024;
 
-const SEGMENT_MAGIC: &[u8; 8] = b"WARDENLG";
+// The layout constants are visible to the crate so that `crate::fuzzing`
+// can repair checksums in mutated segments and reach the record decoder.
+pub(crate) const SEGMENT_MAGIC: &[u8; 8] = b"WARDENLG";
 const SEGMENT_VERSION: u32 = 1;
-const BATCH_MAGIC: u32 = 0x5742_4154; // "WBAT"
-const BATCH_HEADER_BYTES: usize = 32;
-const RECORD_HEADER_BYTES: usize = 16;
+pub(crate) const BATCH_MAGIC: u32 = 0x5742_4154; // "WBAT"
+pub(crate) const BATCH_HEADER_BYTES: usize = 32;
+pub(crate) const RECORD_HEADER_BYTES: usize = 16;
 
 const _: () = assert!(BATCH_BYTES_MAX.is_multiple_of(BLOCK_BYTES));
 const _: () = assert!(BATCH_HEADER_BYTES + RECORD_HEADER_BYTES < BLOCK_BYTES);

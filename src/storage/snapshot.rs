@@ -29,6 +29,7 @@
 
 use std::fmt;
 use std::fmt::Write as _;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use hashbrown::HashMap;
@@ -219,17 +220,34 @@ pub fn encode_snapshot(tree: &DataTree) -> Vec<u8> {
     out.resize(HEADER_BYTES, 0);
     let mut out = rkyv::api::high::to_bytes_in::<_, rancor::Error>(&payload, out)
         .expect("serializing into a Vec cannot fail");
-    let payload_bytes = (out.len() - HEADER_BYTES) as u64;
-    let payload_crc = crc32fast::hash(&out[HEADER_BYTES..]);
-    let header = &mut out[..HEADER_BYTES];
+    fill_header(&mut out, tree.last_processed_zxid());
+    out
+}
+
+/// Writes the header into the first `HEADER_BYTES` of `file`, describing the
+/// payload that follows it.
+fn fill_header(file: &mut [u8], zxid: i64) {
+    let payload_bytes = (file.len() - HEADER_BYTES) as u64;
+    let payload_crc = crc32fast::hash(&file[HEADER_BYTES..]);
+    let header = &mut file[..HEADER_BYTES];
+    header.fill(0);
     header[..8].copy_from_slice(MAGIC);
     header[8..12].copy_from_slice(&FORMAT_VERSION.to_be_bytes());
-    header[12..20].copy_from_slice(&tree.last_processed_zxid().to_be_bytes());
+    header[12..20].copy_from_slice(&zxid.to_be_bytes());
     header[20..28].copy_from_slice(&payload_bytes.to_be_bytes());
     header[28..32].copy_from_slice(&payload_crc.to_be_bytes());
     let header_crc = crc32fast::hash(&header[..HEADER_CRC_AT]);
     header[HEADER_CRC_AT..HEADER_CRC_AT + 4].copy_from_slice(&header_crc.to_be_bytes());
-    out
+}
+
+/// A snapshot file around an arbitrary payload, with a valid header: lets
+/// `crate::fuzzing` reach rkyv's validation and the tree's restore without
+/// the fuzzer having to forge checksums.
+pub(crate) fn with_header(zxid: i64, payload: &[u8]) -> Vec<u8> {
+    let mut file = vec![0u8; HEADER_BYTES + payload.len()];
+    file[HEADER_BYTES..].copy_from_slice(payload);
+    fill_header(&mut file, zxid);
+    file
 }
 
 struct Header {
@@ -371,7 +389,8 @@ fn acl_list(records: &[ArchivedAclRecord<'static>]) -> Vec<Acl> {
 pub fn decode_snapshot(bytes: Bytes) -> Result<DataTree, SnapshotError> {
     let validated = Validated::check(bytes)?;
     let archive = validated.archive()?;
-    let acls: Vec<Vec<Acl>> = archive.acls.iter().map(|list| acl_list(list)).collect();
+    // Each list once, shared by every node naming it (see DataTree::restore).
+    let acls: Vec<Arc<[Acl]>> = archive.acls.iter().map(|list| acl_list(list).into()).collect();
     let nodes = archive.nodes.iter().map(|node| {
         let data = node.data.as_ref().map(|data| validated.bytes.slice_ref(data.get()));
         let acl = acls[node.acl.to_native() as usize].clone();

@@ -475,17 +475,35 @@ impl DataTree {
     /// the ephemeral, container and TTL indexes are derived. Fails on a
     /// snapshot that is not a tree (no root, a node without its parent, a
     /// duplicate path).
+    ///
+    /// Nodes that share an ACL list should pass clones of one `Arc` (a
+    /// snapshot stores each list once): each list is then interned once, and
+    /// restoring costs O(1) per node rather than O(list length). Interning
+    /// every node's list by content made a snapshot of many nodes sharing a
+    /// long list load in quadratic time (found by fuzz/'s snapshot target).
     pub fn restore(
         zxid: i64,
-        nodes: impl IntoIterator<Item = (String, Option<Bytes>, Vec<Acl>, StatPersisted)>,
+        nodes: impl IntoIterator<Item = (String, Option<Bytes>, Arc<[Acl]>, StatPersisted)>,
         sessions: impl IntoIterator<Item = (i64, i32)>,
     ) -> Result<DataTree, String> {
         let mut tree = DataTree::empty(zxid, sessions.into_iter().collect());
+        // By the address of the list passed in; `lists_seen` keeps each such
+        // list alive, so that its address cannot be reused by another meanwhile.
+        let mut interned_by_address: HashMap<*const Acl, Arc<[Acl]>> = HashMap::new();
+        let mut lists_seen: Vec<Arc<[Acl]>> = Vec::new();
         for (node_path, data, acl, stat) in nodes {
             if node_path != "/" && path::validate(&node_path).is_err() {
                 return Err(format!("invalid path {node_path:?}"));
             }
-            let acl = tree.intern_acl(&acl);
+            let acl = match interned_by_address.get(&acl.as_ptr()) {
+                Some(interned) => interned.clone(),
+                None => {
+                    let interned = tree.intern_acl(&acl);
+                    interned_by_address.insert(acl.as_ptr(), interned.clone());
+                    lists_seen.push(acl);
+                    interned
+                }
+            };
             tree.data_bytes += data.as_ref().map_or(0, Bytes::len) as u64;
             let owner = stat.ephemeral_owner;
             if ephemeral_owner::is_container(owner) {

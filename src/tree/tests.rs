@@ -140,7 +140,7 @@ fn restore_rebuilds_children_and_indexes() {
     tree.apply(&txn(4, create("/c", ephemeral_owner::CONTAINER, 2)), &mut triggers);
     let nodes: Vec<_> = tree
         .iter_nodes()
-        .map(|(path, node)| (path.to_owned(), node.data.clone(), node.acl.to_vec(), node.stat))
+        .map(|(path, node)| (path.to_owned(), node.data.clone(), node.acl.clone(), node.stat))
         .collect();
     let sessions: Vec<_> = tree.sessions().iter().map(|(id, timeout)| (*id, *timeout)).collect();
     let restored = DataTree::restore(tree.last_processed_zxid(), nodes, sessions).unwrap();
@@ -149,6 +149,6 @@ fn restore_rebuilds_children_and_indexes() {
     assert_eq!(restored.sessions().get(&7), Some(&4000));
     assert_eq!(restored.last_processed_zxid(), 4);
     assert_eq!(restored.approximate_data_size(), tree.approximate_data_size());
-    let orphan = vec![("/".to_string(), None, open_acl_unsafe(), StatPersisted::default()), ("/x/y".to_string(), None, open_acl_unsafe(), StatPersisted::default())];
+    let orphan = vec![("/".to_string(), None, open_acl_unsafe().into(), StatPersisted::default()), ("/x/y".to_string(), None, open_acl_unsafe().into(), StatPersisted::default())];
     assert!(DataTree::restore(0, orphan, []).is_err());
 }

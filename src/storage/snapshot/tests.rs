@@ -450,7 +450,7 @@ fn million_node_timing() {
     let start = Instant::now();
     let restored = DataTree::restore(
         tree.last_processed_zxid(),
-        tree.iter_nodes().map(|(path, node)| (path.to_owned(), node.data.clone(), node.acl.to_vec(), node.stat)),
+        tree.iter_nodes().map(|(path, node)| (path.to_owned(), node.data.clone(), node.acl.clone(), node.stat)),
         tree.sessions().iter().map(|(&id, &timeout)| (id, timeout)),
     )
     .unwrap();

@@ -12,6 +12,7 @@
 use bytes::Bytes;
 
 use super::invariants::Invariants;
+use super::linearizable;
 use super::rng::Rng;
 use super::server::ClientMsg;
 use crate::proto::{
@@ -73,6 +74,8 @@ pub enum Outcome {
 #[derive(Debug, Clone)]
 pub struct OpResult {
     pub at: u64,
+    /// The simulator's event number when the reply arrived (a total order).
+    pub step: u64,
     pub zxid: i64,
     pub outcome: Outcome,
 }
@@ -85,6 +88,8 @@ pub struct Op {
     pub path: String,
     pub kind: OpKind,
     pub invoke: u64,
+    /// The simulator's event number when it was sent.
+    pub invoke_step: u64,
     pub result: Option<OpResult>,
 }
 
@@ -126,6 +131,8 @@ enum Probe {
 }
 
 pub struct Client {
+    /// The simulator's current event number (set before every call).
+    pub step: u64,
     id: u32,
     servers: Vec<ServerId>,
     rng: Rng,
@@ -145,6 +152,7 @@ pub struct Client {
 impl Client {
     pub fn new(id: u32, servers: Vec<ServerId>, seed: u64) -> Client {
         Client {
+            step: 0,
             id,
             servers,
             rng: Rng::new(seed),
@@ -224,9 +232,11 @@ impl Client {
         out
     }
 
+    /// A value no other write uses: (client + 1) << 32 | counter, 8 bytes.
     fn unique_data(&mut self) -> Bytes {
         self.counter += 1;
-        Bytes::from(format!("{}.{}", self.id, self.counter))
+        let value = (u64::from(self.id) + 1) << 32 | self.counter;
+        Bytes::copy_from_slice(&value.to_be_bytes())
     }
 
     fn random_op(&mut self, now: u64, conn: u64, out: &mut Vec<ClientOut>) {
@@ -264,7 +274,8 @@ impl Client {
             OpKind::Exists => Request::Exists(PathWatchRequest { path: path.clone(), watch: false }),
         };
         self.outstanding.push_back(self.history.ops.len());
-        self.history.ops.push(Op { client: self.id, session: self.session_id(), xid, path, kind, invoke: now, result: None });
+        let invoke_step = self.step;
+        self.history.ops.push(Op { client: self.id, session: self.session_id(), xid, path, kind, invoke: now, invoke_step, result: None });
         out.push(ClientOut::Send { conn, msg: ClientMsg::Request { xid, request } });
     }
 
@@ -389,7 +400,7 @@ impl Client {
         };
         let is_write = op.kind.is_write();
         if let Some(outcome) = outcome {
-            self.history.ops[index].result = Some(OpResult { at: now, zxid: header.zxid, outcome });
+            self.history.ops[index].result = Some(OpResult { at: now, step: self.step, zxid: header.zxid, outcome });
             if is_write && self.probe == Probe::Wanted && self.history.ops[index].invoke >= self.probe_started {
                 self.probe = Probe::Done;
             }
@@ -398,9 +409,58 @@ impl Client {
     }
 }
 
+fn value_of(data: &Bytes) -> u64 {
+    <[u8; 8]>::try_from(&data[..]).map(u64::from_be_bytes).unwrap_or(u64::MAX)
+}
+
+/// The histories as the linearizability checker takes them: per session,
+/// ordered by the simulator's event numbers; reads relaxed (a follower may
+/// lag, never behind its session's own writes). Unanswered reads are left
+/// out; unanswered writes stay in, as may-or-may-not-have-happened (which
+/// txns committed is not fully known here: a leader's history can arrive
+/// through a snapshot).
+fn linearizability_entries(histories: &[&History]) -> Vec<linearizable::Entry> {
+    use linearizable::{Completion, Entry, Op as L, Outcome as O};
+    let mut entries = Vec::new();
+    for op in histories.iter().flat_map(|history| &history.ops) {
+        if op.result.is_none() && !op.kind.is_write() {
+            continue;
+        }
+        let kind = match &op.kind {
+            OpKind::Create { data } => L::Create { data: value_of(data) },
+            OpKind::Delete { version } => L::Delete { version: *version },
+            OpKind::SetData { data, version } => L::SetData { data: value_of(data), version: *version },
+            OpKind::GetData { .. } => L::GetData,
+            OpKind::Exists => L::Exists,
+        };
+        let completed = op.result.as_ref().map(|result| Completion {
+            time: result.step,
+            outcome: match &result.outcome {
+                Outcome::Created | Outcome::Deleted => O::Ok,
+                Outcome::Set { version } | Outcome::Exists { version } => O::Stat { version: *version },
+                Outcome::Data { data, version } => O::Data { data: value_of(data), version: *version },
+                Outcome::NoNode => O::NoNode,
+                Outcome::NodeExists => O::NodeExists,
+                Outcome::BadVersion => O::BadVersion,
+            },
+        });
+        entries.push(Entry { client: op.session as u64, path: op.path.clone(), op: kind, invoked: op.invoke_step, completed });
+    }
+    linearizable::relax_reads_for_any_server(&mut entries);
+    entries
+}
+
 /// The checks on what clients saw, after a run.
 pub fn check_histories(histories: &[&History], invariants: &Invariants) -> Vec<String> {
     let mut violations = Vec::new();
+    match linearizable::check(&linearizability_entries(histories)) {
+        linearizable::Verdict::Linearizable => {}
+        linearizable::Verdict::Violation(violation) => violations.push(format!("Linearizability: {}", violation.explanation)),
+        linearizable::Verdict::TooExpensive { path, ops, steps, states } => {
+            violations.push(format!("Linearizability: search too expensive on {path} ({ops} ops, {steps} steps, {states} states)"))
+        }
+        linearizable::Verdict::Malformed { index, reason } => violations.push(format!("Linearizability: malformed history at {index}: {reason}")),
+    }
     for history in histories {
         violations.extend(history.violations.iter().cloned());
         // No acknowledged write lost: the reply's zxid is committed, as this

@@ -18,8 +18,10 @@
 
 pub mod client;
 pub mod invariants;
+pub mod linearizable;
 pub mod rng;
 pub mod server;
+pub mod session_order;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
@@ -638,6 +640,7 @@ impl Sim {
                     Some(connection) => {
                         self.conns.get_mut(&conn).expect("exists").connection = Some(connection);
                         let now = self.now;
+                        self.clients[client as usize].step = self.report.steps;
                         let out = self.clients[client as usize].on_connected(now, conn);
                         self.client_out(client, out);
                     }
@@ -664,6 +667,7 @@ impl Sim {
                 let Some(c) = self.conns.get(&conn) else { return };
                 let client = c.client;
                 let now = self.now;
+                self.clients[client as usize].step = self.report.steps;
                 let out = self.clients[client as usize].on_frame(now, conn, frame);
                 self.client_out(client, out);
             }
@@ -671,11 +675,13 @@ impl Sim {
                 let Some(c) = self.conns.remove(&conn) else { return };
                 self.trace(|| format!("client {} connection {conn} to {} closed", c.client, c.server));
                 let now = self.now;
+                self.clients[c.client as usize].step = self.report.steps;
                 let out = self.clients[c.client as usize].on_closed(now, conn);
                 self.client_out(c.client, out);
             }
             Event::ClientWake { client } => {
                 let now = self.now;
+                self.clients[client as usize].step = self.report.steps;
                 let out = self.clients[client as usize].on_wake(now, self.faults_on);
                 self.client_out(client, out);
             }

@@ -147,7 +147,10 @@ pub fn run(options: ServerOptions) -> std::io::Result<()> {
         let options = options.clone();
         let handle = LocalExecutorBuilder::new(Placement::Unbound)
             .name("warden-snapshots")
-            .spawn(move || async move { snapshots::run(snapshotter_receiver, tree, dirs, options, snapshot_busy, shutdown).await })
+            .spawn(move || async move {
+                glommio::spawn_local(keep_awake(shutdown.clone())).detach();
+                snapshots::run(snapshotter_receiver, tree, dirs, options, snapshot_busy, shutdown).await
+            })
             .map_err(|error| std::io::Error::other(format!("cannot start the snapshot executor: {error}")))?;
         handles.push(handle);
     }
@@ -171,6 +174,7 @@ pub fn run(options: ServerOptions) -> std::io::Result<()> {
         let handle = LocalExecutorBuilder::new(placement)
             .name(&format!("warden-core-{shard_index}"))
             .spawn(move || async move {
+                glommio::spawn_local(keep_awake(shutdown.clone())).detach();
                 run_core(shard_index, address, options, secret, tree, to_sequencer, commits, sequencer, shared, shutdown).await
             })
             .map_err(|error| std::io::Error::other(format!("cannot start executor {shard_index}: {error}")))?;
@@ -187,6 +191,22 @@ pub fn run(options: ServerOptions) -> std::io::Result<()> {
     }
     tracing::info!("warden stopped");
     result
+}
+
+/// How often every executor wakes up even with nothing to do.
+const EXECUTOR_WAKE_MS: u64 = 10;
+
+/// Wakes the executor every `EXECUTOR_WAKE_MS` until shutdown. Each wake-up
+/// makes glommio's reactor re-check every shared channel (connections being
+/// made and queues with room or data), so a cross-executor wake-up that is
+/// lost costs at most that long instead of hanging: under heavy load a
+/// server was seen, rarely, to stop at start-up with core 0 asleep in its
+/// io_uring wait while the other executors spun in `shared_channel`'s
+/// connect (cf. DataDog/glommio#261, #547).
+async fn keep_awake(shutdown: Arc<AtomicBool>) {
+    while !shutdown.load(Ordering::Relaxed) {
+        glommio::timer::sleep(Duration::from_millis(EXECUTOR_WAKE_MS)).await;
+    }
 }
 
 /// ZooKeeper's `myid` file: this server's id, alone in `dataDir/myid`.

@@ -447,6 +447,24 @@ fn install_snapshot_ahead_of_the_learner_keeps_its_log() {
 }
 
 #[test]
+fn truncate_that_would_end_short_of_its_point_under_a_received_snapshot_is_refused() {
+    // A learner at 3 got a SNAP at 10 from a leader that then failed; the
+    // next leader TRUNCs it to 6. Snapshot 0 and the log reach only 3:
+    // ending there would silently drop 4-6, which the leader counts on.
+    let dirs = TempDirs::new("truncate-short");
+    write_snapshot_at(&dirs, 0);
+    write_segment(&dirs, 1, &[1..=3]);
+    dirs.install_snapshot(leader_snapshot(10)).unwrap();
+    let before = contents(&dirs);
+    let error = dirs.truncate_after(6).err().unwrap();
+    assert!(error.contains("recovers to 0x3"), "{error}");
+    assert_eq!(contents(&dirs), before, "nothing changes");
+    assert_recovers_to(&dirs, 10);
+    // To a point the remaining log does reach, it works.
+    assert_eq!(dirs.truncate_after(3).unwrap().last_zxid, 3);
+}
+
+#[test]
 fn install_snapshot_below_every_snapshot_of_the_learner() {
     // Its only snapshot is above the leader's: no snapshot at or below Z is
     // needed, the installed one is it.

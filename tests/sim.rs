@@ -103,3 +103,49 @@ fn planted_skip_trunc_is_caught() {
     let (seed, violations) = caught_within(Planted::SkipTrunc, 200);
     println!("caught at seed {seed}: {violations:?}");
 }
+
+/// ZOOKEEPER-3911 / 4646: a learner must make the txns of its sync durable
+/// before it moves its currentEpoch and ACKs NEWLEADER. Schedule: 1 falls
+/// behind (crashed) while 3 and 2 commit; 2 goes down; 1 returns and syncs
+/// from 3 by DIFF and crashes the moment its currentEpoch is on disk, 3
+/// right after (the epoch never establishes); 1 and 2 return. 1's newer
+/// currentEpoch wins the election, so 1 must still hold everything 3 and 2
+/// committed. With the planted bug it does not, and PrimaryIntegrity says so.
+fn zookeeper_3911(seed: u64, planted: Planted) -> (SimConfig, sim::Report) {
+    use warden::sim::Action;
+    let mut config = SimConfig::new(seed);
+    config.voters = 3;
+    config.observers = 0;
+    config.clients = 3;
+    config.faults = Faults::NONE;
+    config.planted = planted;
+    config.duration_ms = 12_000;
+    config.script = vec![
+        (2_000, Action::Crash(1)),
+        (4_000, Action::Crash(2)),
+        (4_200, Action::CrashAfterEpoch { learner: 1, leader_after_ms: Some(20) }),
+        (4_300, Action::Restart(1)),
+        (6_000, Action::Restart(2)),
+        (6_000, Action::Restart(1)),
+        (9_000, Action::Restart(3)),
+    ];
+    let report = sim::run(config.clone());
+    (config, report)
+}
+
+#[test]
+fn regression_zookeeper_3911_sync_durable_before_newleader_ack() {
+    for seed in 0..10 {
+        let (config, report) = zookeeper_3911(seed, Planted::None);
+        assert!(report.ok(), "{}", failure(&config, &report));
+        assert!(report.faults.get("targeted crash").copied().unwrap_or(0) >= 1, "the schedule must hit its window: {}", report.summary());
+    }
+}
+
+#[test]
+fn planted_newleader_before_persist_is_caught() {
+    let caught: Vec<u64> = (0..10).filter(|&seed| !zookeeper_3911(seed, Planted::NewLeaderBeforePersist).1.ok()).collect();
+    assert!(!caught.is_empty(), "the planted bug survived every seed of the ZOOKEEPER-3911 schedule");
+    println!("caught at seeds {caught:?}");
+}
+

@@ -139,6 +139,16 @@ impl Planted {
     }
 }
 
+/// A step of a scripted scenario (a regression schedule).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    Crash(ServerId),
+    Restart(ServerId),
+    /// The next time `learner` writes its currentEpoch, crash it the moment
+    /// that write is durable, and its leader `leader_after_ms` later.
+    CrashAfterEpoch { learner: ServerId, leader_after_ms: Option<u64> },
+}
+
 #[derive(Debug, Clone)]
 pub struct SimConfig {
     pub seed: u64,
@@ -153,6 +163,8 @@ pub struct SimConfig {
     pub planted: Planted,
     /// Keep a readable trace of every event.
     pub trace: bool,
+    /// Scripted actions at simulated times (usually with `Faults::NONE`).
+    pub script: Vec<(u64, Action)>,
 }
 
 impl SimConfig {
@@ -167,6 +179,7 @@ impl SimConfig {
             faults: Faults::ALL,
             planted: Planted::None,
             trace: false,
+            script: Vec::new(),
         }
     }
 }
@@ -269,6 +282,7 @@ enum Event {
     ClientConnOpened { conn: u64 },
     ClientWake { client: u32 },
     Fault,
+    Scripted(Action),
     /// A crash aimed at a window the protocol must survive.
     Crash { server: ServerId, incarnation: u64 },
     EndFaults,
@@ -320,6 +334,8 @@ pub struct Sim {
     /// Groups that can talk; empty means no partition.
     partition: Vec<BTreeSet<ServerId>>,
     faults_on: bool,
+    /// A scripted crash waiting for a learner's currentEpoch write.
+    armed_epoch_crash: Option<(ServerId, Option<u64>)>,
     invariants: Invariants,
     report: Report,
 }
@@ -377,6 +393,7 @@ impl Sim {
             clients,
             partition: Vec::new(),
             faults_on: true,
+            armed_epoch_crash: None,
             invariants: Invariants::default(),
             report,
         }
@@ -431,6 +448,9 @@ impl Sim {
         if self.config.faults != Faults::NONE {
             let at = self.rng.between(FAULT_GAP_MS.0, FAULT_GAP_MS.1) + 1_000;
             self.schedule(at, Event::Fault);
+        }
+        for (at, action) in self.config.script.clone() {
+            self.schedule(at, Event::Scripted(action));
         }
         self.schedule(self.config.duration_ms, Event::EndFaults);
         let end = self.config.duration_ms + LIVENESS_MS;
@@ -693,6 +713,15 @@ impl Sim {
                 let at = self.now + self.rng.between(FAULT_GAP_MS.0, FAULT_GAP_MS.1);
                 self.schedule(at, Event::Fault);
             }
+            Event::Scripted(action) => {
+                self.trace(|| format!("script: {action:?}"));
+                match action {
+                    Action::Crash(id) if self.up(id) => self.crash(id),
+                    Action::Restart(id) if !self.up(id) => self.restart(id),
+                    Action::CrashAfterEpoch { learner, leader_after_ms } => self.armed_epoch_crash = Some((learner, leader_after_ms)),
+                    _ => {}
+                }
+            }
             Event::Crash { server, incarnation } => {
                 if self.faults_on && self.up(server) && self.nodes[&server].incarnation == incarnation {
                     *self.report.faults.entry("targeted crash").or_default() += 1;
@@ -754,6 +783,19 @@ impl Sim {
                 Out::EpochWritten { accepted } => {
                     let at = self.now + self.rng.between(FSYNC_MS.0, FSYNC_MS.1);
                     self.schedule(at, Event::EpochWritten { server: id, accepted });
+                    if !accepted {
+                        self.maybe_target_crash_after_epoch(id, at);
+                        if let Some((learner, leader_after_ms)) = self.armed_epoch_crash.filter(|(learner, _)| *learner == id) {
+                            self.armed_epoch_crash = None;
+                            let incarnation = self.nodes[&learner].incarnation;
+                            self.schedule(at, Event::Crash { server: learner, incarnation });
+                            let leader = self.nodes[&learner].server.peer.leader();
+                            if let (Some(after), Some(leader)) = (leader_after_ms, leader) {
+                                let incarnation = self.nodes[&leader].incarnation;
+                                self.schedule(at + after, Event::Crash { server: leader, incarnation });
+                            }
+                        }
+                    }
                 }
                 Out::ToClient { connection, frame } => {
                     let Some(conn) = self.conn_of(id, connection) else { continue };
@@ -806,6 +848,32 @@ impl Sim {
                 let at = self.now + self.rng.between(0, 3);
                 let incarnation = self.nodes[&victim].incarnation;
                 self.schedule(at, Event::Crash { server: victim, incarnation });
+            }
+        }
+    }
+
+    /// A learner's currentEpoch write is durable at `at`: crash it right
+    /// then, before anything else of its reaches the disk — the window in
+    /// which a learner that moved its epoch before making the synced txns
+    /// durable (ZOOKEEPER-3911, 4646) would lose them — and sometimes its
+    /// leader soon after, so that the epoch fails and the learner's newer
+    /// epoch can win the next election.
+    fn maybe_target_crash_after_epoch(&mut self, id: ServerId, at: u64) {
+        if !self.config.faults.crash || !self.faults_on {
+            return;
+        }
+        let peer = &self.nodes[&id].server.peer;
+        if peer.state() == crate::zab::election::ServerState::Leading || !self.rng.chance(100) {
+            return;
+        }
+        let leader = peer.leader();
+        let incarnation = self.nodes[&id].incarnation;
+        self.schedule(at, Event::Crash { server: id, incarnation });
+        if let Some(leader) = leader.filter(|leader| self.up(*leader)) {
+            if self.rng.chance(500) {
+                let later = at + self.rng.between(5, 50);
+                let incarnation = self.nodes[&leader].incarnation;
+                self.schedule(later, Event::Crash { server: leader, incarnation });
             }
         }
     }

@@ -78,6 +78,10 @@ pub enum Out {
 pub struct Disk {
     pub base: Arc<DataTree>,
     pub older: Vec<Arc<DataTree>>,
+    /// A SNAP received but not yet durable: the peer's contract only asks
+    /// for it by the next `SyncLog` (the NEWLEADER sync); a crash before
+    /// that loses it.
+    pub pending_install: Option<Arc<DataTree>>,
     pub log: Vec<(i64, Entry)>,
     pub pending: Vec<(i64, Entry)>,
     pub sync_markers: usize,
@@ -94,7 +98,9 @@ impl Disk {
     /// What survives a crash: the durable part, plus a prefix of the
     /// pending appends (`kept` of them) that happened to reach the platter.
     pub fn crash(&mut self, kept: usize) {
-        let kept = kept.min(self.pending.len());
+        // Appends after a snapshot that never became durable have nothing
+        // to follow on disk: they go with it.
+        let kept = if self.pending_install.take().is_some() { 0 } else { kept.min(self.pending.len()) };
         let survivors: Vec<(i64, Entry)> = self.pending.drain(..kept).collect();
         self.log.extend(survivors);
         self.pending.clear();
@@ -387,6 +393,9 @@ impl Server {
     /// The pending appends reached the disk (one fsync).
     pub fn on_flushed(&mut self, now: u64, out: &mut Vec<Out>) {
         self.disk.flushing = false;
+        if let Some(tree) = self.disk.pending_install.take() {
+            self.disk.install(tree);
+        }
         let flushed: Vec<(i64, Entry)> = self.disk.pending.drain(..).collect();
         let last = flushed.last().map(|(zxid, _)| *zxid);
         self.disk.log.extend(flushed);
@@ -669,7 +678,8 @@ impl Server {
                     if tree.last_processed_zxid() != zxid {
                         out.push(Out::Fatal(format!("SNAP header {zxid:#x} and snapshot {:#x} disagree", tree.last_processed_zxid())));
                     }
-                    self.disk.install(tree.clone());
+                    self.disk.pending_install = Some(tree.clone());
+                    self.request_flush(out);
                     self.shard_reset(DataTree::clone(&tree), out);
                 }
                 Effect::Apply { zxid, txn } => {
@@ -741,6 +751,9 @@ impl Server {
     /// installing: every pending append becomes durable (its `Logged`
     /// report is superseded by the reload that follows).
     fn flush_now(&mut self) {
+        if let Some(tree) = self.disk.pending_install.take() {
+            self.disk.install(tree);
+        }
         let pending: Vec<(i64, Entry)> = self.disk.pending.drain(..).collect();
         self.disk.log.extend(pending);
         self.disk.sync_markers = 0;

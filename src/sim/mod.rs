@@ -144,6 +144,9 @@ impl Planted {
 pub enum Action {
     Crash(ServerId),
     Restart(ServerId),
+    /// Partition one server from all the others.
+    Isolate(ServerId),
+    Heal,
     /// The next time `learner` writes its currentEpoch, crash it the moment
     /// that write is durable, and its leader `leader_after_ms` later.
     CrashAfterEpoch { learner: ServerId, leader_after_ms: Option<u64> },
@@ -718,6 +721,11 @@ impl Sim {
                 match action {
                     Action::Crash(id) if self.up(id) => self.crash(id),
                     Action::Restart(id) if !self.up(id) => self.restart(id),
+                    Action::Isolate(id) => {
+                        let others: BTreeSet<ServerId> = self.nodes.keys().copied().filter(|other| *other != id).collect();
+                        self.set_partition(vec![BTreeSet::from([id]), others]);
+                    }
+                    Action::Heal => self.partition.clear(),
                     Action::CrashAfterEpoch { learner, leader_after_ms } => self.armed_epoch_crash = Some((learner, leader_after_ms)),
                     _ => {}
                 }
@@ -1002,6 +1010,16 @@ impl Sim {
         self.boot(id);
     }
 
+    /// Only servers in one group talk; links crossing groups stop delivering.
+    fn set_partition(&mut self, groups: Vec<BTreeSet<ServerId>>) {
+        self.partition = groups;
+        for link in self.links.values_mut() {
+            if !self.partition.iter().any(|g| g.contains(&link.learner) && g.contains(&link.leader)) {
+                link.alive = false;
+            }
+        }
+    }
+
     fn inject_fault(&mut self) {
         let f = self.config.faults;
         let ids: Vec<ServerId> = self.nodes.keys().copied().collect();
@@ -1049,13 +1067,7 @@ impl Sim {
                     }
                 }
                 self.trace(|| format!("partition {a:?} | {b:?}"));
-                self.partition = vec![a, b];
-                // Links crossing it stop delivering.
-                for link in self.links.values_mut() {
-                    if !self.partition.iter().any(|g| g.contains(&link.learner) && g.contains(&link.leader)) {
-                        link.alive = false;
-                    }
-                }
+                self.set_partition(vec![a, b]);
             }
             "heal" => {
                 self.trace(|| "heal".to_string());

@@ -375,7 +375,14 @@ impl Driver {
             _ => {
                 let Some((link, _)) = self.leader_link else { return };
                 if let Err(error) = self.net.send(link, PeerMessage::Forward(request)) {
-                    tracing::warn!(?error, "cannot forward a request to the leader");
+                    // Dropping one request silently would break its
+                    // connection's FIFO order: drop the link instead. This
+                    // server re-syncs and closes its client connections, so
+                    // every request in flight ends in a connection loss the
+                    // clients retry, as ZooKeeper's learners do when their
+                    // leader is unreachable.
+                    tracing::warn!(?error, "cannot forward a request to the leader; leaving it");
+                    self.net.close(link);
                 }
             }
         }

@@ -14,8 +14,10 @@
 //! server's quorum and election ports point at a proxy for that directed pair
 //! (i -> j) that forwards to j's real port; a node's own line keeps its real
 //! ports and client ports are always direct. [`Ensemble::partition`] makes
-//! every proxy between different groups close its live connections and close
-//! new ones at once; [`Ensemble::heal`] forwards again. ZooKeeper's election
+//! every proxy between different groups drop what its live connections carry
+//! (silently, as a real partition does: the ends notice by their timeouts)
+//! and close new ones at once; [`Ensemble::heal`] closes the connections that
+//! lost bytes and forwards again. ZooKeeper's election
 //! handshake (QuorumCnxManager's InitialMessage) tells the receiver the
 //! sender's own election address, which the receiver dials back when the
 //! sender has the smaller id; the election proxy rewrites that address to the
@@ -156,6 +158,10 @@ struct LiveConnection {
     pair: (u32, u32),
     streams: Vec<TcpStream>,
     closed: Arc<AtomicBool>,
+    /// Cut by a partition: bytes are read and dropped (nothing tells the
+    /// ends; they find out by their own timeouts, as across a real
+    /// partition), and the connection is closed when the partition heals.
+    blackholed: Arc<AtomicBool>,
 }
 
 #[derive(Default)]
@@ -224,6 +230,7 @@ impl ProxyNet {
         let _ = inbound.set_nodelay(true);
         let _ = outbound.set_nodelay(true);
         let closed = Arc::new(AtomicBool::new(false));
+        let blackholed = Arc::new(AtomicBool::new(false));
         let (Ok(in_read), Ok(out_read), Ok(in_kept), Ok(out_kept)) =
             (inbound.try_clone(), outbound.try_clone(), inbound.try_clone(), outbound.try_clone())
         else {
@@ -241,12 +248,13 @@ impl ProxyNet {
                 pair: pair(link.from, link.to),
                 streams: vec![in_kept, out_kept],
                 closed: closed.clone(),
+                blackholed: blackholed.clone(),
             });
         }
-        let (net, rewrite, closed_a) = (self.clone(), link.rewrite.clone(), closed.clone());
-        thread::spawn(move || net.pump(in_read, outbound, rewrite, closed_a));
+        let (net, rewrite, closed_a, blackholed_a) = (self.clone(), link.rewrite.clone(), closed.clone(), blackholed.clone());
+        thread::spawn(move || net.pump(in_read, outbound, rewrite, closed_a, blackholed_a));
         let net = self.clone();
-        thread::spawn(move || net.pump(out_read, inbound, None, closed));
+        thread::spawn(move || net.pump(out_read, inbound, None, closed, blackholed));
     }
 
     /// Copies `source` to `sink` until either side closes, the connection is
@@ -257,6 +265,7 @@ impl ProxyNet {
         mut sink: TcpStream,
         rewrite: Option<(String, String)>,
         closed: Arc<AtomicBool>,
+        blackholed: Arc<AtomicBool>,
     ) {
         let _ = source.set_read_timeout(Some(Duration::from_millis(200)));
         let started = Instant::now();
@@ -283,6 +292,9 @@ impl ProxyNet {
                 }
                 Err(_) => break,
             };
+            if blackholed.load(Ordering::SeqCst) {
+                continue;
+            }
             let outgoing: Vec<u8> = match &rewrite {
                 None => chunk[..n].to_vec(),
                 Some((own, replacement)) => {
@@ -862,7 +874,8 @@ impl Ensemble {
     // -- partitions ---------------------------------------------------------
 
     /// Cuts every proxied link between nodes of different groups: live
-    /// connections are closed and new ones closed on arrival. A node in no
+    /// connections go silent (their bytes are dropped) and new ones are
+    /// closed on arrival. A node in no
     /// group is alone. Replaces any earlier partition.
     pub fn partition(&self, groups: &[&[u32]]) {
         for group in groups {
@@ -883,6 +896,19 @@ impl Ensemble {
         let blocked = state.blocked.clone();
         for connection in &state.live {
             if blocked.contains(&connection.pair) {
+                connection.blackholed.store(true, Ordering::SeqCst);
+            }
+        }
+    }
+
+    /// Every proxy forwards again; nodes reconnect on their own.
+    /// Ends every partition. Connections that lost bytes to it are closed
+    /// (a TCP stream cannot skip a gap); the servers reconnect.
+    pub fn heal(&self) {
+        let mut state = self.net.state.lock().unwrap();
+        state.blocked.clear();
+        for connection in &state.live {
+            if connection.blackholed.load(Ordering::SeqCst) {
                 connection.closed.store(true, Ordering::SeqCst);
                 for stream in &connection.streams {
                     let _ = stream.shutdown(Shutdown::Both);
@@ -890,11 +916,6 @@ impl Ensemble {
             }
         }
         state.live.retain(|connection| !connection.closed.load(Ordering::SeqCst));
-    }
-
-    /// Every proxy forwards again; nodes reconnect on their own.
-    pub fn heal(&self) {
-        self.net.state.lock().unwrap().blocked.clear();
     }
 
     /// Election handshakes the proxies redirected so far.

@@ -17,7 +17,7 @@ use super::rng::Rng;
 use super::server::ClientMsg;
 use crate::proto::{
     op, ConnectRequest, ConnectResponse, CreateRequest, DeleteRequest, ErrorCode, GetDataResponse, Jute, PathWatchRequest, Reader,
-    ReplyHeader, Request, SetDataRequest, StatResponse, WatcherEvent,
+    ReplyHeader, Request, SetDataRequest, StatResponse,
 };
 use crate::zab::ServerId;
 
@@ -93,18 +93,9 @@ pub struct Op {
     pub result: Option<OpResult>,
 }
 
-/// What one client saw, besides its operations.
-#[derive(Debug, Clone)]
-pub enum SessionEvent {
-    Reply { session: i64, xid: i32, zxid: i64 },
-    Watch { session: i64, path: String, event_type: i32 },
-    Connected { session: i64, last_zxid_seen: i64 },
-}
-
 #[derive(Debug, Default, Clone)]
 pub struct History {
     pub ops: Vec<Op>,
-    pub events: Vec<SessionEvent>,
     /// Protocol rules the client saw broken.
     pub violations: Vec<String>,
 }
@@ -208,14 +199,14 @@ impl Client {
             State::Opening { .. } => {}
             State::Handshaking { conn, since } if now - since > CONNECT_TIMEOUT_MS => {
                 out.push(ClientOut::Close { conn });
-                self.lost(now);
+                self.lost();
             }
             State::Handshaking { .. } => {}
             State::Connected { conn } => {
                 let stuck = self.outstanding.front().is_some_and(|&i| now - self.history.ops[i].invoke > REQUEST_TIMEOUT_MS);
                 if stuck {
                     out.push(ClientOut::Close { conn });
-                    self.lost(now);
+                    self.lost();
                 } else if self.outstanding.len() < IN_FLIGHT_MAX && self.history.ops.len() < OPS_MAX {
                     if self.probe == Probe::Wanted {
                         if !self.outstanding.iter().any(|&i| self.history.ops[i].kind.is_write() && self.history.ops[i].invoke >= self.probe_started) {
@@ -280,7 +271,7 @@ impl Client {
     }
 
     /// The connection is gone: outstanding operations stay open.
-    fn lost(&mut self, _now: u64) {
+    fn lost(&mut self) {
         self.outstanding.clear();
         self.state = State::Idle;
     }
@@ -302,10 +293,10 @@ impl Client {
         vec![ClientOut::Send { conn, msg: ClientMsg::Connect(request) }]
     }
 
-    pub fn on_closed(&mut self, now: u64, conn: u64) -> Vec<ClientOut> {
+    pub fn on_closed(&mut self, conn: u64) -> Vec<ClientOut> {
         match self.state {
             State::Opening { .. } => self.state = State::Idle,
-            State::Handshaking { conn: current, .. } | State::Connected { conn: current } if current == conn => self.lost(now),
+            State::Handshaking { conn: current, .. } | State::Connected { conn: current } if current == conn => self.lost(),
             _ => {}
         }
         Vec::new()
@@ -322,7 +313,7 @@ impl Client {
                 if response.timeout_ms <= 0 || response.session_id == 0 {
                     // Expired: start over with a new session.
                     self.session = None;
-                    self.lost(now);
+                    self.lost();
                     return vec![ClientOut::Close { conn }];
                 }
                 if let Some((old, _)) = &self.session {
@@ -331,7 +322,6 @@ impl Client {
                     }
                 }
                 self.session = Some((response.session_id, response.password));
-                self.history.events.push(SessionEvent::Connected { session: response.session_id, last_zxid_seen: self.last_zxid });
                 self.state = State::Connected { conn };
                 Vec::new()
             }
@@ -347,13 +337,8 @@ impl Client {
             return vec![ClientOut::Close { conn }];
         };
         let session = self.session_id();
-        if header.xid == crate::proto::codes::xid::WATCH_EVENT {
-            if let Ok(event) = WatcherEvent::decode(&mut reader) {
-                self.history.events.push(SessionEvent::Watch { session, path: event.path, event_type: event.event_type });
-            }
-            return Vec::new();
-        }
-        if header.xid == crate::proto::codes::xid::PING {
+        // Watch events and pings answer no request of this client's.
+        if header.xid == crate::proto::codes::xid::WATCH_EVENT || header.xid == crate::proto::codes::xid::PING {
             return Vec::new();
         }
         let Some(index) = self.outstanding.pop_front() else {
@@ -377,7 +362,6 @@ impl Client {
             }
             self.last_zxid = self.last_zxid.max(header.zxid);
         }
-        self.history.events.push(SessionEvent::Reply { session, xid: header.xid, zxid: header.zxid });
         let outcome = match ErrorCode::from_code(header.err) {
             Some(ErrorCode::Ok) => match &op.kind {
                 OpKind::Create { .. } => Some(Outcome::Created),
@@ -393,7 +377,7 @@ impl Client {
             Some(ErrorCode::BadVersion) => Some(Outcome::BadVersion),
             Some(ErrorCode::SessionExpired) => {
                 self.session = None;
-                self.lost(now);
+                self.lost();
                 return vec![ClientOut::Close { conn }];
             }
             _ => None,

@@ -58,13 +58,6 @@ impl Invariants {
         self.committed.get(&zxid)
     }
 
-    pub fn last_committed(&self) -> i64 {
-        self.committed.keys().next_back().copied().unwrap_or(0)
-    }
-
-    /// A server rebuilt its tree from its log, ending at `zxid`.
-    pub fn on_reload(&mut self, _server: ServerId, _zxid: i64) {}
-
     fn commit(&mut self, server: ServerId, zxid: i64, txn: &Arc<Txn>, how: &str) {
         match self.committed.get(&zxid) {
             Some(existing) if **existing != **txn => {

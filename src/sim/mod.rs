@@ -537,7 +537,6 @@ impl Sim {
         let mut out = Vec::new();
         self.nodes.get_mut(&id).expect("known").server.boot(now, &mut out);
         self.trace(|| format!("boot {id}"));
-        self.invariants.on_reload(id, self.nodes[&id].server.tree().last_processed_zxid());
         self.carry(id, out);
         let at = self.now + SERVER_TICK_MS;
         self.schedule(at, Event::Tick { server: id });
@@ -697,9 +696,8 @@ impl Sim {
             Event::ClientConnClosed { conn } => {
                 let Some(c) = self.conns.remove(&conn) else { return };
                 self.trace(|| format!("client {} connection {conn} to {} closed", c.client, c.server));
-                let now = self.now;
                 self.clients[c.client as usize].step = self.report.steps;
-                let out = self.clients[c.client as usize].on_closed(now, conn);
+                let out = self.clients[c.client as usize].on_closed(conn);
                 self.client_out(c.client, out);
             }
             Event::ClientWake { client } => {
@@ -825,12 +823,7 @@ impl Sim {
                     let server = &self.nodes[&id].server;
                     self.invariants.on_serving(id, state, epoch, &server.disk, server.tree());
                 }
-                Out::Looking { reason } => {
-                    self.trace(|| format!("looking {id}: {reason}"));
-                    // The reload that follows rebuilds from the log.
-                    let zxid = self.nodes[&id].server.disk.recover().last_processed_zxid();
-                    self.invariants.on_reload(id, zxid);
-                }
+                Out::Looking { reason } => self.trace(|| format!("looking {id}: {reason}")),
                 Out::Fatal(message) => self.report.violations.push(format!("Server {id}: {message}")),
             }
         }
@@ -1130,11 +1123,7 @@ pub fn run(config: SimConfig) -> Report {
     match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| Sim::new(config).run())) {
         Ok(report) => report,
         Err(panic) => {
-            let message = panic
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-                .unwrap_or_else(|| "(no message)".into());
+            let message = crate::fuzzing::panic_message(&*panic);
             Report { seed, violations: vec![format!("Panic: {message}")], ..Report::default() }
         }
     }

@@ -24,7 +24,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use warden::fuzzing::{self, hex, mutate, panic_message, CountingAllocator, Rng, RECORD_KINDS, REQUEST_OPCODES, TARGETS};
+use warden::fuzzing::{self, env_u64, hex, mutate, panic_message, CountingAllocator, Rng, RECORD_KINDS, REQUEST_OPCODES, TARGETS};
 use warden::pipeline::auth::digest_id;
 use warden::pipeline::{Committed, Origin, ToSequencer};
 use warden::proto::codes::op;
@@ -47,16 +47,6 @@ static ALLOCATOR: CountingAllocator = CountingAllocator;
 const INPUT_TIME_MAX: Duration = Duration::from_secs(2);
 
 const DEFAULT_SEED: u64 = 0xf022_c0de_5eed_0001;
-
-fn env_u64(name: &str) -> Option<u64> {
-    let text = std::env::var(name).ok()?;
-    let text = text.trim().replace('_', "");
-    let parsed = match text.strip_prefix("0x").or_else(|| text.strip_prefix("0X")) {
-        Some(hex) => u64::from_str_radix(hex, 16),
-        None => text.parse(),
-    };
-    Some(parsed.unwrap_or_else(|_| panic!("{name}={text} is not a number")))
-}
 
 fn fuzz_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz")

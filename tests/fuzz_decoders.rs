@@ -29,7 +29,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use warden::fuzzing::{allocated, allocation_budget, hex, mutate, panic_message, CountingAllocator, Rng};
+use warden::fuzzing::{allocated, allocation_budget, env_u64, hex, mutate, panic_message, CountingAllocator, Rng};
 use warden::pipeline::auth::{authenticate, digest_id, AuthOutcome};
 use warden::pipeline::prep::{Prep, PrepConfig};
 use warden::pipeline::{Committed, Origin, Shard, ShardConfig, ShardOutput};
@@ -67,16 +67,6 @@ const DECODE_TIME_MAX: Duration = Duration::from_secs(1);
 // warden::fuzzing's, shared with tests/fuzz_corpus.rs and fuzz/).
 
 const DEFAULT_SEED: u64 = 0x5eed_2024_cafe_f00d;
-
-fn env_u64(name: &str) -> Option<u64> {
-    let text = std::env::var(name).ok()?;
-    let text = text.trim().replace('_', "");
-    let parsed = match text.strip_prefix("0x").or_else(|| text.strip_prefix("0X")) {
-        Some(hex) => u64::from_str_radix(hex, 16),
-        None => text.parse(),
-    };
-    Some(parsed.unwrap_or_else(|_| panic!("{name}={text} is not a number")))
-}
 
 fn seed() -> u64 {
     env_u64("FUZZ_SEED").unwrap_or(DEFAULT_SEED)

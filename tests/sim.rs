@@ -7,7 +7,7 @@
 use warden::sim::{self, Faults, Planted, SimConfig};
 
 fn env_u64(name: &str, default: u64) -> u64 {
-    std::env::var(name).ok().and_then(|value| value.parse().ok()).unwrap_or(default)
+    warden::fuzzing::env_u64(name).unwrap_or(default)
 }
 
 fn failure(config: &SimConfig, report: &sim::Report) -> String {

@@ -338,6 +338,15 @@ fn chunks(stream: &[u8], seed: u8) -> Vec<&[u8]> {
 /// room, as `runtime::connection` builds its FrameDecoder.
 const SERVER_FRAME_BYTES_MAX: usize = 1_048_575 + 1024;
 
+/// What splitting frames off a read buffer may allocate in all: room for one
+/// whole frame (bounded by the limit), the buffer doubling as it grows, and,
+/// once per read, the shared header `bytes` allocates when a frame is split
+/// off a buffer that the read had to reallocate. Linear in the bytes read.
+fn split_budget(frame_bytes_max: usize, fed: usize, reads: usize) -> usize {
+    const SHARED_HEADER_BYTES_PER_READ: usize = 64;
+    2 * (frame_bytes_max + 4 + fed) + SHARED_HEADER_BYTES_PER_READ * reads + 16 * 1024
+}
+
 /// `data[0]` picks the frame limit and how the stream is split into reads;
 /// the rest is what a client sent. The first four bytes may be a
 /// four-letter word; otherwise frames follow, the first a ConnectRequest and
@@ -353,12 +362,14 @@ pub fn frame(data: &[u8]) {
     }
     let mut decoder = FrameDecoder::new(frame_bytes_max);
     let mut fed = 0;
+    let mut reads = 0;
     let mut yielded = 0;
     let mut decoder_allocated = 0;
     let mut frames = Vec::new();
     'reads: for chunk in chunks(stream, config) {
         decoder.buffer_mut().extend_from_slice(chunk);
         fed += chunk.len();
+        reads += 1;
         loop {
             let (next, allocated) = measured(|| decoder.next_frame());
             decoder_allocated += allocated;
@@ -375,9 +386,7 @@ pub fn frame(data: &[u8]) {
             }
         }
     }
-    // The decoder may reserve room for one whole frame (bounded by the
-    // limit), and its buffer may double as it grows; nothing more.
-    let budget = 2 * (frame_bytes_max + 4 + stream.len()) + 16 * 1024;
+    let budget = split_budget(frame_bytes_max, fed, reads);
     assert!(decoder_allocated <= budget, "FrameDecoder allocated {decoder_allocated} bytes for {fed} (limit {frame_bytes_max})");
     let mut frames = frames.into_iter();
     if let Some(first) = frames.next() {
@@ -795,11 +804,13 @@ pub fn peer_messages(data: &[u8]) {
     let frame_bytes_max = [limits::ELECTION_FRAME_BYTES_MAX, limits::PEER_FRAME_BYTES_MAX, 16][(mode as usize / 2) % 3];
     let mut buffer = BytesMut::new();
     let mut fed = 0;
+    let mut reads = 0;
     let mut split_allocated = 0;
     let mut bodies = Vec::new();
     'reads: for chunk in chunks(rest, mode) {
         buffer.extend_from_slice(chunk);
         fed += chunk.len();
+        reads += 1;
         loop {
             let (next, allocated) = measured(|| wire::split_frame(&mut buffer, frame_bytes_max));
             split_allocated += allocated;
@@ -813,7 +824,7 @@ pub fn peer_messages(data: &[u8]) {
             }
         }
     }
-    let budget = 2 * (frame_bytes_max + 4 + fed) + 16 * 1024;
+    let budget = split_budget(frame_bytes_max, fed, reads);
     assert!(split_allocated <= budget, "split_frame allocated {split_allocated} bytes for {fed} (limit {frame_bytes_max})");
     for body in &bodies {
         peer_body(body);

@@ -11,6 +11,9 @@ pub const SEQUENCER_BATCH_MAX: usize = 256;
 /// Writes one connection may have in flight before its reader pauses
 /// (ZooKeeper bounds outstanding requests with globalOutstandingLimit).
 pub const CONNECTION_WRITES_IN_FLIGHT_MAX: usize = 1000;
+/// Reads one connection may have parked behind its own writes (or behind
+/// commits its shard has not applied yet) before its reader pauses.
+pub const CONNECTION_PARKED_READS_MAX: usize = 1000;
 /// Bytes queued for one client before it counts as too slow and is dropped.
 /// A client that reads nothing cannot hold more memory than this.
 pub const CONNECTION_OUTBOUND_BYTES_MAX: usize = 64 * 1024 * 1024;

@@ -1100,3 +1100,65 @@ fn super_digest_bypasses_acls() {
     let _ = bad.conn.stream.shutdown(Shutdown::Both);
     server.assert_serving();
 }
+
+/// A client may pipeline: every read answers with exactly the writes its
+/// connection sent before it (none of those sent after), replies come in
+/// request order, and a read sees every write another connection was already
+/// answered for. (warden parks such reads instead of pausing the reader.)
+#[test]
+fn pipelined_reads_see_exactly_the_writes_sent_before_them() {
+    let mut server = Server::start("pipelined", Opts::default());
+    let mut session = Session::connect(server.port);
+    assert_eq!(session.create("/pipe", b"0", 0), OK);
+
+    // (xid, opcode, expected (err, data, version)) for each request sent.
+    let mut expected: Vec<(i32, i32, i32, Vec<u8>, i32)> = Vec::new();
+    let mut batch = Vec::new();
+    let (mut data, mut version) = (b"0".to_vec(), 0);
+    let mut random = 0x2545_f491_4f6c_dd1du64;
+    for i in 0..600 {
+        random ^= random << 13;
+        random ^= random >> 7;
+        random ^= random << 17;
+        let xid = session.next_xid();
+        let (opcode, body) = match random % 10 {
+            0..=3 => {
+                data = format!("v{i}").into_bytes();
+                version += 1;
+                (OP_SET_DATA, Enc::default().str("/pipe").buf(&data).i32(-1).0)
+            }
+            4..=7 => (OP_GET_DATA, Enc::default().str("/pipe").bool(false).0),
+            _ => (OP_EXISTS, Enc::default().str("/pipe").bool(false).0),
+        };
+        let mut packet = request_header(xid, opcode);
+        packet.extend_from_slice(&body);
+        batch.extend_from_slice(&frame(&packet));
+        expected.push((xid, opcode, OK, data.clone(), version));
+    }
+    session.conn.send_raw(&batch).expect("send the pipelined batch");
+    for (xid, opcode, err, data, version) in expected {
+        let reply = parse_reply(&session.conn.recv_frame("pipelined reply"));
+        assert_eq!((reply.xid, reply.err), (xid, err), "reply order (opcode {opcode})");
+        let mut body = Dec::new(&reply.body);
+        let got_data = if opcode == OP_GET_DATA { Some(body.buf()) } else { None };
+        // Every reply here carries a Stat: czxid mzxid ctime mtime version ...
+        let stat = body.take(36);
+        let got_version = i32::from_be_bytes(stat[32..36].try_into().unwrap());
+        assert_eq!(got_version, version, "xid {xid} opcode {opcode}: version seen");
+        if let Some(got) = got_data {
+            assert_eq!(got, data, "xid {xid}: getData sees exactly the writes sent before it");
+        }
+    }
+
+    // Across connections (possibly on other cores): once a write is
+    // answered, a read sent afterwards on any connection sees it.
+    let mut other = Session::connect(server.port);
+    for i in 0..50 {
+        let value = format!("w{i}").into_bytes();
+        assert_eq!(other.set_data("/pipe", &value), OK);
+        assert_eq!(session.get_data("/pipe", false), (OK, value));
+    }
+    other.close();
+    session.close();
+    server.assert_serving();
+}

@@ -1,8 +1,9 @@
 //! One client connection: a reader that decodes frames and routes requests
 //! (reads to the shard, writes to the sequencer) and a writer that drains the
-//! connection's outbound queue. Requests keep their order: a read waits until
-//! every earlier write of the connection has been answered, as ZooKeeper's
-//! CommitProcessor makes it wait.
+//! connection's outbound queue. Requests keep their order: a read that
+//! arrives behind unanswered writes of its connection is parked (the reader
+//! goes on reading) and answered right after the last of those writes
+//! applies, before any later one, as ZooKeeper's CommitProcessor orders it.
 
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -11,12 +12,12 @@ use bytes::{Bytes, BytesMut};
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpStream;
 
-use super::shard::{ConnectionHandle, ShardRuntime};
+use super::shard::{ConnectionHandle, ParkedRead, Pending, ShardRuntime};
 use super::wall_clock_ms;
 use crate::limits;
 use crate::pipeline::auth::{authenticate, AuthOutcome};
 use crate::pipeline::shard::{expired_connect_response, reply_frame};
-use crate::pipeline::{ConnectionId, Origin, ShardOutput, ToSequencer};
+use crate::pipeline::{ConnectionId, Origin, ToSequencer};
 use crate::proto::codes::{op, xid};
 use crate::proto::frame::FrameDecoder;
 use crate::proto::records::RequestError;
@@ -50,6 +51,7 @@ pub async fn serve_connection(runtime: Rc<ShardRuntime>, stream: TcpStream) {
     futures_lite::future::zip(read, write).await;
 
     runtime.handles.borrow_mut().remove(&connection);
+    runtime.parked.borrow_mut().remove(&connection);
     runtime.core.borrow_mut().close(connection);
     let mut counts = runtime.shared.connections_by_ip.lock().unwrap_or_else(|poison| poison.into_inner());
     if let Some(count) = counts.get_mut(&remote.ip()) {
@@ -262,7 +264,7 @@ async fn handle_request(runtime: &ShardRuntime, handle: &ConnectionHandle, conne
             handle.push(reply_frame(header.xid, zxid_now(), ErrorCode::MarshallingError, None));
             return true;
         };
-        if !wait_until(handle, |handle| handle.writes_in_flight.get() == 0).await {
+        if !wait_until(handle, |handle| handle.pending.borrow().is_empty()).await {
             return false;
         }
         let super_digest = runtime.options.config.super_digest.as_deref();
@@ -301,6 +303,7 @@ async fn handle_request(runtime: &ShardRuntime, handle: &ConnectionHandle, conne
             return false;
         }
         handle.writes_in_flight.set(handle.writes_in_flight.get() + 1);
+        handle.pending.borrow_mut().push_back(Pending::Write);
         handle.write_started_ms.borrow_mut().push_back(wall_clock_ms());
         let message = match request {
             Request::Sync(request) => ToSequencer::Sync { origin, path: request.path },
@@ -312,17 +315,19 @@ async fn handle_request(runtime: &ShardRuntime, handle: &ConnectionHandle, conne
         return runtime.to_sequencer.send(message).await.is_ok();
     }
     // A read sees every earlier write of this connection, and every write
-    // another client has already been answered for.
-    if !wait_until(handle, |handle| handle.writes_in_flight.get() == 0).await {
+    // another client has already been answered for (on any shard), and no
+    // later write of this connection.
+    if !wait_until(handle, |handle| handle.parked_reads.get() < limits::CONNECTION_PARKED_READS_MAX).await {
         return false;
     }
-    runtime.catch_up().await;
-    let mut outputs: Vec<ShardOutput> = Vec::new();
     let reply_xid = if let Request::Ping = request { xid::PING } else { header.xid };
     let started_ms = wall_clock_ms();
-    runtime.core.borrow_mut().read(connection, reply_xid, &request, &mut outputs);
-    runtime.dispatch(&mut outputs);
-    handle.record_response(started_ms, runtime.core.borrow().tree().last_processed_zxid());
+    let applied_at_least = runtime.shared.commits_sent[runtime.index].load(std::sync::atomic::Ordering::Acquire);
+    if handle.pending.borrow().is_empty() && runtime.commits_applied.get() >= applied_at_least {
+        runtime.serve_read(connection, handle, reply_xid, &request, started_ms);
+    } else {
+        runtime.park_read(connection, handle, ParkedRead { xid: reply_xid, request, started_ms, applied_at_least });
+    }
     true
 }
 

@@ -121,6 +121,25 @@ pub struct SequencerPublished {
     pub sessions: Vec<(i64, i64)>,
 }
 
+/// A request of one connection still waiting for its answer, in the order
+/// the client sent them.
+pub enum Pending {
+    /// A write (or sync) sent to the sequencer; its WriteDone pops it.
+    Write,
+    /// A read parked behind the writes ahead of it: it is answered from the
+    /// replica right after the last of them applies, before anything later.
+    Read(ParkedRead),
+}
+
+pub struct ParkedRead {
+    pub xid: i32,
+    pub request: crate::proto::Request,
+    pub started_ms: i64,
+    /// Items sent to this shard when the read arrived: it must see them all
+    /// (writes other clients were already answered for, on any shard).
+    pub applied_at_least: u64,
+}
+
 /// A live connection as the runtime tracks it.
 pub struct ConnectionHandle {
     pub remote: SocketAddr,
@@ -128,6 +147,9 @@ pub struct ConnectionHandle {
     pub outbound_bytes: Cell<usize>,
     pub closing: Cell<bool>,
     pub writes_in_flight: Cell<usize>,
+    /// Writes and parked reads not answered yet, oldest first.
+    pub pending: RefCell<VecDeque<Pending>>,
+    pub parked_reads: Cell<usize>,
     pub session_id: Cell<i64>,
     pub timeout_ms: Cell<i32>,
     /// Wakes the writer: frames queued or closing.
@@ -147,6 +169,8 @@ impl ConnectionHandle {
             outbound_bytes: Cell::new(0),
             closing: Cell::new(false),
             writes_in_flight: Cell::new(0),
+            pending: RefCell::new(VecDeque::new()),
+            parked_reads: Cell::new(0),
             session_id: Cell::new(0),
             timeout_ms: Cell::new(0),
             writer_wake: Notify::default(),
@@ -205,6 +229,8 @@ pub struct ShardRuntime {
     pub applied_event: super::notify::NotifyAll,
     pub core: RefCell<Shard>,
     pub handles: RefCell<HashMap<ConnectionId, Rc<ConnectionHandle>>>,
+    /// Connections whose oldest pending request is a parked read.
+    pub parked: RefCell<HashSet<ConnectionId>>,
     pub to_sequencer: ConnectedSender<ToSequencer>,
     pub touched_sessions: RefCell<HashSet<i64>>,
     pub next_connection: Cell<u64>,
@@ -232,6 +258,14 @@ impl ShardRuntime {
                             handle.record_response(started_ms, self.core.borrow().tree().last_processed_zxid());
                         }
                         handle.writes_in_flight.set(handle.writes_in_flight.get().saturating_sub(1));
+                        let mut pending = handle.pending.borrow_mut();
+                        if matches!(pending.front(), Some(Pending::Write)) {
+                            pending.pop_front();
+                        }
+                        if matches!(pending.front(), Some(Pending::Read(_))) {
+                            // Answered by `serve_parked_reads` once this item is applied.
+                            self.parked.borrow_mut().insert(connection);
+                        }
                         handle.reader_wake.notify();
                     }
                 }
@@ -250,6 +284,62 @@ impl ShardRuntime {
                     }
                 }
             }
+        }
+    }
+
+    /// Answers a read from this shard's replica as it is now.
+    pub fn serve_read(&self, connection: ConnectionId, handle: &ConnectionHandle, xid: i32, request: &crate::proto::Request, started_ms: i64) {
+        let mut outputs = Vec::new();
+        self.core.borrow_mut().read(connection, xid, request, &mut outputs);
+        self.dispatch(&mut outputs);
+        handle.record_response(started_ms, self.core.borrow().tree().last_processed_zxid());
+    }
+
+    /// Parks a read until the writes ahead of it are answered and this shard
+    /// has applied `applied_at_least` items.
+    pub fn park_read(&self, connection: ConnectionId, handle: &ConnectionHandle, read: ParkedRead) {
+        let mut pending = handle.pending.borrow_mut();
+        if pending.is_empty() {
+            self.parked.borrow_mut().insert(connection);
+        }
+        pending.push_back(Pending::Read(read));
+        handle.parked_reads.set(handle.parked_reads.get() + 1);
+    }
+
+    /// Called by the applier after each item: answers every parked read now
+    /// due, so a read sees exactly the writes its client sent before it.
+    pub fn serve_parked_reads(&self) {
+        if self.parked.borrow().is_empty() {
+            return;
+        }
+        let applied = self.commits_applied.get();
+        let connections: Vec<ConnectionId> = self.parked.borrow().iter().copied().collect();
+        for connection in connections {
+            let handle = self.handles.borrow().get(&connection).cloned();
+            let Some(handle) = handle else {
+                self.parked.borrow_mut().remove(&connection);
+                continue;
+            };
+            loop {
+                let due = {
+                    let mut pending = handle.pending.borrow_mut();
+                    match pending.front() {
+                        Some(Pending::Read(read)) if read.applied_at_least > applied => break,
+                        Some(Pending::Read(_)) => match pending.pop_front() {
+                            Some(Pending::Read(read)) => Some(read),
+                            _ => None,
+                        },
+                        _ => None,
+                    }
+                };
+                let Some(read) = due else {
+                    self.parked.borrow_mut().remove(&connection);
+                    break;
+                };
+                handle.parked_reads.set(handle.parked_reads.get() - 1);
+                self.serve_read(connection, &handle, read.xid, &read.request, read.started_ms);
+            }
+            handle.reader_wake.notify();
         }
     }
 
@@ -294,7 +384,7 @@ impl ShardRuntime {
             stats.queued = handle.outbound.borrow().len();
             stats.session_id = handle.session_id.get();
             stats.timeout_ms = handle.timeout_ms.get();
-            published.outstanding_requests += handle.writes_in_flight.get() as u64;
+            published.outstanding_requests += (handle.writes_in_flight.get() + handle.parked_reads.get()) as u64;
             if stats.latency_count > 0 {
                 published.latency_ms_min = if published.latency_count == 0 {
                     stats.latency_ms_min
@@ -332,6 +422,7 @@ pub async fn serve(
         applied_event: super::notify::NotifyAll::default(),
         core: RefCell::new(Shard::new(tree, ShardConfig { password_secret: secret })),
         handles: RefCell::new(HashMap::new()),
+        parked: RefCell::new(HashSet::new()),
         to_sequencer,
         touched_sessions: RefCell::new(HashSet::new()),
         next_connection: Cell::new(0),
@@ -351,6 +442,7 @@ pub async fn serve(
                 runtime.core.borrow_mut().apply(&item, &mut outputs);
                 runtime.dispatch(&mut outputs);
                 runtime.commits_applied.set(runtime.commits_applied.get() + 1);
+                runtime.serve_parked_reads();
                 runtime.applied_event.notify_all();
             }
         })

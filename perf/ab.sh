@@ -1,0 +1,91 @@
+#!/usr/bin/env bash
+# Before/after numbers for a change: two warden builds side by side, same
+# load generator, one run. Both standalone servers run at once (each idle
+# while the other is measured); every workload runs on both back to back,
+# alternating which goes first, ROUNDS times.
+#
+#   perf/ab.sh OLD_BINARY NEW_BINARY [WORKLOAD...]   (default: a b c create-heavy)
+#   ROUNDS=3 SECS=5 CONNS=8 INFLIGHT=32 perf/ab.sh ...
+#
+# Prints one line per run and, per workload, the mean ops/s and CPU µs/op of
+# each build and their ratio (new ÷ old). Uses target/release/warden-loadgen.
+set -euo pipefail
+
+OLD="${1:?usage: perf/ab.sh OLD_BINARY NEW_BINARY [WORKLOAD...]}"
+NEW="${2:?usage: perf/ab.sh OLD_BINARY NEW_BINARY [WORKLOAD...]}"
+shift 2
+WORKLOADS=("$@")
+[[ ${#WORKLOADS[@]} -gt 0 ]] || WORKLOADS=(a b c create-heavy)
+ROUNDS="${ROUNDS:-3}"
+SECS="${SECS:-5}"
+CONNS="${CONNS:-8}"
+INFLIGHT="${INFLIGHT:-32}"
+REPO="$(cd "$(dirname "$0")/.." && pwd)"
+LG="$REPO/target/release/warden-loadgen"
+[[ -x $LG ]] || { echo "build the load generator first: cargo build --release" >&2; exit 1; }
+
+WORK="$(mktemp -d /tmp/warden-ab.XXXXXX)"
+PIDS=()
+cleanup() {
+    for pid in "${PIDS[@]}"; do kill "$pid" 2> /dev/null || true; done
+    wait 2> /dev/null || true
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+free_port() {
+    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+declare -A PORT PID
+for build in old new; do
+    binary="$OLD"
+    [[ $build == new ]] && binary="$NEW"
+    mkdir -p "$WORK/$build"
+    PORT[$build]=$(free_port)
+    "$binary" server --client-port "${PORT[$build]}" --client-port-address 127.0.0.1 --data-dir "$WORK/$build" \
+        --max-client-cnxns 0 > "$WORK/$build.log" 2>&1 &
+    PID[$build]=$!
+    PIDS+=($!)
+done
+for build in old new; do
+    for _ in $(seq 100); do
+        if (echo srvr | timeout 1 bash -c "exec 3<>/dev/tcp/127.0.0.1/${PORT[$build]}; cat >&3; cat <&3") 2> /dev/null | grep -q Mode; then
+            break
+        fi
+        sleep 0.1
+    done
+done
+
+echo "old: $OLD   new: $NEW   ${CONNS}x${INFLIGHT}, ${SECS} s per run, ${ROUNDS} rounds; load avg $(cut -d' ' -f1-3 /proc/loadavg)"
+RESULTS="$WORK/results.txt"
+for workload in "${WORKLOADS[@]}"; do
+    for round in $(seq "$ROUNDS"); do
+        order="old new"
+        (( round % 2 == 0 )) && order="new old"
+        for build in $order; do
+            line=$("$LG" --server "127.0.0.1:${PORT[$build]}" --pids "${PID[$build]}" --json --workload "$workload" \
+                --parent "/ab-$workload" --keys 1000 --connections "$CONNS" --in-flight "$INFLIGHT" --seconds "$SECS")
+            echo "$workload $build $line" >> "$RESULTS"
+            echo "$workload #$round $build: $line"
+        done
+    done
+done
+
+python3 - "$RESULTS" <<'EOF'
+import json, sys, collections
+runs = collections.defaultdict(list)
+for line in open(sys.argv[1]):
+    workload, build, record = line.split(" ", 2)
+    runs[(workload, build)].append(json.loads(record))
+def mean(records, key):
+    values = [float(r[key]) for r in records if r.get(key) is not None]
+    return sum(values) / len(values) if values else float("nan")
+print(f"\n| workload | old ops/s | new ops/s | new ÷ old | old CPU µs/op | new CPU µs/op | new ÷ old |")
+print("|---|---:|---:|---:|---:|---:|---:|")
+for workload in dict.fromkeys(w for w, _ in runs):
+    old, new = runs[(workload, "old")], runs[(workload, "new")]
+    o, n = mean(old, "throughput"), mean(new, "throughput")
+    oc, nc = mean(old, "cpu_us_per_op"), mean(new, "cpu_us_per_op")
+    print(f"| {workload} | {o:.0f} | {n:.0f} | {n / o:.2f} | {oc:.1f} | {nc:.1f} | {nc / oc:.2f} |")
+EOF

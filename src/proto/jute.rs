@@ -104,14 +104,17 @@ impl Reader {
     }
 
     /// A jute `buffer`, keeping null distinct from empty (ZooKeeper stores and
-    /// returns a null data buffer as null).
+    /// returns a null data buffer as null). The result owns its bytes: a
+    /// slice of the frame would keep the whole read buffer the frame came
+    /// from (a connection's, a peer link's, a log chunk's) alive for as long
+    /// as the value lives, which for a znode's data is its lifetime.
     pub fn read_buffer_opt(&mut self) -> DecodeResult<Option<Bytes>> {
         match self.read_length(1)? {
             None => Ok(None),
             Some(length) => {
                 let start = self.position;
                 self.take(length)?;
-                Ok(Some(self.frame.slice(start..start + length)))
+                Ok(Some(Bytes::copy_from_slice(&self.frame[start..start + length])))
             }
         }
     }
@@ -329,6 +332,18 @@ macro_rules! jute_record {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_decoded_buffer_does_not_keep_its_frame_alive() {
+        let mut writer = Writer::new();
+        writer.write_buffer(b"value");
+        writer.write_i64(7);
+        let frame = writer.into_bytes();
+        let frame_range = frame.as_ptr() as usize..frame.as_ptr() as usize + frame.len();
+        let data = Reader::new(frame.clone()).read_buffer_opt().unwrap().unwrap();
+        assert_eq!(&data[..], b"value");
+        assert!(!frame_range.contains(&(data.as_ptr() as usize)), "the value is a slice of the frame");
+    }
 
     #[test]
     fn primitives_round_trip_big_endian() {

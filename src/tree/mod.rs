@@ -36,7 +36,43 @@ pub struct Node {
     pub data: Option<Bytes>,
     pub acl: Arc<[Acl]>,
     pub stat: StatPersisted,
-    pub children: HashSet<Box<str>>,
+    pub children: Children,
+}
+
+/// A node's child names. Most znodes are leaves, so the set is allocated
+/// only while a node has children: 8 bytes per leaf instead of 32.
+#[derive(Debug, Clone, Default)]
+pub struct Children(Option<Box<HashSet<Box<str>>>>);
+
+impl Children {
+    pub fn len(&self) -> usize {
+        self.0.as_ref().map_or(0, |names| names.len())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Box<str>> {
+        self.0.iter().flat_map(|names| names.iter())
+    }
+
+    pub fn contains(&self, name: &str) -> bool {
+        self.0.as_ref().is_some_and(|names| names.contains(name))
+    }
+
+    pub fn insert(&mut self, name: Box<str>) -> bool {
+        self.0.get_or_insert_with(Default::default).insert(name)
+    }
+
+    pub fn remove(&mut self, name: &str) -> bool {
+        let Some(names) = self.0.as_mut() else { return false };
+        let removed = names.remove(name);
+        if names.is_empty() {
+            self.0 = None;
+        }
+        removed
+    }
 }
 
 impl Node {
@@ -112,7 +148,10 @@ pub const CONFIG_PATH: &str = "/zookeeper/config";
 
 #[derive(Clone)]
 pub struct DataTree {
-    nodes: HashMap<Box<str>, Node>,
+    /// Boxed: a table entry is 24 bytes instead of 168, so the empty slots
+    /// a hash table keeps cost little (the node table was most of a replica's
+    /// memory).
+    nodes: HashMap<Box<str>, Box<Node>>,
     /// ACL lists are interned: most znodes share a handful of lists.
     acl_cache: HashMap<Vec<Acl>, Arc<[Acl]>>,
     ephemerals: HashMap<i64, BTreeSet<String>>,
@@ -147,15 +186,15 @@ impl DataTree {
             data,
             acl,
             stat: StatPersisted::default(),
-            children: HashSet::new(),
+            children: Children::default(),
         };
-        tree.nodes.insert("/".into(), system_node(open.clone(), Some(Bytes::new())));
-        tree.nodes.insert(ZOOKEEPER_PATH.into(), system_node(open.clone(), Some(Bytes::new())));
-        tree.nodes.insert(QUOTA_PATH.into(), system_node(open.clone(), Some(Bytes::new())));
+        tree.nodes.insert("/".into(), Box::new(system_node(open.clone(), Some(Bytes::new()))));
+        tree.nodes.insert(ZOOKEEPER_PATH.into(), Box::new(system_node(open.clone(), Some(Bytes::new()))));
+        tree.nodes.insert(QUOTA_PATH.into(), Box::new(system_node(open.clone(), Some(Bytes::new()))));
         let read_only = tree.intern_acl(&read_acl_unsafe());
         let mut config = system_node(read_only, Some(Bytes::new()));
         config.stat.aversion = -1;
-        tree.nodes.insert(CONFIG_PATH.into(), config);
+        tree.nodes.insert(CONFIG_PATH.into(), Box::new(config));
         tree.link_child("/", "zookeeper");
         tree.link_child(ZOOKEEPER_PATH, "quota");
         tree.link_child(ZOOKEEPER_PATH, "config");
@@ -201,7 +240,7 @@ impl DataTree {
     }
 
     pub fn get(&self, path: &str) -> Option<&Node> {
-        self.nodes.get(path)
+        self.nodes.get(path).map(|node| &**node)
     }
 
     pub fn node_count(&self) -> usize {
@@ -255,7 +294,7 @@ impl DataTree {
         let mut pending = vec![path.to_owned()];
         while let Some(parent) = pending.pop() {
             if let Some(node) = self.nodes.get(parent.as_str()) {
-                for child in &node.children {
+                for child in node.children.iter() {
                     count += 1;
                     pending.push(path::join(&parent, child));
                 }
@@ -365,7 +404,7 @@ impl DataTree {
                 ApplyResult { stat: Some(stat), ..ApplyResult::ok(op::SET_ACL) }
             }
             TxnBody::Check { path } => {
-                let stat = self.nodes.get(path.as_str()).map(Node::full_stat);
+                let stat = self.get(path.as_str()).map(Node::full_stat);
                 ApplyResult { stat, ..ApplyResult::ok(op::CHECK) }
             }
             TxnBody::Error { err } => ApplyResult::error(*err),
@@ -403,10 +442,10 @@ impl DataTree {
             ephemeral_owner: create.ephemeral_owner,
             pzxid: zxid,
         };
-        let node = Node { data: create.data.clone(), acl, stat, children: HashSet::new() };
+        let node = Node { data: create.data.clone(), acl, stat, children: Children::default() };
         self.data_bytes += create.data.as_ref().map_or(0, Bytes::len) as u64;
         let full_stat = node.full_stat();
-        self.nodes.insert(create.path.as_str().into(), node);
+        self.nodes.insert(create.path.as_str().into(), Box::new(node));
         let owner = create.ephemeral_owner;
         if ephemeral_owner::is_container(owner) {
             self.containers.insert(create.path.clone());
@@ -466,7 +505,7 @@ impl DataTree {
 
     /// Every znode, in no particular order (for snapshots).
     pub fn iter_nodes(&self) -> impl Iterator<Item = (&str, &Node)> {
-        self.nodes.iter().map(|(path, node)| (&**path, node))
+        self.nodes.iter().map(|(path, node)| (&**path, &**node))
     }
 
     /// Rebuilds a tree from a snapshot's contents: every znode (the root and
@@ -513,8 +552,8 @@ impl DataTree {
             } else if owner != 0 {
                 tree.ephemerals.entry(owner).or_default().insert(node_path.clone());
             }
-            let node = Node { data, acl, stat, children: HashSet::new() };
-            if tree.nodes.insert(node_path.as_str().into(), node).is_some() {
+            let node = Node { data, acl, stat, children: Children::default() };
+            if tree.nodes.insert(node_path.as_str().into(), Box::new(node)).is_some() {
                 return Err(format!("duplicate path {node_path:?}"));
             }
         }

@@ -152,3 +152,22 @@ fn restore_rebuilds_children_and_indexes() {
     let orphan = vec![("/".to_string(), None, open_acl_unsafe().into(), StatPersisted::default()), ("/x/y".to_string(), None, open_acl_unsafe().into(), StatPersisted::default())];
     assert!(DataTree::restore(0, orphan, []).is_err());
 }
+
+/// Every replica holds one Node per znode (four replicas on a two-core
+/// server): its size is most of the server's memory per znode, so growing
+/// it is a decision, not an accident. Leaves carry no child set.
+#[test]
+fn nodes_stay_compact_and_leaves_allocate_no_child_set() {
+    assert!(std::mem::size_of::<Node>() <= 120, "Node grew to {} bytes", std::mem::size_of::<Node>());
+    let mut tree = DataTree::new();
+    let mut triggers = Vec::new();
+    tree.apply(&txn(2, create("/a", 0, 1)), &mut triggers);
+    tree.apply(&txn(3, create("/a/b", 0, 1)), &mut triggers);
+    assert_eq!(tree.get("/a").unwrap().children.len(), 1);
+    assert!(tree.get("/a").unwrap().children.contains("b"));
+    assert!(tree.get("/a/b").unwrap().children.is_empty());
+    tree.apply(&txn(4, TxnBody::Delete { path: "/a/b".into() }), &mut triggers);
+    let a = tree.get("/a").unwrap();
+    assert!(a.children.is_empty() && !a.children.contains("b"));
+    assert_eq!(a.full_stat().num_children, 0);
+}

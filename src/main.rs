@@ -76,6 +76,10 @@ enum Command {
         /// Print every event of the run (one seed).
         #[arg(long)]
         trace: bool,
+        /// Start each epoch's zxid counter here (near 4294967294 to make
+        /// leaders run out of zxids, ZOOKEEPER-1277).
+        #[arg(long, default_value_t = 0)]
+        epoch_counter_start: u32,
     },
     /// Remove all but the newest COUNT snapshots and the logs they do not need.
     Purge {
@@ -131,7 +135,7 @@ fn run_tool(command: Command) -> Result<(), String> {
                 println!("removed {}", path.display());
             }
         }
-        Command::Sim { seed, seeds, steps, duration_ms, voters, observers, clients, faults, plant, trace } => {
+        Command::Sim { seed, seeds, steps, duration_ms, voters, observers, clients, faults, plant, trace, epoch_counter_start } => {
             let mut config = warden::sim::SimConfig::new(seed);
             config.duration_ms = duration_ms;
             config.voters = voters;
@@ -140,6 +144,10 @@ fn run_tool(command: Command) -> Result<(), String> {
             config.faults = warden::sim::Faults::parse(&faults)?;
             config.planted = warden::sim::Planted::parse(&plant)?;
             config.trace = trace;
+            config.epoch_counter_start = epoch_counter_start;
+            if epoch_counter_start >= warden::zab::broadcast::LAST_COUNTER {
+                return Err(format!("--epoch-counter-start must be below {}", warden::zab::broadcast::LAST_COUNTER));
+            }
             if let Some(steps) = steps {
                 config.steps_max = steps;
             }

@@ -214,6 +214,7 @@ pub async fn run(options: ServerOptions, secret: u64, parts: SequencerParts, sha
         finalize_wait_ms: 200,
         committed_log_max: COMMITTED_LOG_MAX,
         planted: crate::zab::peer::PlantedBugs::default(),
+        epoch_counter_start: 0,
     });
     let mut driver = Driver {
         my_id,

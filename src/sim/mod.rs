@@ -150,6 +150,49 @@ pub enum Action {
     /// The next time `learner` writes its currentEpoch, crash it the moment
     /// that write is durable, and its leader `leader_after_ms` later.
     CrashAfterEpoch { learner: ServerId, leader_after_ms: Option<u64> },
+    /// The next time `from` sends a `kind` message (to `to`, or to anyone),
+    /// do `fault` `after_ms` after the message is sent (`delivered: false`:
+    /// a crash of either end at 0 ms loses the message with the link) or
+    /// after it is delivered (`delivered: true`: the receiver has handled
+    /// it). One-shot; several may be armed at once. It fires only for a
+    /// message that goes on the wire (a live link across no partition).
+    OnSend { from: ServerId, to: Option<ServerId>, kind: MsgKind, fault: SendFault, delivered: bool, after_ms: u64 },
+}
+
+/// The quorum messages an `Action::OnSend` can wait for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MsgKind {
+    Diff,
+    Trunc,
+    Snap,
+    NewLeader,
+    UpToDate,
+    Proposal,
+    Commit,
+    /// A learner's ACK of NEWLEADER (sent before it serves).
+    NewLeaderAck,
+    /// A follower's ACK of a proposal.
+    ProposalAck,
+}
+
+/// What an `Action::OnSend` does to the message's link.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SendFault {
+    CrashSender,
+    CrashReceiver,
+    /// Reset the link: both ends are told (a broken TCP connection).
+    BreakLink,
+}
+
+/// An armed `Action::OnSend`.
+#[derive(Debug, Clone, Copy)]
+struct SendTrigger {
+    from: ServerId,
+    to: Option<ServerId>,
+    kind: MsgKind,
+    fault: SendFault,
+    delivered: bool,
+    after_ms: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -168,6 +211,10 @@ pub struct SimConfig {
     pub trace: bool,
     /// Scripted actions at simulated times (usually with `Faults::NONE`).
     pub script: Vec<(u64, Action)>,
+    /// Where each new epoch's zxid counter starts (`PeerConfig::
+    /// epoch_counter_start`): 0, or near 2^32 to make leaders run out of
+    /// zxids and roll over to a new epoch (ZOOKEEPER-1277).
+    pub epoch_counter_start: u32,
 }
 
 impl SimConfig {
@@ -183,6 +230,7 @@ impl SimConfig {
             planted: Planted::None,
             trace: false,
             script: Vec::new(),
+            epoch_counter_start: 0,
         }
     }
 }
@@ -221,6 +269,9 @@ impl Report {
         );
         if config.planted != Planted::None {
             let _ = write!(command, " --plant {}", config.planted.name());
+        }
+        if config.epoch_counter_start != 0 {
+            let _ = write!(command, " --epoch-counter-start {}", config.epoch_counter_start);
         }
         command.push_str(" --trace");
         command
@@ -288,6 +339,8 @@ enum Event {
     Scripted(Action),
     /// A crash aimed at a window the protocol must survive.
     Crash { server: ServerId, incarnation: u64 },
+    /// A scripted reset of one quorum link.
+    BreakLink { link: LinkId },
     EndFaults,
 }
 
@@ -339,6 +392,8 @@ pub struct Sim {
     faults_on: bool,
     /// A scripted crash waiting for a learner's currentEpoch write.
     armed_epoch_crash: Option<(ServerId, Option<u64>)>,
+    /// Scripted faults waiting for a message to be sent.
+    armed_sends: Vec<SendTrigger>,
     invariants: Invariants,
     report: Report,
 }
@@ -361,6 +416,7 @@ impl Sim {
                     finalize_wait_ms: 200,
                     committed_log_max: 50,
                     planted: planted_peer_bugs(config.planted),
+                    epoch_counter_start: config.epoch_counter_start,
                 },
                 tick_ms: TICK_MS as i64,
                 session_timeout_min_ms: (2 * TICK_MS) as i32,
@@ -397,6 +453,7 @@ impl Sim {
             partition: Vec::new(),
             faults_on: true,
             armed_epoch_crash: None,
+            armed_sends: Vec::new(),
             invariants: Invariants::default(),
             report,
         }
@@ -536,7 +593,9 @@ impl Sim {
         let now = self.local_now(id);
         let mut out = Vec::new();
         self.nodes.get_mut(&id).expect("known").server.boot(now, &mut out);
-        self.trace(|| format!("boot {id}"));
+        let server = &self.nodes[&id].server;
+        let (zxid, accepted, current) = (server.tree().last_processed_zxid(), server.disk.accepted_epoch, server.disk.current_epoch);
+        self.trace(|| format!("boot {id} at {zxid:#x}, acceptedEpoch {accepted}, currentEpoch {current}"));
         self.carry(id, out);
         let at = self.now + SERVER_TICK_MS;
         self.schedule(at, Event::Tick { server: id });
@@ -725,6 +784,9 @@ impl Sim {
                     }
                     Action::Heal => self.partition.clear(),
                     Action::CrashAfterEpoch { learner, leader_after_ms } => self.armed_epoch_crash = Some((learner, leader_after_ms)),
+                    Action::OnSend { from, to, kind, fault, delivered, after_ms } => {
+                        self.armed_sends.push(SendTrigger { from, to, kind, fault, delivered, after_ms })
+                    }
                     _ => {}
                 }
             }
@@ -732,6 +794,12 @@ impl Sim {
                 if self.faults_on && self.up(server) && self.nodes[&server].incarnation == incarnation {
                     *self.report.faults.entry("targeted crash").or_default() += 1;
                     self.crash(server);
+                }
+            }
+            Event::BreakLink { link } => {
+                if self.faults_on && self.links.get(&link).is_some_and(|l| l.alive) {
+                    *self.report.faults.entry("targeted link break").or_default() += 1;
+                    self.break_link(link);
                 }
             }
             Event::EndFaults => {
@@ -779,7 +847,12 @@ impl Sim {
                 }
                 Out::Send { link, wire } => {
                     self.maybe_target_crash(id, &wire);
-                    self.send(id, link, wire)
+                    let kind = if self.armed_sends.is_empty() { None } else { self.kind_of(id, &wire) };
+                    let described = kind.map(|_| describe_wire(&wire));
+                    let delivery = self.send(id, link, wire);
+                    if let (Some(kind), Some(described), Some(at)) = (kind, described, delivery) {
+                        self.fire_send_trigger(id, link, kind, &described, at);
+                    }
                 }
                 Out::CloseLink { link } => self.close_link(link, id),
                 Out::Flush => {
@@ -823,7 +896,11 @@ impl Sim {
                     let server = &self.nodes[&id].server;
                     self.invariants.on_serving(id, state, epoch, &server.disk, server.tree());
                 }
-                Out::Looking { reason } => self.trace(|| format!("looking {id}: {reason}")),
+                Out::Looking { reason } => {
+                    // The server has rebuilt itself from its own disk by now.
+                    let zxid = self.nodes[&id].server.tree().last_processed_zxid();
+                    self.trace(|| format!("looking {id} at {zxid:#x}: {reason}"))
+                }
                 Out::Fatal(message) => self.report.violations.push(format!("Server {id}: {message}")),
             }
         }
@@ -879,10 +956,11 @@ impl Sim {
         }
     }
 
-    fn send(&mut self, from: ServerId, link: LinkId, wire: Wire) {
-        let Some(l) = self.links.get(&link) else { return };
+    /// Puts `wire` on `link`: when it will be delivered, if it goes out.
+    fn send(&mut self, from: ServerId, link: LinkId, wire: Wire) -> Option<u64> {
+        let l = self.links.get(&link)?;
         if !l.alive {
-            return;
+            return None;
         }
         let (learner, leader) = (l.learner, l.leader);
         let to = if from == learner { leader } else { learner };
@@ -890,7 +968,7 @@ impl Sim {
             // A partition: the connection silently stops delivering (no FIN
             // crosses it); both ends find out by their own timeouts.
             self.links.get_mut(&link).expect("exists").alive = false;
-            return;
+            return None;
         }
         let at = self.delay(from, to);
         let l = self.links.get_mut(&link).expect("exists");
@@ -898,6 +976,56 @@ impl Sim {
         let at = at.max(*slot);
         *slot = at;
         self.schedule(at, Event::Wire { link, to, wire });
+        Some(at)
+    }
+
+    /// The kind of a quorum message, as `Action::OnSend` names them.
+    fn kind_of(&self, from: ServerId, wire: &Wire) -> Option<MsgKind> {
+        use crate::zab::peer::Msg;
+        let Wire::Peer(msg) = wire else {
+            return matches!(wire, Wire::Snap { .. }).then_some(MsgKind::Snap);
+        };
+        Some(match msg {
+            Msg::Diff { .. } => MsgKind::Diff,
+            Msg::Trunc { .. } => MsgKind::Trunc,
+            Msg::NewLeader { .. } => MsgKind::NewLeader,
+            Msg::UpToDate => MsgKind::UpToDate,
+            Msg::Proposal { .. } => MsgKind::Proposal,
+            Msg::Commit { .. } => MsgKind::Commit,
+            // A learner ACKs NEWLEADER before it serves, and UPTODATE with
+            // the same zxid as it starts serving.
+            Msg::Ack { zxid } if crate::zab::counter_of(*zxid) == 0 => {
+                if self.nodes[&from].server.is_serving() {
+                    return None;
+                }
+                MsgKind::NewLeaderAck
+            }
+            Msg::Ack { .. } => MsgKind::ProposalAck,
+            _ => return None,
+        })
+    }
+
+    /// `from` put a `kind` message on `link`, to be delivered at
+    /// `delivery`: schedule the fault of every armed `Action::OnSend` it
+    /// matches, and disarm them.
+    fn fire_send_trigger(&mut self, from: ServerId, link: LinkId, kind: MsgKind, described: &str, delivery: u64) {
+        let Some(l) = self.links.get(&link) else { return };
+        let to = if from == l.learner { l.leader } else { l.learner };
+        let matches = |t: &SendTrigger| t.from == from && t.kind == kind && t.to.is_none_or(|want| want == to);
+        let (fired, armed): (Vec<SendTrigger>, Vec<SendTrigger>) = self.armed_sends.iter().partition(|t| matches(t));
+        self.armed_sends = armed;
+        for trigger in fired {
+            let at = if trigger.delivered { delivery } else { self.now } + trigger.after_ms;
+            self.trace(|| format!("script: on {kind:?} {from} -> {to} ({described}): {:?} at {at}", trigger.fault));
+            match trigger.fault {
+                SendFault::CrashSender | SendFault::CrashReceiver => {
+                    let victim = if trigger.fault == SendFault::CrashSender { from } else { to };
+                    let incarnation = self.nodes[&victim].incarnation;
+                    self.schedule(at, Event::Crash { server: victim, incarnation });
+                }
+                SendFault::BreakLink => self.schedule(at, Event::BreakLink { link }),
+            }
+        }
     }
 
     /// `by` closed the link: the other end hears of it if the network lets
@@ -1003,6 +1131,17 @@ impl Sim {
         self.boot(id);
     }
 
+    /// A reset of `link`: it stops delivering, and both ends hear of it.
+    fn break_link(&mut self, link: LinkId) {
+        let (learner, leader) = (self.links[&link].learner, self.links[&link].leader);
+        self.trace(|| format!("break link {link}"));
+        self.links.get_mut(&link).expect("exists").alive = false;
+        for to in [learner, leader] {
+            let at = self.now + self.rng.between(1, 20);
+            self.schedule(at, Event::LinkClosed { link, to });
+        }
+    }
+
     /// Only servers in one group talk; links crossing groups stop delivering.
     fn set_partition(&mut self, groups: Vec<BTreeSet<ServerId>>) {
         self.partition = groups;
@@ -1075,14 +1214,7 @@ impl Sim {
             "link break" => {
                 let alive: Vec<LinkId> = self.links.iter().filter(|(_, l)| l.alive).map(|(k, _)| *k).collect();
                 let Some(&link) = self.rng.pick(&alive) else { return };
-                let (learner, leader) = (self.links[&link].learner, self.links[&link].leader);
-                self.trace(|| format!("break link {link}"));
-                // A reset reaches both ends.
-                self.links.get_mut(&link).expect("exists").alive = false;
-                for to in [learner, leader] {
-                    let at = self.now + self.rng.between(1, 20);
-                    self.schedule(at, Event::LinkClosed { link, to });
-                }
+                self.break_link(link);
             }
             "clock jump" => {
                 let Some(&id) = self.rng.pick(&ids) else { return };
@@ -1101,6 +1233,11 @@ fn describe_wire(wire: &Wire) -> String {
         Wire::Peer(msg) => match msg {
             crate::zab::peer::Msg::Proposal { zxid, .. } => format!("PROPOSAL {zxid:#x}"),
             crate::zab::peer::Msg::Inform { zxid, .. } => format!("INFORM {zxid:#x}"),
+            crate::zab::peer::Msg::Diff { zxid } => format!("DIFF {zxid:#x}"),
+            crate::zab::peer::Msg::Trunc { zxid } => format!("TRUNC {zxid:#x}"),
+            crate::zab::peer::Msg::NewLeader { zxid } => format!("NEWLEADER {zxid:#x}"),
+            crate::zab::peer::Msg::Commit { zxid } => format!("COMMIT {zxid:#x}"),
+            crate::zab::peer::Msg::Ack { zxid } => format!("ACK {zxid:#x}"),
             crate::zab::peer::Msg::Reply(_) => "REPLY".into(),
             other => format!("{other:?}"),
         },

@@ -185,6 +185,20 @@ impl<T: Clone> Leader<T> {
         }
     }
 
+    /// Starts this epoch's counter after `counter` instead of 0, before
+    /// anything is proposed (`PeerConfig::epoch_counter_start`): the
+    /// simulator's way to reach the counter's end (ZOOKEEPER-1277) quickly.
+    pub fn start_counter_after(&mut self, counter: u32) {
+        assert!(
+            self.outstanding.is_empty() && self.last_proposed == make_zxid(self.epoch, 0),
+            "the counter of epoch {} can only start over before its first proposal",
+            self.epoch
+        );
+        assert!(counter < LAST_COUNTER, "counter 0x{counter:x} leaves no zxid to propose");
+        self.last_proposed = make_zxid(self.epoch, counter);
+        self.last_logged = self.last_proposed;
+    }
+
     /// Plants a known bug for the simulator's checkers to catch: commit a
     /// proposal once any one server (the leader itself) has logged it.
     pub fn plant_commit_on_minority(&mut self) {
@@ -946,6 +960,30 @@ mod tests {
         assert_eq!(l.propose("one too many"), Err(ProposeError::EpochExhausted));
         assert!(!l.is_leading());
         assert_eq!(l.propose("again"), Err(ProposeError::NotLeading));
+    }
+
+    #[test]
+    fn a_new_epoch_can_start_its_counter_near_the_end() {
+        // The simulator's ZOOKEEPER-1277 knob: (7, 0) is the NEWLEADER zxid;
+        // proposals continue from the counter given, up to LAST_COUNTER.
+        let mut l: Leader<&str> = Leader::new(1, vec![1, 2, 3], vec![], 7, make_zxid(6, 40), SYNC);
+        l.start_counter_after(LAST_COUNTER - 2);
+        l.add_learner(2, false, make_zxid(6, 40), 0);
+        let (first, _) = l.propose("a").unwrap();
+        let (last, _) = l.propose("b").unwrap();
+        assert_eq!((first, last), (make_zxid(7, LAST_COUNTER - 1), make_zxid(7, LAST_COUNTER)));
+        assert!(l.on_logged(last).is_empty(), "nothing commits on the leader's log alone");
+        assert_eq!(l.on_ack(2, first, 0).len(), 2, "a commit and its COMMIT to 2");
+        assert_eq!(l.last_committed(), first);
+        assert_eq!(l.propose("one too many"), Err(ProposeError::EpochExhausted));
+    }
+
+    #[test]
+    #[should_panic(expected = "before its first proposal")]
+    fn the_counter_cannot_start_over_after_a_proposal() {
+        let mut l = leader(3, &[]);
+        l.propose("a").unwrap();
+        l.start_counter_after(1_000);
     }
 
     #[test]

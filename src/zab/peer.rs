@@ -43,6 +43,11 @@ pub struct PeerConfig {
     pub committed_log_max: usize,
     /// Known bugs planted on purpose; all off outside the simulator.
     pub planted: PlantedBugs,
+    /// The counter each new epoch's proposals start after: 0, as in
+    /// ZooKeeper, except in the simulator, which starts it near 2^32 to reach
+    /// the counter's end (ZOOKEEPER-1277) within a few hundred writes, as
+    /// ZooKeeper's test-only `zookeeper.testingonly.initialZxid` does.
+    pub epoch_counter_start: u32,
 }
 
 /// Known ZAB bugs the simulator plants to prove its checkers catch them.
@@ -768,6 +773,9 @@ impl<T: Clone, R> Peer<T, R> {
         if self.config.planted.commit_on_minority {
             leader.plant_commit_on_minority();
         }
+        if self.config.epoch_counter_start > 0 {
+            leader.start_counter_after(self.config.epoch_counter_start);
+        }
         // Learners synced before the epoch was established (NEWLEADER sent,
         // UPTODATE not yet) get every proposal, commit and inform from now
         // on, queued behind their NEWLEADER, as ZooKeeper's learner handlers
@@ -1141,6 +1149,7 @@ mod tests {
                     finalize_wait_ms: 200,
                     committed_log_max: 500,
                     planted: PlantedBugs::default(),
+                    epoch_counter_start: 0,
                 };
                 let node = Node {
                     peer: P::new(config),
@@ -1354,6 +1363,7 @@ mod tests {
             finalize_wait_ms: 200,
             committed_log_max: 500,
             planted: PlantedBugs::default(),
+            epoch_counter_start: 0,
         };
         let mut peer = P::new(config);
         let mut effects = Vec::new();

@@ -34,6 +34,9 @@ pub const SNAPSHOTTER_QUEUE_MAX: usize = 1 << 17;
 /// Encoded bytes waiting for the log (written or being written); past this the
 /// sequencer stops taking requests until a batch is durable.
 pub const LOG_PENDING_BYTES_MAX: usize = 16 * 1024 * 1024;
+/// Log batches written whose fdatasync may still be running: the next batch
+/// is written while earlier ones sync (they complete faster overlapped).
+pub const LOG_SYNCS_IN_FLIGHT_MAX: usize = 4;
 
 /// A snapshot file is written and flushed this much at a time.
 pub const SNAPSHOT_WRITE_CHUNK_BYTES: usize = 4 * 1024 * 1024;

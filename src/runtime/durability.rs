@@ -492,7 +492,8 @@ fn sync_directory(dir: &Path) -> std::io::Result<()> {
 /// (unless forceSync=no). Segments are preallocated in `prealloc_bytes` steps.
 pub struct LogWriter {
     dir: PathBuf,
-    file: DmaFile,
+    /// Shared with the fdatasyncs in flight (`write`).
+    file: std::rc::Rc<DmaFile>,
     path: PathBuf,
     offset: u64,
     allocated: u64,
@@ -511,7 +512,7 @@ impl LogWriter {
         let prealloc_bytes = prealloc_bytes.max(BLOCK_BYTES as u64).div_ceil(BLOCK_BYTES as u64) * BLOCK_BYTES as u64;
         let mut writer = LogWriter {
             dir: dir.to_owned(),
-            file,
+            file: std::rc::Rc::new(file),
             path,
             offset: 0,
             allocated: 0,
@@ -557,25 +558,56 @@ impl LogWriter {
 
     /// Writes one finished batch and makes it durable.
     pub async fn append(&mut self, batch: &[u8]) -> std::io::Result<()> {
+        self.write(batch).await?.await
+    }
+
+    /// Writes one finished batch and starts the fdatasync that makes it, and
+    /// every batch written before it, durable; the next batch may be written
+    /// while that sync runs. Await the returned sync before treating the
+    /// batch as durable; completions come in any order, so a caller that
+    /// acknowledges in order awaits them in order. Overlapping syncs let the
+    /// kernel fold a sync into one already flushing (on the 2-core test VM,
+    /// four writers' fdatasyncs on one file complete several times faster
+    /// than one writer's back to back), so a batch no longer waits for the
+    /// previous one's sync before its own write.
+    pub async fn write(&mut self, batch: &[u8]) -> std::io::Result<PendingSync> {
         if self.fail_after_bytes.is_some_and(|limit| self.appended_bytes + batch.len() as u64 > limit) {
             return Err(std::io::Error::from_raw_os_error(libc::ENOSPC));
         }
         self.appended_bytes += batch.len() as u64;
         self.write_blocks(batch).await?;
-        if self.force_sync {
-            self.file.fdatasync().await.map_err(io_error)?;
+        if !self.force_sync {
+            return Ok(PendingSync(None));
         }
-        Ok(())
+        let file = self.file.clone();
+        Ok(PendingSync(Some(glommio::spawn_local(async move { file.fdatasync().await.map_err(io_error) }))))
     }
 
     /// Closes this segment and starts `log.<first_zxid>`.
     pub async fn roll(self, first_zxid: i64) -> std::io::Result<LogWriter> {
         let LogWriter { dir, file, prealloc_bytes, force_sync, fail_after_bytes, appended_bytes, .. } = self;
-        file.close().await.map_err(io_error)?;
+        // Callers roll only once every sync of this segment completed; a
+        // finished sync task may still hold its clone until it is dropped.
+        if let Ok(file) = std::rc::Rc::try_unwrap(file) {
+            file.close().await.map_err(io_error)?;
+        }
         let mut next = LogWriter::create(&dir, first_zxid, prealloc_bytes, force_sync).await?;
         next.fail_after_bytes = fail_after_bytes;
         next.appended_bytes = appended_bytes;
         Ok(next)
+    }
+}
+
+/// An fdatasync in flight (`LogWriter::write`); awaiting it gives its result.
+pub struct PendingSync(Option<glommio::Task<std::io::Result<()>>>);
+
+impl std::future::Future for PendingSync {
+    type Output = std::io::Result<()>;
+    fn poll(mut self: std::pin::Pin<&mut Self>, context: &mut std::task::Context<'_>) -> std::task::Poll<Self::Output> {
+        match self.0.as_mut() {
+            None => std::task::Poll::Ready(Ok(())),
+            Some(task) => std::pin::Pin::new(task).poll(context),
+        }
     }
 }
 

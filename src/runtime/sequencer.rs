@@ -1,10 +1,12 @@
 //! Core 0's write path: the sequencer task turns requests into txns and
 //! appends them to the open log batch; the log task writes whole batches with
 //! one write and one fdatasync each (group commit: a batch closes when the
-//! previous sync completes, or at a size limit, or at a snapshot point), and
-//! only then hands the batch's txns, in order, to the shards and the
-//! snapshot executor. Nothing is acknowledged before the sync that covers it.
-//! A failed write or sync fails that batch's requests and every write after.
+//! log task takes it, at a size limit, or at a snapshot point). Up to
+//! `LOG_SYNCS_IN_FLIGHT_MAX` syncs overlap; the delivery task hands each
+//! batch's txns, in batch order, to the shards and the snapshot executor once
+//! its sync completed. Nothing is acknowledged before the sync that covers
+//! it. A failed write or sync fails that batch's requests and every write
+//! after.
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
@@ -14,7 +16,7 @@ use std::time::Duration;
 
 use glommio::channels::shared_channel::{ConnectedReceiver, ConnectedSender};
 
-use super::durability::LogWriter;
+use super::durability::{LogWriter, PendingSync};
 use super::notify::Notify;
 use super::shard::SharedState;
 use super::{snapshots, wall_clock_ms, SequencerParts, ServerOptions};
@@ -176,36 +178,79 @@ pub(super) struct Outlet {
     pub(super) shared: Arc<SharedState>,
 }
 
+/// A batch written to the log, on its way to being delivered.
+struct Written {
+    items: Vec<Committed>,
+    /// The fdatasync covering it; None if nothing was written.
+    sync: Option<PendingSync>,
+    /// Its write failed, or an earlier one did: deliver it as failed.
+    write_failed: bool,
+    sequence: u64,
+}
+
+/// Writes batches in order and hands each, with its fdatasync still in
+/// flight, to the delivery task (at most `LOG_SYNCS_IN_FLIGHT_MAX` at once),
+/// which delivers them in order once durable. At a snapshot point it waits
+/// until that batch is delivered, then rolls the log.
 async fn log_task(mut log: LogWriter, queue: Rc<LogQueue>, sequencer: Rc<RefCell<Sequencer>>, outlet: Outlet) {
-    let mut failed = false;
+    let outlet = Rc::new(outlet);
+    let (to_delivery, written) = glommio::channels::local_channel::new_bounded(limits::LOG_SYNCS_IN_FLIGHT_MAX);
+    let delivered = Rc::new(Cell::new(0u64));
+    let delivered_wake = Rc::new(Notify::default());
+    let delivery_failed = Rc::new(Cell::new(false));
+    glommio::spawn_local(deliver_task(
+        written,
+        outlet.clone(),
+        sequencer.clone(),
+        delivered.clone(),
+        delivered_wake.clone(),
+        delivery_failed.clone(),
+    ))
+    .detach();
+    let mut write_failed = false;
+    let mut sequence = 0;
     loop {
         let Some(mut batch) = queue.take_front() else {
             queue.writer_wake.notified().await;
             continue;
         };
         let batch_bytes = batch.encoder.len_bytes();
-        if !batch.encoder.is_empty() && !failed {
-            if let Err(error) = log.append(batch.encoder.finish()).await {
-                tracing::error!(%error, "transaction log write failed: failing these writes and refusing all further writes");
-                failed = true;
-                sequencer.borrow_mut().fail_writes();
+        let mut sync = None;
+        if !batch.encoder.is_empty() && !write_failed {
+            match log.write(batch.encoder.finish()).await {
+                Ok(pending) => sync = Some(pending),
+                Err(error) => {
+                    tracing::error!(%error, "transaction log write failed: failing these writes and refusing all further writes");
+                    write_failed = true;
+                    sequencer.borrow_mut().fail_writes();
+                }
             }
         }
         if !batch.encoder.is_empty() {
             queue.pending_bytes.set(queue.pending_bytes.get().saturating_sub(batch_bytes));
             queue.space_wake.notify();
         }
-        for item in batch.items {
-            outlet.deliver(item, failed).await;
+        sequence += 1;
+        let written = Written { items: std::mem::take(&mut batch.items), sync, write_failed, sequence };
+        if to_delivery.send(written).await.is_err() {
+            return;
         }
-        if let (Some(zxid), false) = (batch.snapshot_at, failed) {
+        if let (Some(zxid), false) = (batch.snapshot_at, write_failed) {
+            // Everything up to the snapshot point is durable and delivered
+            // before the next segment starts at zxid + 1.
+            while delivered.get() < sequence {
+                delivered_wake.notified().await;
+            }
+            if delivery_failed.get() {
+                continue;
+            }
             log = match log.roll(zxid + 1).await {
                 Ok(log) => log,
                 Err(error) => {
                     tracing::error!(%error, "cannot start a new log segment: refusing all further writes");
                     sequencer.borrow_mut().fail_writes();
                     // Nothing more can be appended; answer everything that comes.
-                    return fail_forever(queue, outlet).await;
+                    return fail_forever(queue, to_delivery, sequence).await;
                 }
             };
             outlet.request_snapshot(zxid);
@@ -213,13 +258,46 @@ async fn log_task(mut log: LogWriter, queue: Rc<LogQueue>, sequencer: Rc<RefCell
     }
 }
 
+/// Delivers written batches in order, each once its sync completed. A failed
+/// write or sync fails that batch and every later one.
+async fn deliver_task(
+    written: glommio::channels::local_channel::LocalReceiver<Written>,
+    outlet: Rc<Outlet>,
+    sequencer: Rc<RefCell<Sequencer>>,
+    delivered: Rc<Cell<u64>>,
+    delivered_wake: Rc<Notify>,
+    failed: Rc<Cell<bool>>,
+) {
+    while let Some(batch) = written.recv().await {
+        if let Some(sync) = batch.sync {
+            if let Err(error) = sync.await {
+                if !failed.get() {
+                    tracing::error!(%error, "transaction log sync failed: failing these writes and refusing all further writes");
+                    sequencer.borrow_mut().fail_writes();
+                }
+                failed.set(true);
+            }
+        }
+        if batch.write_failed {
+            failed.set(true);
+        }
+        for item in batch.items {
+            outlet.deliver(item, failed.get()).await;
+        }
+        delivered.set(batch.sequence);
+        delivered_wake.notify();
+    }
+}
+
 /// After the log is lost: every txn still queued is answered with an error.
-async fn fail_forever(queue: Rc<LogQueue>, outlet: Outlet) {
+async fn fail_forever(queue: Rc<LogQueue>, to_delivery: glommio::channels::local_channel::LocalSender<Written>, mut sequence: u64) {
     loop {
         while let Some(batch) = queue.take_front() {
             queue.pending_bytes.set(queue.pending_bytes.get().saturating_sub(batch.encoder.len_bytes()));
-            for item in batch.items {
-                outlet.deliver(item, true).await;
+            sequence += 1;
+            let written = Written { items: batch.items, sync: None, write_failed: true, sequence };
+            if to_delivery.send(written).await.is_err() {
+                return;
             }
         }
         queue.space_wake.notify();

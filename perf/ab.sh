@@ -5,7 +5,10 @@
 # alternating which goes first, ROUNDS times.
 #
 #   perf/ab.sh OLD_BINARY NEW_BINARY [WORKLOAD...]   (default: a b c create-heavy)
-#   ROUNDS=3 SECS=5 CONNS=8 INFLIGHT=32 perf/ab.sh ...
+#   ROUNDS=3 SECS=5 CONNS=8 INFLIGHT=32 RATE=0 ENSEMBLE=0 perf/ab.sh ...
+#
+# ENSEMBLE=1 runs two 3-node ensembles on loopback instead (connections
+# spread over each ensemble's three servers); RATE=N offers N ops/s.
 #
 # Prints one line per run and, per workload, the mean ops/s and CPU µs/op of
 # each build and their ratio (new ÷ old). Uses target/release/warden-loadgen.
@@ -20,6 +23,8 @@ ROUNDS="${ROUNDS:-3}"
 SECS="${SECS:-5}"
 CONNS="${CONNS:-8}"
 INFLIGHT="${INFLIGHT:-32}"
+RATE="${RATE:-0}"
+ENSEMBLE="${ENSEMBLE:-0}"
 REPO="$(cd "$(dirname "$0")/.." && pwd)"
 LG="$REPO/target/release/warden-loadgen"
 [[ -x $LG ]] || { echo "build the load generator first: cargo build --release" >&2; exit 1; }
@@ -37,35 +42,65 @@ free_port() {
     python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
 
-declare -A PORT PID
-for build in old new; do
-    binary="$OLD"
-    [[ $build == new ]] && binary="$NEW"
-    mkdir -p "$WORK/$build"
-    PORT[$build]=$(free_port)
-    "$binary" server --client-port "${PORT[$build]}" --client-port-address 127.0.0.1 --data-dir "$WORK/$build" \
-        --max-client-cnxns 0 > "$WORK/$build.log" 2>&1 &
-    PID[$build]=$!
-    PIDS+=($!)
-done
-for build in old new; do
-    for _ in $(seq 100); do
-        if (echo srvr | timeout 1 bash -c "exec 3<>/dev/tcp/127.0.0.1/${PORT[$build]}; cat >&3; cat <&3") 2> /dev/null | grep -q Mode; then
-            break
+declare -A SERVERS PIDLIST
+wait_serving() {  # wait_serving PORT
+    for _ in $(seq 300); do
+        if (echo srvr | timeout 1 bash -c "exec 3<>/dev/tcp/127.0.0.1/$1; cat >&3; cat <&3") 2> /dev/null | grep -q Mode; then
+            return 0
         fi
         sleep 0.1
     done
+    echo "server on port $1 never served" >&2
+    return 1
+}
+for build in old new; do
+    binary="$OLD"
+    [[ $build == new ]] && binary="$NEW"
+    if [[ $ENSEMBLE == 1 ]]; then
+        ports=()
+        for _ in $(seq 9); do ports+=("$(free_port)"); done
+        for n in 1 2 3; do
+            dir="$WORK/$build/node$n"
+            mkdir -p "$dir/data"
+            echo "$n" > "$dir/data/myid"
+            {
+                echo "tickTime=2000"; echo "initLimit=10"; echo "syncLimit=5"; echo "dataDir=$dir/data"
+                echo "clientPort=${ports[$((n - 1))]}"; echo "clientPortAddress=127.0.0.1"; echo "maxClientCnxns=0"
+                echo "4lw.commands.whitelist=*"
+                for m in 1 2 3; do
+                    echo "server.$m=127.0.0.1:${ports[$((m + 2))]}:${ports[$((m + 5))]}:participant;127.0.0.1:${ports[$((m - 1))]}"
+                done
+            } > "$dir/zoo.cfg"
+            "$binary" server --config "$dir/zoo.cfg" > "$dir/server.log" 2>&1 &
+            PIDS+=($!)
+            PIDLIST[$build]="${PIDLIST[$build]:-}${PIDLIST[$build]:+,}$!"
+            SERVERS[$build]="${SERVERS[$build]:-}${SERVERS[$build]:+,}127.0.0.1:${ports[$((n - 1))]}"
+        done
+        for n in 0 1 2; do wait_serving "${ports[$n]}"; done
+    else
+        mkdir -p "$WORK/$build"
+        port=$(free_port)
+        "$binary" server --client-port "$port" --client-port-address 127.0.0.1 --data-dir "$WORK/$build" \
+            --max-client-cnxns 0 > "$WORK/$build.log" 2>&1 &
+        PIDS+=($!)
+        PIDLIST[$build]=$!
+        SERVERS[$build]="127.0.0.1:$port"
+        wait_serving "$port"
+    fi
 done
 
-echo "old: $OLD   new: $NEW   ${CONNS}x${INFLIGHT}, ${SECS} s per run, ${ROUNDS} rounds; load avg $(cut -d' ' -f1-3 /proc/loadavg)"
+setup=standalone
+[[ $ENSEMBLE == 1 ]] && setup="3-node ensembles"
+echo "old: $OLD   new: $NEW   $setup, ${CONNS}x${INFLIGHT}, rate ${RATE}, ${SECS} s per run, ${ROUNDS} rounds; load avg $(cut -d' ' -f1-3 /proc/loadavg)"
 RESULTS="$WORK/results.txt"
 for workload in "${WORKLOADS[@]}"; do
     for round in $(seq "$ROUNDS"); do
         order="old new"
         (( round % 2 == 0 )) && order="new old"
         for build in $order; do
-            line=$("$LG" --server "127.0.0.1:${PORT[$build]}" --pids "${PID[$build]}" --json --workload "$workload" \
-                --parent "/ab-$workload" --keys 1000 --connections "$CONNS" --in-flight "$INFLIGHT" --seconds "$SECS")
+            line=$("$LG" --server "${SERVERS[$build]}" --pids "${PIDLIST[$build]}" --json --workload "$workload" \
+                --parent "/ab-$workload" --keys 1000 --connections "$CONNS" --in-flight "$INFLIGHT" --seconds "$SECS" \
+                --rate "$RATE")
             echo "$workload $build $line" >> "$RESULTS"
             echo "$workload #$round $build: $line"
         done
@@ -81,11 +116,12 @@ for line in open(sys.argv[1]):
 def mean(records, key):
     values = [float(r[key]) for r in records if r.get(key) is not None]
     return sum(values) / len(values) if values else float("nan")
-print(f"\n| workload | old ops/s | new ops/s | new ÷ old | old CPU µs/op | new CPU µs/op | new ÷ old |")
-print("|---|---:|---:|---:|---:|---:|---:|")
+print(f"\n| workload | old ops/s | new ops/s | new ÷ old | old p99 µs | new p99 µs | new ÷ old | old CPU µs/op | new CPU µs/op | new ÷ old |")
+print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 for workload in dict.fromkeys(w for w, _ in runs):
     old, new = runs[(workload, "old")], runs[(workload, "new")]
     o, n = mean(old, "throughput"), mean(new, "throughput")
     oc, nc = mean(old, "cpu_us_per_op"), mean(new, "cpu_us_per_op")
-    print(f"| {workload} | {o:.0f} | {n:.0f} | {n / o:.2f} | {oc:.1f} | {nc:.1f} | {nc / oc:.2f} |")
+    op, np_ = mean(old, "p99_us"), mean(new, "p99_us")
+    print(f"| {workload} | {o:.0f} | {n:.0f} | {n / o:.2f} | {op:.0f} | {np_:.0f} | {np_ / op:.2f} | {oc:.1f} | {nc:.1f} | {nc / oc:.2f} |")
 EOF

@@ -16,7 +16,7 @@ use bytes::{Bytes, BytesMut};
 use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
 use hashbrown::HashMap;
 
-use super::durability::{DataDirs, LogWriter};
+use super::durability::{DataDirs, LogWriter, PendingSync};
 use super::notify::Notify;
 use super::peer_net::{LinkId, NetEvent, PeerNet};
 use super::sequencer::Outlet;
@@ -62,6 +62,8 @@ struct Log {
     batches: RefCell<VecDeque<LogBatch>>,
     pending_bytes: Cell<usize>,
     writing: Cell<bool>,
+    /// Batches written whose sync is not yet reported.
+    unconfirmed: Cell<usize>,
     writer: RefCell<Option<LogWriter>>,
     writer_wake: Notify,
     idle_wake: Notify,
@@ -98,13 +100,26 @@ impl Log {
     }
 
     async fn idle(&self) {
-        while self.writing.get() || !self.batches.borrow().is_empty() {
+        while self.writing.get() || self.unconfirmed.get() > 0 || !self.batches.borrow().is_empty() {
             self.idle_wake.notified().await;
         }
     }
 }
 
+/// A batch written (or failed), on its way to being confirmed.
+struct WrittenBatch {
+    /// The batch's last zxid and the sync covering it; None: nothing written.
+    logged: Option<(i64, PendingSync)>,
+    failed: Option<String>,
+    sync_marker: bool,
+}
+
+/// Writes batches in order; the confirm task reports each (Logged, then
+/// Synced if marked) once its fdatasync completed, in batch order, with up to
+/// `LOG_SYNCS_IN_FLIGHT_MAX` syncs overlapping (see `LogWriter::write`).
 async fn log_task(log: Rc<Log>, internal: Rc<LocalSender<Internal>>) {
+    let (to_confirm, written) = local_channel::new_bounded(limits::LOG_SYNCS_IN_FLIGHT_MAX);
+    glommio::spawn_local(confirm_task(log.clone(), written, internal)).detach();
     loop {
         let Some(mut batch) = log.batches.borrow_mut().pop_front() else {
             log.idle_wake.notify();
@@ -114,24 +129,43 @@ async fn log_task(log: Rc<Log>, internal: Rc<LocalSender<Internal>>) {
         log.writing.set(true);
         let bytes = batch.encoder.len_bytes();
         let last_zxid = batch.encoder.last_zxid();
+        let mut written = WrittenBatch { logged: None, failed: None, sync_marker: batch.sync_marker };
         if !batch.encoder.is_empty() {
             let mut writer = log.writer.borrow_mut().take().expect("a log writer");
-            let result = writer.append(batch.encoder.finish()).await;
+            let result = writer.write(batch.encoder.finish()).await;
             *log.writer.borrow_mut() = Some(writer);
             log.pending_bytes.set(log.pending_bytes.get().saturating_sub(bytes));
             match result {
+                Ok(sync) => written.logged = Some((last_zxid, sync)),
+                Err(error) => written.failed = Some(error.to_string()),
+            }
+        }
+        log.unconfirmed.set(log.unconfirmed.get() + 1);
+        log.writing.set(false);
+        if to_confirm.send(written).await.is_err() {
+            return;
+        }
+    }
+}
+
+async fn confirm_task(log: Rc<Log>, written: local_channel::LocalReceiver<WrittenBatch>, internal: Rc<LocalSender<Internal>>) {
+    while let Some(batch) = written.recv().await {
+        let mut failed = batch.failed;
+        if let Some((last_zxid, sync)) = batch.logged {
+            match sync.await {
                 Ok(()) => {
                     let _ = internal.send(Internal::Logged(last_zxid)).await;
                 }
-                Err(error) => {
-                    let _ = internal.send(Internal::LogFailed(error.to_string())).await;
-                }
+                Err(error) => failed = Some(error.to_string()),
             }
+        }
+        if let Some(error) = failed {
+            let _ = internal.send(Internal::LogFailed(error)).await;
         }
         if batch.sync_marker {
             let _ = internal.send(Internal::Synced).await;
         }
-        log.writing.set(false);
+        log.unconfirmed.set(log.unconfirmed.get() - 1);
         log.idle_wake.notify();
     }
 }

@@ -742,14 +742,23 @@ fn check_truncate(bytes: &Bytes, scan: &SegmentScan, to: i64) {
     }
 }
 
+/// Txns `check_recovery` keeps from what it replayed: small, so the fuzzer
+/// reaches the bound.
+const RECOVERY_TAIL_MAX: usize = 4;
+
 /// Recovery from an empty snapshot at zxid 0 and this one segment: refused
 /// or replayed, never a panic (a txn that passed the checksums is applied to
 /// the tree whatever it says).
 fn check_recovery(bytes: &Bytes, scan: &SegmentScan) {
     let listing = Listing { snapshots: vec![(0, "snapshot.0".into())], segments: vec![(scan.first_zxid, "log".into())] };
     let read = |name: &str| if name == "log" { Ok(bytes.clone()) } else { Err(format!("no file {name}")) };
-    if let Ok(recovered) = recover(&listing, read, |_| Ok(DataTree::new())) {
+    if let Ok(recovered) = recover(&listing, read, |_| Ok(DataTree::new()), RECOVERY_TAIL_MAX) {
         assert!(recovered.replayed <= scan.txns.len(), "replayed more txns than the segment holds");
+        // The tail kept for DIFF is the last txns replayed, in order.
+        assert_eq!(recovered.replayed_tail.len(), recovered.replayed.min(RECOVERY_TAIL_MAX));
+        assert!(recovered.replayed_tail.iter().zip(recovered.replayed_tail.iter().skip(1)).all(|(a, b)| a.zxid < b.zxid));
+        let last = recovered.replayed_tail.back().map_or(0, |txn| txn.zxid);
+        assert_eq!(last, if recovered.replayed == 0 { 0 } else { recovered.tree.last_processed_zxid() });
     }
 }
 

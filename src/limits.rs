@@ -75,6 +75,11 @@ pub const SHARDS_MAX: usize = 1024;
 /// propose; past it, the forwarding learner is dropped and re-syncs.
 pub const LEADER_HELD_FORWARDS_MAX: usize = 16 * 1024;
 
+/// Committed txns an ensemble member keeps in memory for DIFF (ZooKeeper's
+/// commitLogCount, 500 by default): the ones it commits, and after a reload
+/// the last ones recovery replayed from its log.
+pub const COMMITTED_LOG_MAX: usize = 500;
+
 const _: () = assert!(CONNECTION_OUTBOUND_BYTES_HIGH < CONNECTION_OUTBOUND_BYTES_MAX);
 const _: () = assert!(SHARDS_MAX <= 1 << 16);
 const _: () = assert!(SNAP_CHUNK_BYTES + 64 <= PEER_FRAME_BYTES_MAX);

@@ -84,3 +84,25 @@ impl Txn {
         matches!(self.body, TxnBody::Error { .. })
     }
 }
+
+impl Txn {
+    /// This txn with its znode data copied into buffers of its own. A txn
+    /// decoded from a log segment slices the segment's buffer (no copy on the
+    /// way in); one kept for long, as the committed log for DIFF is, must not
+    /// hold the whole segment in memory with it.
+    pub fn detached(&self) -> Txn {
+        Txn { session_id: self.session_id, cxid: self.cxid, zxid: self.zxid, time_ms: self.time_ms, body: self.body.detached() }
+    }
+}
+
+impl TxnBody {
+    fn detached(&self) -> TxnBody {
+        let copy = |data: &Option<Bytes>| data.as_deref().map(Bytes::copy_from_slice);
+        match self {
+            TxnBody::Create(create) => TxnBody::Create(CreateTxn { data: copy(&create.data), ..create.clone() }),
+            TxnBody::SetData { path, data, version } => TxnBody::SetData { path: path.clone(), data: copy(data), version: *version },
+            TxnBody::Multi(bodies) => TxnBody::Multi(bodies.iter().map(TxnBody::detached).collect()),
+            other => other.clone(),
+        }
+    }
+}

@@ -1,10 +1,11 @@
 //! ZAB replication, proven on real multi-process ensembles on loopback
 //! (issue 4, "How it is proven"): an ensemble forms and replicates; a leader
 //! SIGKILLed under write load is replaced without losing an acknowledged
-//! write or a live session; a restarted follower catches up by DIFF, a wiped
-//! one by SNAP; a deposed leader's uncommitted txn is truncated; a minority
-//! cannot commit; an observer serves without being part of the quorum. Every
-//! test ends by comparing every replica's tree through a client-side digest.
+//! write or a live session; a restarted follower catches up by DIFF (also
+//! when the leader restarted too), a wiped one by SNAP; a deposed leader's
+//! uncommitted txn is truncated; a minority cannot commit; an observer serves
+//! without being part of the quorum. Every test ends by comparing every
+//! replica's tree through a client-side digest.
 //!
 //! The ensembles start from the example files in config/ (see
 //! tests/common/ensemble.rs for the harness: processes, fault-injecting
@@ -327,6 +328,48 @@ fn follower_restart_catches_up_by_diff() {
     assert_readable_everywhere(&ensemble, &ids, &paths);
     ensemble.assert_converged(&ids, CONVERGE_TIMEOUT);
     println!("[diff] took {:?}", started.elapsed());
+}
+
+/// ZooKeeper's leader refills its committed log from its txn log when it
+/// loads its database (ZKDatabase.loadDataBase: every txn replayed after the
+/// snapshot, up to commitLogCount), so after the whole ensemble restarts —
+/// the leader too, with nothing left in memory — a follower that fell
+/// behind still catches up by DIFF, not SNAP.
+#[test]
+fn lagging_follower_catches_up_by_diff_after_the_whole_ensemble_restarts() {
+    let started = Instant::now();
+    let (mut ensemble, leader) = started_ensemble("restart-diff", 3, 0);
+    let ids = ensemble.ids();
+    let followers = followers_of(&ensemble, leader);
+    let (lagging, other) = (followers[0], followers[1]);
+    let mut setup = session(&ensemble, leader);
+    create_ok(&mut setup, "/restart", b"", PERSISTENT);
+    let mut paths = write_many(&mut setup, "/restart", "before-", 10, 10);
+    let _ = setup.close();
+
+    ensemble.stop(lagging);
+    let mut writer = session(&ensemble, leader);
+    paths.extend(write_many(&mut writer, "/restart", "missed-", 50, 10));
+    let _ = writer.close();
+    // Then the other two go down as well, and all three come back.
+    let marks: Vec<_> = [leader, other].iter().map(|&id| (id, ensemble.output_mark(id))).collect();
+    ensemble.stop(leader);
+    ensemble.stop(other);
+    ensemble.start_all();
+    let new_leader = ensemble.wait_stable(STABLE_TIMEOUT);
+    assert_ne!(new_leader, lagging, "the follower that fell behind has the lowest zxid and cannot lead");
+    let mark = &marks.iter().find(|(id, _)| *id == new_leader).unwrap().1;
+    let modes = ensemble.wait_sync_modes(mark, lagging, SYNC_LOG_TIMEOUT);
+    println!("[restart-diff] restarted leader {new_leader} (leader before: {leader}) synced node {lagging}: {modes:?}");
+    assert_sync_mode(
+        &modes,
+        SyncMode::Diff,
+        &[SyncMode::Snap, SyncMode::Trunc],
+        "after a restart the leader's committed log comes from its txn log: a follower 50 txns behind catches up by DIFF",
+    );
+    assert_readable_everywhere(&ensemble, &ids, &paths);
+    ensemble.assert_converged(&ids, CONVERGE_TIMEOUT);
+    println!("[restart-diff] took {:?}", started.elapsed());
 }
 
 #[test]

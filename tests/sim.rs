@@ -149,13 +149,141 @@ fn planted_newleader_before_persist_is_caught() {
     println!("caught at seeds {caught:?}");
 }
 
+/// How the leader's first sync packet answered a learner (from the trace).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SyncPacket {
+    Diff(i64),
+    Trunc(i64),
+    Snap(i64),
+}
+
+/// One sync of `learner` seen in a trace: its last logged zxid (from its
+/// ACKEPOCH, 0 if the trace lost it), the leader, and the leader's answer.
+#[derive(Debug, Clone, Copy)]
+struct Synced {
+    leader: u64,
+    learner_last: i64,
+    packet: SyncPacket,
+}
+
+/// The zxid written after `key` in a trace line: `0x` hex (as the trace
+/// prints a SNAP) or decimal (a message's `Debug` form).
+fn zxid_after(line: &str, key: &str) -> Option<i64> {
+    let rest = &line[line.find(key)? + key.len()..];
+    let digits = |text: &str, radix: u32| text.find(|c: char| !c.is_digit(radix)).unwrap_or(text.len());
+    match rest.strip_prefix("0x") {
+        Some(hex) => i64::from_str_radix(&hex[..digits(hex, 16)], 16).ok(),
+        None => rest[..digits(rest, 10)].parse().ok(),
+    }
+}
+
+/// Every sync of `learner` in the trace from `after_ms` on, in order. Trace
+/// lines: "link L open A -> B", "wire L -> B: AckEpoch { last_logged_zxid:
+/// N, .. }", "wire L -> A: DIFF 0x..", "TRUNC 0x.." or "SNAP 0x..".
+fn syncs_of(trace: &[String], learner: u64, after_ms: u64) -> Vec<Synced> {
+    let mut links = std::collections::BTreeMap::new();
+    let mut last_logged = std::collections::BTreeMap::new();
+    let mut syncs = Vec::new();
+    for line in trace {
+        let line = line.trim_start();
+        let Some((at, text)) = line.split_once(' ') else { continue };
+        let Ok(at_ms) = at.parse::<u64>() else { continue };
+        let words: Vec<&str> = text.split_whitespace().collect();
+        match words.as_slice() {
+            ["link", link, "open", from, "->", to, ..] if from.parse() == Ok(learner) => {
+                links.insert(link.to_string(), to.parse::<u64>().expect("leader id"));
+            }
+            ["wire", link, "->", _, "AckEpoch", ..] if links.contains_key(*link) => {
+                last_logged.insert(link.to_string(), zxid_after(text, "last_logged_zxid: ").expect("zxid"));
+            }
+            ["wire", link, "->", to, kind, ..] if links.contains_key(*link) && *to == format!("{learner}:") && at_ms >= after_ms => {
+                let packet = match *kind {
+                    "DIFF" => SyncPacket::Diff(zxid_after(text, "DIFF ").expect("zxid")),
+                    "TRUNC" => SyncPacket::Trunc(zxid_after(text, "TRUNC ").expect("zxid")),
+                    "SNAP" => SyncPacket::Snap(zxid_after(text, "SNAP ").expect("zxid")),
+                    _ => continue,
+                };
+                let learner_last = last_logged.get(*link).copied().unwrap_or(0);
+                syncs.push(Synced { leader: links[*link], learner_last, packet });
+            }
+            _ => {}
+        }
+    }
+    syncs
+}
 
 /// ZOOKEEPER-1154 / 1156: the server with the highest zxid is absent when
 /// the others elect. Leader 3 is cut off and keeps logging its clients'
 /// writes (never committed), crashes, and returns after 1 and 2 moved to a
-/// new epoch: it must be TRUNCated, and every replica must agree.
+/// new epoch. The clients pause while it is away, so nothing commits in the
+/// new epoch before 3 syncs: as ZooKeeper's LearnerHandler.syncFollower
+/// does, the new leader TRUNCs 3 to the end of its own history ("newer than
+/// committedLog, send trunc"), or sends an empty DIFF if 3 kept nothing
+/// extra; never a SNAP, and never a DIFF that would keep 3's extra txns.
+/// (With new-epoch commits in between, ZooKeeper cannot TRUNC across the
+/// epoch boundary and SNAPs: `regression_zookeeper_1154_after_new_epoch_commits`.)
+/// The new leader rebuilt its committed log from its own log when it went
+/// back to LOOKING, so the other follower, if it lags (it missed the last
+/// proposals 3 sent), is synced by DIFF from it, not by SNAP.
 #[test]
 fn regression_zookeeper_1154_highest_zxid_joins_late() {
+    use warden::sim::Action;
+    let mut lagging_follower_diffs = 0;
+    for seed in 0..10 {
+        let mut config = SimConfig::new(seed);
+        config.voters = 3;
+        config.observers = 0;
+        config.clients = 4;
+        config.faults = Faults::NONE;
+        config.duration_ms = 10_000;
+        config.trace = true;
+        config.script = vec![
+            (2_000, Action::Isolate(3)),
+            (2_300, Action::Crash(3)),
+            (2_300, Action::PauseClients),
+            (3_000, Action::Heal),
+            (3_100, Action::Restart(3)),
+            (4_000, Action::ResumeClients),
+        ];
+        let report = sim::run(config.clone());
+        assert!(report.ok(), "{}", failure(&config, &report));
+        assert!(report.trace.iter().any(|line| line.contains("serving 3 Leading epoch 1")), "seed {seed}: 3 leads epoch 1");
+        let returned = syncs_of(&report.trace, 3, 3_100);
+        let first = returned.first().unwrap_or_else(|| panic!("seed {seed}: 3 was never synced"));
+        match first.packet {
+            SyncPacket::Trunc(to) => assert!(
+                to < first.learner_last && warden::zab::epoch_of(to) == 1,
+                "seed {seed}: TRUNC to {to:#x} for 3 at {:#x}",
+                first.learner_last
+            ),
+            SyncPacket::Diff(zxid) => {
+                assert_eq!(zxid, first.learner_last, "seed {seed}: only an empty DIFF may answer 3 (it kept nothing extra)")
+            }
+            SyncPacket::Snap(_) => panic!("seed {seed}: nothing committed in the new epoch, so 3 must get TRUNC, not {first:?}"),
+        }
+        // The other follower, synced when the new epoch began.
+        let leader = first.leader;
+        let other = [1, 2].into_iter().find(|&id| id != leader).expect("a follower");
+        let joined = syncs_of(&report.trace, other, 2_000);
+        let sync = joined.iter().find(|sync| sync.leader == leader).unwrap_or_else(|| panic!("seed {seed}: {other} never synced"));
+        let SyncPacket::Diff(zxid) = sync.packet else {
+            panic!("seed {seed}: follower {other} must be synced by DIFF from the leader's reloaded committed log: {sync:?}")
+        };
+        if zxid > sync.learner_last {
+            lagging_follower_diffs += 1;
+        }
+        println!("seed {seed}: leader {leader}; 3 by {:?} at {:#x}; {other} by {:?} at {:#x}", first.packet, first.learner_last, sync.packet, sync.learner_last);
+    }
+    assert!(lagging_follower_diffs > 0, "no seed had the other follower lag behind the new leader");
+}
+
+/// The same absence, but the majority commits in its new epoch before 3
+/// returns: its last zxid is in an epoch the new leader's history skips, and
+/// ZooKeeper cannot TRUNC across that boundary ("Cannot send TRUNC to peer
+/// sid: 3 peer zxid is from different epoch", then "fall back to use
+/// snapshot"): SNAP, never a DIFF that would keep 3's extra txns.
+#[test]
+fn regression_zookeeper_1154_after_new_epoch_commits() {
     use warden::sim::Action;
     for seed in 0..10 {
         let mut config = SimConfig::new(seed);
@@ -168,15 +296,54 @@ fn regression_zookeeper_1154_highest_zxid_joins_late() {
         config.script = vec![(2_000, Action::Isolate(3)), (2_300, Action::Crash(3)), (5_000, Action::Heal), (5_200, Action::Restart(3))];
         let report = sim::run(config.clone());
         assert!(report.ok(), "{}", failure(&config, &report));
-        let led_by_3 = report.trace.iter().any(|line| line.contains("serving 3 Leading epoch 1"));
-        // TRUNC, or SNAP while the new leader's committed-log window is
-        // still empty after its reload: either discards 3's extra txns.
-        let resynced = report.trace.iter().any(|line| line.contains("-> 3: TRUNC") || line.contains("-> 3: SNAP"));
-        if led_by_3 {
-            assert!(resynced, "seed {seed}: 3 led epoch 1 and came back, but got neither TRUNC nor SNAP");
+        let returned = syncs_of(&report.trace, 3, 5_200);
+        let first = returned.first().unwrap_or_else(|| panic!("seed {seed}: 3 was never synced"));
+        let committed_in_epoch_2 = report.trace.iter().any(|line| line.contains(&format!("deliver {} 0x2", first.leader)));
+        assert!(committed_in_epoch_2, "seed {seed}: the schedule must commit in epoch 2 before 3 returns");
+        assert!(matches!(first.packet, SyncPacket::Snap(_)), "seed {seed}: 3 must get SNAP, got {first:?}");
+        println!("seed {seed}: 3 at {:#x} by {:?}", first.learner_last, first.packet);
+    }
+}
+
+/// DIFF after a leader restart: ZooKeeper's leader fills its committed log
+/// from its txn log when it loads its database (ZKDatabase.loadDataBase), so
+/// a restarted leader DIFFs a lagging follower instead of sending a SNAP.
+/// Follower 1 crashes and falls behind while 2 and 3 commit; then the whole
+/// ensemble goes down and comes back. Whoever leads, every learner of the new
+/// epoch is synced by DIFF, 1 with the txns it missed.
+#[test]
+fn leader_restart_diffs_a_lagging_follower() {
+    use warden::sim::Action;
+    for seed in 0..10 {
+        let mut config = SimConfig::new(seed);
+        config.voters = 3;
+        config.observers = 0;
+        config.clients = 4;
+        config.faults = Faults::NONE;
+        config.duration_ms = 8_000;
+        config.trace = true;
+        config.script = vec![
+            (2_000, Action::Crash(1)),
+            (2_200, Action::Crash(2)),
+            (2_200, Action::Crash(3)),
+            (3_000, Action::Restart(1)),
+            (3_000, Action::Restart(2)),
+            (3_000, Action::Restart(3)),
+        ];
+        let report = sim::run(config.clone());
+        assert!(report.ok(), "{}", failure(&config, &report));
+        let lagging = syncs_of(&report.trace, 1, 3_000);
+        let first = lagging.first().unwrap_or_else(|| panic!("seed {seed}: 1 was never synced after the restart"));
+        let SyncPacket::Diff(zxid) = first.packet else { panic!("seed {seed}: 1 must be synced by DIFF, got {first:?}") };
+        assert!(zxid > first.learner_last, "seed {seed}: 1 must have missed txns: {first:?}");
+        for id in [2, 3].into_iter().filter(|&id| id != first.leader) {
+            let other = syncs_of(&report.trace, id, 3_000);
+            assert!(
+                other.first().is_some_and(|sync| matches!(sync.packet, SyncPacket::Diff(_))),
+                "seed {seed}: {id} must be synced by DIFF: {other:?}"
+            );
         }
-        let trunc = report.trace.iter().any(|line| line.contains("-> 3: TRUNC"));
-        println!("seed {seed}: led by 3 {led_by_3}, resynced by {}", if trunc { "TRUNC" } else { "SNAP" });
+        println!("seed {seed}: leader {} DIFFed 1 from {:#x} to {zxid:#x}", first.leader, first.learner_last);
     }
 }
 
@@ -191,13 +358,10 @@ fn regression_zookeeper_1154_highest_zxid_joins_late() {
 // expected path, the victim came back and served), so that a schedule that
 // silently stopped reaching its window fails instead of passing vacuously.
 //
-// One difference from ZooKeeper shapes several of them: a warden server
-// starts every election with an empty committed log (the runtime's
-// `start_looking` passes no history), so a leader newly elected SNAPs every
-// learner that is not exactly in sync, where ZooKeeper would DIFF from the
-// committed log it rebuilt while loading its database. DIFF syncs happen
-// only with a leader that has committed in its epoch. The schedules below
-// say which sync each one exercises.
+// Each server rebuilds its committed-log window from its own log when it
+// reloads (as ZooKeeper's ZKDatabase does), so a newly elected leader picks
+// DIFF, TRUNC or SNAP as ZooKeeper would; each schedule asserts the sync it
+// exercises.
 
 use warden::sim::{Action, MsgKind, SendFault};
 

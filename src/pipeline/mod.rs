@@ -45,6 +45,13 @@ pub struct Entry {
     pub origin: Option<Origin>,
 }
 
+/// The committed log for DIFF that `zab::peer::Peer::start_looking` takes,
+/// from the txns a reload replayed from the log (oldest first). They come
+/// from disk, so no connection waits for their replies: no origin.
+pub fn replayed_history(txns: impl IntoIterator<Item = Txn>) -> Vec<(i64, Entry)> {
+    txns.into_iter().map(|txn| (txn.zxid, Entry { txn: Arc::new(txn), origin: None })).collect()
+}
+
 /// Shard -> sequencer.
 #[derive(Debug)]
 pub enum ToSequencer {

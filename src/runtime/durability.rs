@@ -58,11 +58,19 @@ impl DataDirs {
 
     /// Runs recovery over the files on disk without changing anything.
     pub fn recover(&self) -> Result<Recovered, String> {
+        self.recover_keeping(0)
+    }
+
+    /// Recovery that also keeps the last `replayed_tail_max` txns it
+    /// replayed (`Recovered::replayed_tail`). Segments are read one at a
+    /// time; only that many txns outlive their segment.
+    fn recover_keeping(&self, replayed_tail_max: usize) -> Result<Recovered, String> {
         let listing = self.list().map_err(|error| format!("cannot list the data directories: {error}"))?;
         recover(
             &listing,
             |name| std::fs::read(self.path_of(name)).map(Bytes::from).map_err(|error| error.to_string()),
             |bytes| decode_snapshot(bytes).map_err(|error| error.to_string()),
+            replayed_tail_max,
         )
         .map_err(|error| {
             let path = self.path_of(&error.file);
@@ -70,11 +78,13 @@ impl DataDirs {
         })
     }
 
-    /// Recovery at start-up: also cuts a torn tail and writes the first
-    /// snapshot of a fresh directory, so a log always has a snapshot to follow.
-    pub fn recover_for_start(&self) -> Result<Recovered, String> {
+    /// Recovery at start-up (and an ensemble member's reload): also cuts a
+    /// torn tail and writes the first snapshot of a fresh directory, so a log
+    /// always has a snapshot to follow. Keeps the last `replayed_tail_max`
+    /// txns replayed: an ensemble member's committed log for DIFF.
+    pub fn recover_for_start(&self, replayed_tail_max: usize) -> Result<Recovered, String> {
         self.create().map_err(|error| format!("cannot create the data directories: {error}"))?;
-        let recovered = self.recover()?;
+        let recovered = self.recover_keeping(replayed_tail_max)?;
         for warning in &recovered.warnings {
             tracing::warn!("{warning}");
         }
@@ -295,6 +305,7 @@ impl DataDirs {
                 _ => std::fs::read(self.path_of(name)).map(Bytes::from).map_err(|error| error.to_string()),
             },
             |bytes| decode_snapshot(bytes).map_err(|error| error.to_string()),
+            0,
         )
         .map_err(|error| {
             format!(

@@ -35,8 +35,6 @@ use crate::zab::{make_zxid, ServerId};
 
 type PeerEffect = Effect<Entry, Committed>;
 
-/// ZooKeeper's default commitLogCount: committed proposals kept for DIFF.
-const COMMITTED_LOG_MAX: usize = 500;
 /// How often the driver looks at the clock while electing.
 const ELECTION_TICK_MS: u64 = 25;
 /// Connecting to the leader's quorum port may take this long.
@@ -199,7 +197,8 @@ struct Driver {
     last_full_tick_ms: i64,
 }
 
-pub async fn run(options: ServerOptions, secret: u64, parts: SequencerParts, shared: Arc<SharedState>) -> std::io::Result<()> {
+pub async fn run(options: ServerOptions, secret: u64, mut parts: SequencerParts, shared: Arc<SharedState>) -> std::io::Result<()> {
+    let replayed_tail = std::mem::take(&mut parts.replayed_tail);
     let (connected_receivers, outlet, tree, dirs) = super::sequencer::connect(parts, shared.clone()).await;
     let config = &options.config;
     let my_id = config.server_id;
@@ -246,7 +245,7 @@ pub async fn run(options: ServerOptions, secret: u64, parts: SequencerParts, sha
         init_limit_ms: tick_ms * config.init_limit_ticks as u64,
         sync_limit_ms: tick_ms * config.sync_limit_ticks as u64,
         finalize_wait_ms: 200,
-        committed_log_max: COMMITTED_LOG_MAX,
+        committed_log_max: limits::COMMITTED_LOG_MAX,
         planted: crate::zab::peer::PlantedBugs::default(),
         epoch_counter_start: 0,
     });
@@ -272,7 +271,7 @@ pub async fn run(options: ServerOptions, secret: u64, parts: SequencerParts, sha
         last_full_tick_ms: 0,
     };
     driver.open_log().await?;
-    driver.start_looking().await?;
+    driver.start_looking(replayed_tail).await?;
     driver.main_loop(net_events, internal, requests).await
 }
 
@@ -622,6 +621,7 @@ impl Driver {
                         removed_snapshots = report.removed_snapshots.len(),
                         "truncated the log (TRUNC)"
                     );
+                    // The peer cut its committed log at `to` itself.
                     self.reload().await?;
                 }
                 Effect::InstallSnapshot { zxid } => {
@@ -646,8 +646,8 @@ impl Driver {
                 Effect::Look { reason } => {
                     tracing::warn!(%reason, "going back to LOOKING");
                     self.stop_serving();
-                    self.reload().await?;
-                    self.start_looking().await?;
+                    let replayed_tail = self.reload().await?;
+                    self.start_looking(replayed_tail).await?;
                 }
             }
             queue.extend(more);
@@ -758,12 +758,14 @@ impl Driver {
     }
 
     /// Rebuild the state from the log: a server's history is what it logged.
-    async fn reload(&mut self) -> std::io::Result<()> {
+    /// Returns the last txns replayed (the committed log for DIFF).
+    async fn reload(&mut self) -> std::io::Result<VecDeque<Txn>> {
         self.log.idle().await;
-        let recovered = self.dirs.recover_for_start().map_err(std::io::Error::other)?;
+        let recovered = self.dirs.recover_for_start(limits::COMMITTED_LOG_MAX).map_err(std::io::Error::other)?;
         self.tree = recovered.tree;
         self.outlet.reset(&self.tree).await;
-        self.open_log().await
+        self.open_log().await?;
+        Ok(recovered.replayed_tail)
     }
 
     async fn open_log(&mut self) -> std::io::Result<()> {
@@ -777,7 +779,13 @@ impl Driver {
         Ok(())
     }
 
-    async fn start_looking(&mut self) -> std::io::Result<()> {
+    /// Elect with the state just rebuilt: the tree, the epochs, and as the
+    /// committed log for DIFF the last txns replayed into the tree (what
+    /// ZooKeeper's loadDataBase puts in its committedLog). Everything this
+    /// server logged counts as its history, as in ZooKeeper; a txn of it
+    /// that no quorum holds is cut by the next leader's TRUNC or SNAP, or,
+    /// should this server lead, becomes the new epoch's history with the rest.
+    async fn start_looking(&mut self, replayed_tail: VecDeque<Txn>) -> std::io::Result<()> {
         let last = self.tree.last_processed_zxid();
         let (accepted, current) = self.dirs.read_epochs(last)?;
         tracing::info!(
@@ -786,10 +794,9 @@ impl Driver {
             current_epoch = current,
             "LOOKING"
         );
+        let history = crate::pipeline::replayed_history(replayed_tail);
         let mut effects = Vec::new();
-        // No history: the committed log is rebuilt as this server commits
-        // (an empty one makes the leader SNAP anyone not exactly in sync).
-        self.peer.start_looking(wall_clock_ms() as u64, last, accepted, current, Vec::new(), &mut effects);
+        self.peer.start_looking(wall_clock_ms() as u64, last, accepted, current, history, &mut effects);
         Box::pin(self.perform(effects)).await
     }
 }

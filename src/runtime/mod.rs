@@ -80,7 +80,10 @@ pub fn run(options: ServerOptions) -> std::io::Result<()> {
     // Recovery before anything serves: newest valid snapshot plus the log.
     let dirs = durability::DataDirs::new(&config.data_dir, &config.data_log_dir);
     let started = std::time::Instant::now();
-    let recovered = dirs.recover_for_start().map_err(|error| {
+    // An ensemble member also keeps the last txns replayed: its committed
+    // log for DIFF, as ZooKeeper's loadDataBase fills committedLog.
+    let replayed_tail_max = if ensemble { limits::COMMITTED_LOG_MAX } else { 0 };
+    let recovered = dirs.recover_for_start(replayed_tail_max).map_err(|error| {
         std::io::Error::other(format!("refusing to start: {error}"))
     })?;
     let tree = recovered.tree;
@@ -160,6 +163,7 @@ pub fn run(options: ServerOptions) -> std::io::Result<()> {
         snapshotter: snapshotter_sender,
         snapshot_busy,
         tree: tree.clone(),
+        replayed_tail: recovered.replayed_tail,
         dirs,
     });
     for shard_index in 0..cores {
@@ -224,6 +228,8 @@ struct SequencerParts {
     snapshotter: SharedSender<snapshots::Input>,
     snapshot_busy: snapshots::Busy,
     tree: DataTree,
+    /// The last txns recovery replayed into `tree` (ensemble members only).
+    replayed_tail: std::collections::VecDeque<crate::txn::Txn>,
     dirs: durability::DataDirs,
 }
 

@@ -311,7 +311,7 @@ pub(super) async fn connect(
     parts: SequencerParts,
     shared: Arc<SharedState>,
 ) -> (Vec<ConnectedReceiver<ToSequencer>>, Outlet, crate::tree::DataTree, super::durability::DataDirs) {
-    let SequencerParts { receivers, senders, snapshotter, snapshot_busy, tree, dirs } = parts;
+    let SequencerParts { receivers, senders, snapshotter, snapshot_busy, tree, replayed_tail: _, dirs } = parts;
     let mut connected_receivers = Vec::new();
     for receiver in receivers {
         connected_receivers.push(receiver.connect().await);

@@ -157,6 +157,10 @@ pub enum Action {
     /// it). One-shot; several may be armed at once. It fires only for a
     /// message that goes on the wire (a live link across no partition).
     OnSend { from: ServerId, to: Option<ServerId>, kind: MsgKind, fault: SendFault, delivered: bool, after_ms: u64 },
+    /// Clients stop issuing operations (they keep their sessions and
+    /// connections, and reconnect as usual), until `ResumeClients`.
+    PauseClients,
+    ResumeClients,
 }
 
 /// The quorum messages an `Action::OnSend` can wait for.
@@ -394,6 +398,8 @@ pub struct Sim {
     armed_epoch_crash: Option<(ServerId, Option<u64>)>,
     /// Scripted faults waiting for a message to be sent.
     armed_sends: Vec<SendTrigger>,
+    /// Scripted: clients issue no operations.
+    clients_paused: bool,
     invariants: Invariants,
     report: Report,
 }
@@ -454,6 +460,7 @@ impl Sim {
             faults_on: true,
             armed_epoch_crash: None,
             armed_sends: Vec::new(),
+            clients_paused: false,
             invariants: Invariants::default(),
             report,
         }
@@ -762,7 +769,7 @@ impl Sim {
             Event::ClientWake { client } => {
                 let now = self.now;
                 self.clients[client as usize].step = self.report.steps;
-                let out = self.clients[client as usize].on_wake(now, self.faults_on);
+                let out = self.clients[client as usize].on_wake(now, self.faults_on && !self.clients_paused);
                 self.client_out(client, out);
             }
             Event::Fault => {
@@ -787,6 +794,8 @@ impl Sim {
                     Action::OnSend { from, to, kind, fault, delivered, after_ms } => {
                         self.armed_sends.push(SendTrigger { from, to, kind, fault, delivered, after_ms })
                     }
+                    Action::PauseClients => self.clients_paused = true,
+                    Action::ResumeClients => self.clients_paused = false,
                     _ => {}
                 }
             }

@@ -156,6 +156,25 @@ impl Disk {
     pub fn last_logged(&self) -> i64 {
         self.log.last().map_or(self.base.last_processed_zxid(), |(zxid, _)| *zxid)
     }
+
+    /// The last `max` txns `recover` replays (those past the snapshot), oldest
+    /// first, as `storage::recovery` keeps them for the committed log: read
+    /// from the end of the log, never more than `max` of them. Records at or
+    /// below the snapshot stay out: below a SNAP they may be another history's.
+    /// Origins are dropped, as the runtime's log does not keep them.
+    pub fn replayed_tail(&self, max: usize) -> Vec<(i64, Entry)> {
+        let base = self.base.last_processed_zxid();
+        let mut tail: Vec<(i64, Entry)> = Vec::with_capacity(max.min(self.log.len()));
+        for (zxid, entry) in self.log.iter().rev() {
+            if *zxid <= base || tail.len() == max {
+                break;
+            }
+            assert!(tail.last().is_none_or(|(newer, _)| zxid < newer), "log out of order at {zxid:#x}");
+            tail.push((*zxid, Entry { txn: entry.txn.clone(), origin: None }));
+        }
+        tail.reverse();
+        tail
+    }
 }
 
 /// A client connection as the server sees it (`runtime::connection`).
@@ -231,16 +250,17 @@ impl Server {
 
     /// Start (or restart after a crash): recover from disk and elect.
     pub fn boot(&mut self, now: u64, out: &mut Vec<Out>) {
-        let tree = self.disk.recover();
-        self.shard = Shard::new(tree, ShardConfig { password_secret: self.secret });
-        self.start_looking(now, out);
+        let history = self.reload();
+        self.start_looking(now, history, out);
     }
 
-    fn start_looking(&mut self, now: u64, out: &mut Vec<Out>) {
+    /// Elect with the state `reload` rebuilt and its committed log for DIFF
+    /// (`runtime::ensemble::Driver::start_looking`).
+    fn start_looking(&mut self, now: u64, history: Vec<(i64, Entry)>, out: &mut Vec<Out>) {
         let last = self.shard.tree().last_processed_zxid();
         let (accepted, current) = (self.disk.accepted_epoch, self.disk.current_epoch);
         let mut effects = Vec::new();
-        self.peer.start_looking(now, last, accepted.max(current), current, Vec::new(), &mut effects);
+        self.peer.start_looking(now, last, accepted.max(current), current, history, &mut effects);
         self.perform(now, effects, out);
     }
 
@@ -667,6 +687,7 @@ impl Server {
                             continue;
                         }
                     }
+                    // The peer cut its committed log at `to` itself.
                     self.reload();
                 }
                 Effect::InstallSnapshot { zxid } => {
@@ -722,10 +743,10 @@ impl Server {
                     out.push(Out::Looking { reason });
                     self.stop_serving(out);
                     self.flush_now();
-                    self.reload();
+                    let history = self.reload();
                     let tree = self.shard.tree().clone();
                     self.shard_reset(tree, out);
-                    self.start_looking(now, out);
+                    self.start_looking(now, history, out);
                 }
             }
             queue.extend(more);
@@ -759,9 +780,17 @@ impl Server {
         self.disk.sync_markers = 0;
     }
 
-    fn reload(&mut self) {
+    /// Rebuild from the disk, as `runtime::ensemble::Driver::reload`; returns
+    /// the committed log for DIFF, the last txns replayed.
+    fn reload(&mut self) -> Vec<(i64, Entry)> {
         let tree = self.disk.recover();
+        let history = self.disk.replayed_tail(self.config.peer.committed_log_max);
+        assert!(
+            history.last().is_none_or(|(zxid, _)| *zxid == tree.last_processed_zxid()),
+            "the replayed tail must end where recovery ends"
+        );
         self.shard = Shard::new(tree, ShardConfig { password_secret: self.secret });
+        history
     }
 
     fn shard_reset(&mut self, tree: DataTree, out: &mut Vec<Out>) {

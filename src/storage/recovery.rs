@@ -11,11 +11,19 @@
 //!   starts again at counter 1);
 //! - a damaged last batch of the newest segment is a torn write: cut it;
 //!   damage anywhere else is corruption: refuse, naming the file and offset.
+//!
+//! Recovery also keeps the last few txns it replayed (`replayed_tail`): an
+//! ensemble member's committed log for DIFF, as ZooKeeper's
+//! ZKDatabase.loadDataBase fills its committedLog from the txns it replays
+//! after the snapshot.
+
+use std::collections::VecDeque;
 
 use bytes::Bytes;
 
 use super::log::{scan_segment, SegmentEnd};
 use crate::tree::DataTree;
+use crate::txn::Txn;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RecoveryError {
@@ -61,6 +69,12 @@ pub struct Recovered {
     pub log_end: Option<(String, u64)>,
     /// Snapshots skipped because they did not validate.
     pub warnings: Vec<String>,
+    /// The last txns replayed into `tree` (at most the `replayed_tail_max`
+    /// asked for), oldest first: only txns past the snapshot, never log
+    /// records the snapshot already covers (those below a snapshot received
+    /// from a leader may be another history's). Their buffers are copied out
+    /// of the segment, so keeping them holds no segment in memory.
+    pub replayed_tail: VecDeque<Txn>,
 }
 
 /// Whether `zxid` may come right after `previous` in a log: the next counter
@@ -71,10 +85,13 @@ pub fn follows(previous: i64, zxid: i64) -> bool {
     zxid == previous + 1 || (epoch > (previous as u64) >> 32 && counter == 1)
 }
 
+/// Recovers the state the files hold, keeping the last `replayed_tail_max`
+/// txns replayed (0 keeps none).
 pub fn recover(
     listing: &Listing,
     mut read: impl FnMut(&str) -> Result<Bytes, String>,
     decode_snapshot: impl Fn(Bytes) -> Result<DataTree, String>,
+    replayed_tail_max: usize,
 ) -> Result<Recovered, RecoveryError> {
     let error = |file: &str, offset: u64, reason: String| RecoveryError { file: file.to_owned(), offset, reason };
     let mut snapshots = listing.snapshots.clone();
@@ -129,6 +146,7 @@ pub fn recover(
     let mut replayed = 0;
     let mut torn_tail = None;
     let mut log_end = None;
+    let mut replayed_tail = VecDeque::new();
     let mut triggers = Vec::new();
     let needed = &segments[first_needed..];
     for (index, (first_zxid, name)) in needed.iter().enumerate() {
@@ -161,6 +179,12 @@ pub fn recover(
             tree.apply(&logged.txn, &mut triggers);
             zxid_last = zxid;
             replayed += 1;
+            if replayed_tail_max > 0 {
+                if replayed_tail.len() == replayed_tail_max {
+                    replayed_tail.pop_front();
+                }
+                replayed_tail.push_back(logged.txn.detached());
+            }
         }
         match scan.end {
             SegmentEnd::Clean { offset } => {
@@ -177,7 +201,12 @@ pub fn recover(
             SegmentEnd::Corrupt { offset, reason } => return Err(error(name, offset, reason)),
         }
     }
-    Ok(Recovered { tree, snapshot_zxid, fresh, replayed, torn_tail, log_end, warnings })
+    assert!(replayed_tail.len() <= replayed_tail_max, "the replayed tail outgrew its bound");
+    assert!(
+        replayed_tail.back().is_none_or(|txn| txn.zxid == zxid_last),
+        "the replayed tail must end at the last txn replayed"
+    );
+    Ok(Recovered { tree, snapshot_zxid, fresh, replayed, torn_tail, log_end, warnings, replayed_tail })
 }
 
 #[cfg(test)]

@@ -27,8 +27,10 @@
 //! So here: the synced txns are appended (`LogAppend`) as they are committed;
 //! at NEWLEADER the learner asks for `SyncLog` (log and any snapshot durable),
 //! only after `on_synced` does it `PersistCurrentEpoch`, and only after
-//! `on_persisted_current_epoch` does it send the ACK of NEWLEADER. It never
-//! serves clients before UPTODATE. Likewise a new accepted epoch is persisted
+//! `on_persisted_current_epoch` does it send the ACK of NEWLEADER. It applies
+//! the synced txns (`Apply`) and serves clients only at UPTODATE, once the
+//! leader's epoch is established: a reloaded leader's history may hold txns
+//! no quorum had acknowledged before. Likewise a new accepted epoch is persisted
 //! (`PersistAcceptedEpoch`) before ACKEPOCH promises it to the leader.
 //!
 //! Invariants (`assert!`, on in release builds): epochs never go backward and
@@ -95,7 +97,8 @@ pub enum LearnerEffect<T> {
     Truncate { to: i64 },
     /// Append a synced, committed txn to the log (not yet flushed).
     LogAppend { zxid: i64, txn: T },
-    /// Apply a committed txn to the data tree.
+    /// Apply a committed txn to the data tree. The txns of the sync are
+    /// applied at UPTODATE, once the leader has established its epoch.
     Apply { zxid: i64, txn: T },
     /// Make everything appended durable (fsync), and the installed snapshot
     /// too when `snapshot`; report `on_synced`.
@@ -144,6 +147,9 @@ pub struct LearnerHandshake<T> {
     phase: LearnerPhase,
     /// Proposals received before NEWLEADER and not yet committed.
     pending: VecDeque<(i64, T)>,
+    /// Txns of the sync, logged and waiting for UPTODATE to be applied: at
+    /// most the leader's committed log and its proposals in flight.
+    synced: Vec<(i64, T)>,
     /// What arrived after NEWLEADER.
     replay: Vec<Replay<T>>,
 }
@@ -172,6 +178,7 @@ impl<T: Clone> LearnerHandshake<T> {
             snapshot: false,
             phase: LearnerPhase::Idle,
             pending: VecDeque::new(),
+            synced: Vec::new(),
             replay: Vec::new(),
         }
     }
@@ -337,8 +344,8 @@ impl<T: Clone> LearnerHandshake<T> {
     }
 
     /// A COMMIT in the sync stream: the oldest pending proposal is committed;
-    /// append it to the log and apply it. (Nobody reads the tree before
-    /// UPTODATE, and it is durable before NEWLEADER is ACKed.)
+    /// append it to the log now (it is durable before NEWLEADER is ACKed)
+    /// and apply it at UPTODATE.
     pub fn on_commit(&mut self, zxid: i64) -> Vec<LearnerEffect<T>> {
         if self.after_new_leader() {
             self.replay.push(Replay::Commit { zxid });
@@ -358,17 +365,20 @@ impl<T: Clone> LearnerHandshake<T> {
         self.commit_synced(zxid, txn)
     }
 
+    /// A txn of the sync: logged at once, applied at UPTODATE. A new
+    /// leader's history may hold txns it logged in an earlier epoch that no
+    /// quorum acknowledged then (ZooKeeper's leader DIFFs from its committed
+    /// log, which its txn log refilled at start-up): they are committed only
+    /// once a quorum has ACKed NEWLEADER, which UPTODATE tells. Until then
+    /// they are this learner's log and nothing more (should the epoch fail,
+    /// the next leader keeps or truncates them); the ZAB specification
+    /// delivers the initial history at that commit too.
     fn commit_synced(&mut self, zxid: i64, txn: T) -> Vec<LearnerEffect<T>> {
         assert!(zxid > self.last_committed, "sync applied out of order");
         self.last_logged = zxid;
         self.last_committed = zxid;
-        vec![
-            LearnerEffect::LogAppend {
-                zxid,
-                txn: txn.clone(),
-            },
-            LearnerEffect::Apply { zxid, txn },
-        ]
+        self.synced.push((zxid, txn.clone()));
+        vec![LearnerEffect::LogAppend { zxid, txn }]
     }
 
     /// An INFORM (a committed txn, to an observer) in the sync stream.
@@ -450,23 +460,28 @@ impl<T: Clone> LearnerHandshake<T> {
         })]
     }
 
-    /// UPTODATE: serve clients (only now).
+    /// UPTODATE: the epoch is established. Apply the txns of the sync, then
+    /// serve clients (only now).
     pub fn on_up_to_date(&mut self) -> Vec<LearnerEffect<T>> {
         if self.phase != LearnerPhase::AwaitUpToDate {
             return self.unexpected("UPTODATE");
         }
         self.phase = LearnerPhase::Serving;
-        vec![
-            LearnerEffect::Send(Message::Ack {
-                zxid: make_zxid(self.new_epoch, 0),
-            }),
-            LearnerEffect::ServeClients {
-                epoch: self.new_epoch,
-                last_logged: self.last_logged,
-                last_committed: self.last_committed,
-                replay: std::mem::take(&mut self.replay),
-            },
-        ]
+        let mut effects: Vec<LearnerEffect<T>> = self
+            .synced
+            .drain(..)
+            .map(|(zxid, txn)| LearnerEffect::Apply { zxid, txn })
+            .collect();
+        effects.push(LearnerEffect::Send(Message::Ack {
+            zxid: make_zxid(self.new_epoch, 0),
+        }));
+        effects.push(LearnerEffect::ServeClients {
+            epoch: self.new_epoch,
+            last_logged: self.last_logged,
+            last_committed: self.last_committed,
+            replay: std::mem::take(&mut self.replay),
+        });
+        effects
     }
 }
 
@@ -952,19 +967,14 @@ mod tests {
         );
         assert_eq!(
             l.on_commit(z(3, 3)),
-            vec![
-                LE::LogAppend {
-                    zxid: z(3, 3),
-                    txn: 33
-                },
-                LE::Apply {
-                    zxid: z(3, 3),
-                    txn: 33
-                }
-            ]
+            vec![LE::LogAppend {
+                zxid: z(3, 3),
+                txn: 33
+            }],
+            "logged now, applied once the epoch is established (UPTODATE)"
         );
         l.on_proposal(z(3, 4), 34);
-        assert_eq!(l.on_commit(z(3, 4)).len(), 2);
+        assert_eq!(l.on_commit(z(3, 4)).len(), 1);
         // An outstanding (uncommitted) proposal before NEWLEADER.
         l.on_proposal(z(3, 5), 35);
 
@@ -999,6 +1009,14 @@ mod tests {
         assert_eq!(
             e,
             vec![
+                LE::Apply {
+                    zxid: z(3, 3),
+                    txn: 33
+                },
+                LE::Apply {
+                    zxid: z(3, 4),
+                    txn: 34
+                },
                 LE::Send(Message::Ack { zxid: z(4, 0) }),
                 LE::ServeClients {
                     epoch: 4,

@@ -260,7 +260,15 @@ impl<T: Clone, R> Peer<T, R> {
     }
 
     /// Start an election with the state rebuilt from the log. `history` is
-    /// the tail of the log (oldest first), for DIFF should we lead.
+    /// the tail of what that rebuild replayed (oldest first; ZooKeeper's
+    /// committedLog as loadDataBase fills it), for DIFF should we lead: only
+    /// the newest `committed_log_max` are kept. It must end at `last_logged`,
+    /// so that a leader's DIFF only ever sends txns of its own history,
+    /// which is the history a new epoch starts from. A txn in it that no
+    /// quorum holds is the same as in ZooKeeper: should this server lead, it
+    /// is part of the new epoch's history; otherwise the leader's TRUNC or
+    /// SNAP removes it here (and `Truncate` and `InstallSnapshot` trim the
+    /// window with it).
     pub fn start_looking(
         &mut self,
         now_ms: u64,
@@ -271,6 +279,15 @@ impl<T: Clone, R> Peer<T, R> {
         effects: &mut Vec<Effect<T, R>>,
     ) {
         assert!(accepted_epoch >= current_epoch, "acceptedEpoch {accepted_epoch} < currentEpoch {current_epoch}");
+        assert!(
+            history.windows(2).all(|pair| pair[0].0 < pair[1].0),
+            "the committed log must be in strictly increasing zxid order"
+        );
+        assert!(
+            history.last().is_none_or(|(zxid, _)| *zxid == last_logged),
+            "the committed log must end at the last logged zxid {last_logged:#x}, not {:#x}",
+            history.last().map_or(0, |(zxid, _)| *zxid)
+        );
         self.role = Role::Looking;
         self.serving = false;
         self.last_logged = last_logged;
@@ -1134,6 +1151,8 @@ mod tests {
         now: u64,
         /// Pairs that cannot talk.
         cut: BTreeSet<(ServerId, ServerId)>,
+        /// Every sync mode a leader chose: (learner, "DIFF" / "TRUNC" / "SNAP").
+        syncs: Vec<(ServerId, &'static str)>,
     }
 
     impl Sim {
@@ -1162,7 +1181,7 @@ mod tests {
                 };
                 nodes.insert(id, node);
             }
-            let mut sim = Sim { nodes, events: VecDeque::new(), now: 1_000, cut: BTreeSet::new() };
+            let mut sim = Sim { nodes, events: VecDeque::new(), now: 1_000, cut: BTreeSet::new(), syncs: Vec::new() };
             let ids: Vec<ServerId> = sim.nodes.keys().copied().collect();
             for id in ids {
                 sim.restart_looking(id);
@@ -1203,11 +1222,15 @@ mod tests {
                         }
                     }
                     Effect::Send { to, msg } => {
+                        if matches!(msg, Msg::Diff { .. } | Msg::Trunc { .. }) {
+                            self.syncs.push((to, msg_name(&msg)));
+                        }
                         if self.linked(id, to) {
                             self.events.push_back(Event::Message { to, from: id, msg });
                         }
                     }
                     Effect::SendSnapshot { to } => {
+                        self.syncs.push((to, "SNAP"));
                         let node = self.nodes.get_mut(&id).unwrap();
                         let zxid = node.applied.last().map_or(0, |(z, _)| *z);
                         self.events.push_back(Event::Message { to, from: id, msg: Msg::Snap { zxid } });
@@ -1496,6 +1519,56 @@ mod tests {
             let logged: Vec<u64> = node.log.iter().map(|(_, v)| *v).collect();
             assert_eq!(logged, vec![1, 2], "node {id} log");
         }
+    }
+
+    /// ZooKeeper's ZKDatabase.loadDataBase refills the committed log from the
+    /// txn log, so a leader that was restarted DIFFs a lagging follower
+    /// instead of sending a SNAP. Here every server is restarted, each with
+    /// its log as the committed log (`restart_looking`, as the drivers do).
+    #[test]
+    fn restarted_leader_diffs_a_lagging_follower_from_its_log() {
+        let mut sim = Sim::new(&[1, 2, 3], &[]);
+        sim.run(2_000);
+        for value in 1..=5 {
+            sim.propose(value);
+        }
+        sim.run(500);
+        let lagging = *sim.nodes.keys().find(|id| Some(**id) != sim.leader()).unwrap();
+        sim.nodes.get_mut(&lagging).unwrap().up = false;
+        for value in 6..=10 {
+            sim.propose(value);
+        }
+        sim.run(500);
+        for id in [1, 2, 3] {
+            sim.nodes.get_mut(&id).unwrap().up = true;
+            sim.restart_looking(id);
+        }
+        sim.syncs.clear();
+        sim.run(5_000);
+        assert!(sim.serving_all());
+        assert!(sim.syncs.contains(&(lagging, "DIFF")), "{:?}", sim.syncs);
+        assert!(sim.syncs.iter().all(|(_, mode)| *mode == "DIFF"), "{:?}", sim.syncs);
+        let values: Vec<u64> = sim.nodes[&lagging].applied.iter().map(|(_, v)| *v).collect();
+        assert_eq!(values, (1..=10).collect::<Vec<_>>());
+    }
+
+    /// The committed log a reload hands over must end at the last logged
+    /// zxid: a window from anywhere else could DIFF txns outside this
+    /// server's history.
+    #[test]
+    #[should_panic(expected = "must end at the last logged zxid")]
+    fn committed_log_not_ending_at_the_last_logged_zxid_is_refused() {
+        let (mut peer, _) = follower_of_2(1_000);
+        let mut effects = Vec::new();
+        peer.start_looking(2_000, make_zxid(1, 5), 1, 1, vec![(make_zxid(1, 3), 3), (make_zxid(1, 4), 4)], &mut effects);
+    }
+
+    #[test]
+    #[should_panic(expected = "strictly increasing zxid order")]
+    fn committed_log_out_of_order_is_refused() {
+        let (mut peer, _) = follower_of_2(1_000);
+        let mut effects = Vec::new();
+        peer.start_looking(2_000, make_zxid(1, 4), 1, 1, vec![(make_zxid(1, 4), 4), (make_zxid(1, 4), 4)], &mut effects);
     }
 
     #[test]

@@ -234,7 +234,7 @@ fn truncate_inside_a_batch_keeps_its_head_then_a_new_segment_follows() {
     let recovered = assert_recovers_to(&dirs, 7);
     assert!(recovered.tree.get("/m6").is_some() && recovered.tree.get("/n6").is_none());
     // And a restart accepts it too.
-    dirs.recover_for_start().unwrap();
+    dirs.recover_for_start(0).unwrap();
     assert_recovers_to(&dirs, 7);
 }
 
@@ -398,7 +398,7 @@ fn torn_rewrite_of_the_straddling_batch_loses_only_that_batch() {
     let recovered = dirs.recover().unwrap();
     assert_eq!(recovered.tree.last_processed_zxid(), 3);
     assert_eq!(recovered.torn_tail.unwrap().offset, offsets[1] as u64);
-    dirs.recover_for_start().unwrap();
+    dirs.recover_for_start(0).unwrap();
     assert_recovers_to(&dirs, 3);
 }
 
@@ -491,4 +491,61 @@ fn install_of_an_invalid_snapshot_is_refused_and_changes_nothing() {
     assert!(error.contains("invalid"), "{error}");
     assert!(dirs.install_snapshot(Bytes::from_static(b"nonsense")).is_err());
     assert_eq!(contents(&dirs), before);
+}
+
+// The committed log for DIFF an ensemble member rebuilds at a reload: the
+// last txns recovery replays, as ZooKeeper's loadDataBase fills committedLog.
+
+fn replayed_tail_zxids(dirs: &DataDirs, max: usize) -> Vec<i64> {
+    let recovered = dirs.recover_for_start(max).unwrap();
+    let zxids: Vec<i64> = recovered.replayed_tail.iter().map(|txn| txn.zxid).collect();
+    if let Some(last) = zxids.last() {
+        assert_eq!(*last, recovered.tree.last_processed_zxid(), "the tail ends where recovery ends");
+    }
+    zxids
+}
+
+#[test]
+fn replayed_tail_spans_segments_past_the_newest_snapshot() {
+    let dirs = TempDirs::new("tail-segments");
+    write_snapshot_at(&dirs, 0);
+    write_segment(&dirs, 1, &[1..=4]);
+    write_snapshot_at(&dirs, 4);
+    write_segment(&dirs, 5, &[5..=6, 7..=8]);
+    write_segment(&dirs, 9, &[9..=12]);
+    assert_eq!(replayed_tail_zxids(&dirs, 5), vec![8, 9, 10, 11, 12], "the newest, bounded");
+    assert_eq!(replayed_tail_zxids(&dirs, 100), (5..=12).collect::<Vec<_>>(), "never below the snapshot");
+    assert!(replayed_tail_zxids(&dirs, 0).is_empty());
+    assert!(dirs.recover().unwrap().replayed_tail.is_empty(), "tools keep none");
+}
+
+#[test]
+fn replayed_tail_after_a_truncation_ends_at_its_point() {
+    let (dirs, _) = usual_layout("tail-truncate");
+    dirs.truncate_after(5).unwrap();
+    assert_eq!(replayed_tail_zxids(&dirs, 3), vec![3, 4, 5]);
+    // The runtime's new segment after it, with the new leader's txns.
+    append_with_log_writer(&dirs, 6, history("m", 6..=7));
+    let recovered = dirs.recover_for_start(3).unwrap();
+    let tail: Vec<(i64, String)> = recovered
+        .replayed_tail
+        .iter()
+        .map(|txn| match &txn.body {
+            TxnBody::Create(create) => (txn.zxid, create.path.clone()),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(tail, vec![(5, "/n5".into()), (6, "/m6".into()), (7, "/m7".into())], "the cut txns are gone");
+}
+
+#[test]
+fn replayed_tail_after_a_snapshot_install_skips_the_log_under_it() {
+    // The learner's log holds 1-9 of its own history; the leader's snapshot
+    // at 5 diverged after 3. Records 4 and 5 stay in the log, under the
+    // snapshot: they are another history's and must not be DIFFed.
+    let (dirs, _) = usual_layout("tail-install");
+    dirs.install_snapshot(leader_snapshot(5)).unwrap();
+    assert!(replayed_tail_zxids(&dirs, 10).is_empty());
+    append_with_log_writer(&dirs, 6, history("leader", 6..=8));
+    assert_eq!(replayed_tail_zxids(&dirs, 10), vec![6, 7, 8]);
 }

@@ -72,7 +72,10 @@ impl Dir {
         self
     }
     fn recover(&self) -> Result<Recovered, RecoveryError> {
-        recover(&self.listing, |name| Ok(Bytes::from(self.files[name].clone())), decode)
+        self.recover_keeping(0)
+    }
+    fn recover_keeping(&self, replayed_tail_max: usize) -> Result<Recovered, RecoveryError> {
+        recover(&self.listing, |name| Ok(Bytes::from(self.files[name].clone())), decode, replayed_tail_max)
     }
 }
 
@@ -222,4 +225,63 @@ fn crash_between_cut_and_rewrite_of_the_straddling_batch_loses_only_that_batch()
     let recovered = Dir::new().snapshot(0, snapshot_of(0)).segment(1, bytes).recover().unwrap();
     assert_eq!(recovered.tree.last_processed_zxid(), 2);
     assert_eq!(recovered.torn_tail.unwrap().offset, cut_offset as u64);
+}
+
+// The replayed tail: the committed log for DIFF an ensemble member rebuilds.
+
+fn tail_zxids(recovered: &Recovered) -> Vec<i64> {
+    recovered.replayed_tail.iter().map(|txn| txn.zxid).collect()
+}
+
+#[test]
+fn replayed_tail_is_the_newest_txns_past_the_snapshot_across_segments() {
+    let dir = Dir::new().snapshot(3, snapshot_of(3)).segment(1, segment(1..=5)).segment(6, segment(6..=9));
+    assert_eq!(tail_zxids(&dir.recover_keeping(4).unwrap()), vec![6, 7, 8, 9]);
+    assert_eq!(tail_zxids(&dir.recover_keeping(5).unwrap()), vec![5, 6, 7, 8, 9], "across the segment boundary");
+    assert_eq!(tail_zxids(&dir.recover_keeping(100).unwrap()), vec![4, 5, 6, 7, 8, 9], "only what was replayed");
+    assert!(dir.recover_keeping(0).unwrap().replayed_tail.is_empty());
+    let recovered = dir.recover_keeping(2).unwrap();
+    assert_eq!(recovered.replayed_tail.back().unwrap(), &create(9), "the txns themselves");
+}
+
+#[test]
+fn replayed_tail_leaves_out_records_under_an_installed_snapshot() {
+    // Records 1-3 are the learner's own, below the snapshot it was sent.
+    let dir = Dir::new().snapshot(0, snapshot_of(0)).segment(1, cut_segment(1..=3)).snapshot(10, snapshot_of(10));
+    assert!(dir.recover_keeping(10).unwrap().replayed_tail.is_empty());
+    let dir = dir.segment(11, segment(11..=12));
+    assert_eq!(tail_zxids(&dir.recover_keeping(10).unwrap()), vec![11, 12]);
+}
+
+#[test]
+fn replayed_tail_ends_before_a_torn_tail() {
+    let mut bytes = segment(1..=3);
+    bytes[BLOCK_BYTES * 3 + 40] ^= 0xff;
+    let recovered = Dir::new().snapshot(0, snapshot_of(0)).segment(1, bytes).recover_keeping(10).unwrap();
+    assert_eq!(tail_zxids(&recovered), vec![1, 2]);
+}
+
+#[test]
+fn replayed_tail_does_not_hold_the_segment_buffer() {
+    let txn = |zxid: i64| Txn {
+        session_id: 1,
+        cxid: 0,
+        zxid,
+        time_ms: 0,
+        body: TxnBody::SetData { path: "/n1".into(), data: Some(Bytes::from(vec![7u8; 100])), version: -1 },
+    };
+    let mut bytes = encode_segment_header(1);
+    let mut encoder = BatchEncoder::new();
+    encoder.push(&create(1));
+    encoder.push(&txn(2));
+    bytes.extend_from_slice(encoder.finish());
+    let file = Bytes::from(bytes);
+    let listing = Listing { snapshots: vec![(0, "snapshot.0".into())], segments: vec![(1, "log.1".into())] };
+    let read = |name: &str| if name == "log.1" { Ok(file.clone()) } else { Ok(Bytes::from(snapshot_of(0))) };
+    let recovered = recover(&listing, read, decode, 1).unwrap();
+    let kept = &recovered.replayed_tail[0];
+    assert_eq!(kept, &txn(2));
+    let TxnBody::SetData { data: Some(data), .. } = &kept.body else { panic!("{kept:?}") };
+    let inside = file.as_ptr_range();
+    assert!(!inside.contains(&data.as_ptr()), "the kept txn's data must be its own copy, not a slice of the segment");
 }

@@ -70,7 +70,8 @@ enum Command {
         #[arg(long, default_value = "all")]
         faults: String,
         /// Plant a known bug: commit-on-minority, ack-before-fsync, skip-trunc,
-        /// newleader-before-persist.
+        /// newleader-before-persist, watch-event-after-reply,
+        /// set-watches-from-server-zxid.
         #[arg(long, default_value = "none")]
         plant: String,
         /// Print every event of the run (one seed).

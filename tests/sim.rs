@@ -104,6 +104,28 @@ fn planted_skip_trunc_is_caught() {
     println!("caught at seed {seed}: {violations:?}");
 }
 
+/// The session checks (`sim::session_order`): a watch event reaches its
+/// session before any reply that reveals the change that fired it, and a
+/// reconnect's setWatches reports what changed while the session was away.
+fn caught_by_session_order(planted: Planted) {
+    let (seed, violations) = caught_within(planted, 20);
+    assert!(
+        violations.iter().any(|violation| violation.starts_with("SessionOrder:") && violation.contains("WatchBeforeData")),
+        "seed {seed} failed, but not by the session checker: {violations:?}"
+    );
+    println!("caught at seed {seed}: {violations:?}");
+}
+
+#[test]
+fn planted_watch_event_after_reply_is_caught() {
+    caught_by_session_order(Planted::WatchEventAfterReply);
+}
+
+#[test]
+fn planted_set_watches_from_server_zxid_is_caught() {
+    caught_by_session_order(Planted::SetWatchesFromServerZxid);
+}
+
 /// ZOOKEEPER-3911 / 4646: a learner must make the txns of its sync durable
 /// before it moves its currentEpoch and ACKs NEWLEADER. Schedule: 1 falls
 /// behind (crashed) while 3 and 2 commit; 2 goes down; 1 returns and syncs

@@ -2,12 +2,17 @@
 //!
 //! A client holds one session at a time and one connection at a time, to a
 //! server it picks at random; it pipelines a few data operations on a small
-//! set of leaf znodes (so operations on one path contend), sets data
-//! watches, and on connection loss reconnects elsewhere with its session id
-//! and last seen zxid, as the real clients do. Every operation is recorded:
-//! when it was issued, and — if a definite reply came — when, at which zxid,
-//! with what outcome. Operations whose connection was lost stay open: they
-//! may or may not have taken effect.
+//! set of leaf znodes (so operations on one path contend), sets data, exists
+//! and child watches, and on connection loss reconnects elsewhere with its
+//! session id and last seen zxid, re-sending its watches with setWatches
+//! first, as the real clients do. Every operation is recorded: when it was
+//! issued, and — if a definite reply came — when, at which zxid, with what
+//! outcome. Operations whose connection was lost stay open: they may or may
+//! not have taken effect. Each session's requests, replies, watch events and
+//! reconnects are recorded as well, in the order the client saw them, for
+//! `session_order`.
+
+use std::collections::BTreeSet;
 
 use bytes::Bytes;
 
@@ -15,9 +20,11 @@ use super::invariants::Invariants;
 use super::linearizable;
 use super::rng::Rng;
 use super::server::ClientMsg;
+use super::session_order::{self, EventType, SessionEvent, SessionHistory, WatchRequest};
+use crate::proto::codes::{event, xid};
 use crate::proto::{
-    op, ConnectRequest, ConnectResponse, CreateRequest, DeleteRequest, ErrorCode, GetDataResponse, Jute, PathWatchRequest, Reader,
-    ReplyHeader, Request, SetDataRequest, StatResponse,
+    op, ConnectRequest, ConnectResponse, CreateRequest, DeleteRequest, ErrorCode, GetChildrenResponse, GetDataResponse, Jute,
+    PathWatchRequest, Reader, ReplyHeader, Request, SetDataRequest, SetWatches, StatResponse, WatcherEvent,
 };
 use crate::zab::ServerId;
 
@@ -50,12 +57,25 @@ pub enum OpKind {
     Delete { version: i32 },
     SetData { data: Bytes, version: i32 },
     GetData { watch: bool },
-    Exists,
+    Exists { watch: bool },
+    /// Of a key (no children: only its delete fires a child watch) or of
+    /// "/", the keys' parent.
+    GetChildren { watch: bool },
 }
 
 impl OpKind {
     pub fn is_write(&self) -> bool {
         matches!(self, OpKind::Create { .. } | OpKind::Delete { .. } | OpKind::SetData { .. })
+    }
+
+    /// The watch it asks for, as `session_order` names it.
+    fn watch(&self) -> Option<WatchRequest> {
+        match self {
+            OpKind::GetData { watch: true } => Some(WatchRequest::Data),
+            OpKind::Exists { watch: true } => Some(WatchRequest::Exists),
+            OpKind::GetChildren { watch: true } => Some(WatchRequest::Children),
+            _ => None,
+        }
     }
 }
 
@@ -66,6 +86,7 @@ pub enum Outcome {
     Set { version: i32 },
     Data { data: Bytes, version: i32 },
     Exists { version: i32 },
+    Children { count: usize },
     NoNode,
     NodeExists,
     BadVersion,
@@ -96,6 +117,8 @@ pub struct Op {
 #[derive(Debug, Default, Clone)]
 pub struct History {
     pub ops: Vec<Op>,
+    /// What each of the client's sessions saw, oldest first.
+    pub sessions: Vec<SessionHistory>,
     /// Protocol rules the client saw broken.
     pub violations: Vec<String>,
 }
@@ -137,6 +160,12 @@ pub struct Client {
     probe: Probe,
     /// When the probe began: a write issued since then must be answered.
     probe_started: u64,
+    /// The session's standard watches not yet fired, by the list ZooKeeper's
+    /// client keeps them in (ZKWatchManager): getData and exists that found
+    /// the node, exists that did not, getChildren. setWatches re-sends them.
+    data_watches: BTreeSet<String>,
+    exist_watches: BTreeSet<String>,
+    child_watches: BTreeSet<String>,
     history: History,
 }
 
@@ -155,6 +184,9 @@ impl Client {
             counter: 0,
             probe: Probe::Off,
             probe_started: 0,
+            data_watches: BTreeSet::new(),
+            exist_watches: BTreeSet::new(),
+            child_watches: BTreeSet::new(),
             history: History::default(),
         }
     }
@@ -185,6 +217,13 @@ impl Client {
 
     fn session_id(&self) -> i64 {
         self.session.as_ref().map_or(0, |(id, _)| *id)
+    }
+
+    /// Records what the current session saw.
+    fn record(&mut self, event: SessionEvent) {
+        if let Some(session) = self.history.sessions.last_mut() {
+            session.events.push(event);
+        }
     }
 
     pub fn on_wake(&mut self, now: u64, busy: bool) -> Vec<ClientOut> {
@@ -241,10 +280,14 @@ impl Client {
         } else if roll < 62 {
             let version = if self.rng.chance(600) { -1 } else { self.rng.below(4) as i32 };
             OpKind::Delete { version }
-        } else if roll < 92 {
+        } else if roll < 86 {
             OpKind::GetData { watch: self.rng.chance(400) }
+        } else if roll < 94 {
+            OpKind::Exists { watch: self.rng.chance(500) }
         } else {
-            OpKind::Exists
+            let path = if self.rng.chance(500) { "/".to_string() } else { path };
+            let kind = OpKind::GetChildren { watch: self.rng.chance(600) };
+            return self.issue(now, conn, path, kind, out);
         };
         self.issue(now, conn, path, kind, out);
     }
@@ -262,8 +305,11 @@ impl Client {
                 Request::SetData(SetDataRequest { path: path.clone(), data: Some(data.clone()), version: *version })
             }
             OpKind::GetData { watch } => Request::GetData(PathWatchRequest { path: path.clone(), watch: *watch }),
-            OpKind::Exists => Request::Exists(PathWatchRequest { path: path.clone(), watch: false }),
+            OpKind::Exists { watch } => Request::Exists(PathWatchRequest { path: path.clone(), watch: *watch }),
+            OpKind::GetChildren { watch } => Request::GetChildren(PathWatchRequest { path: path.clone(), watch: *watch }),
         };
+        let kind_of = if kind.is_write() { session_order::OpKind::Write } else { session_order::OpKind::Read };
+        self.record(SessionEvent::Sent { xid, kind: kind_of, path: path.clone(), watch: kind.watch() });
         self.outstanding.push_back(self.history.ops.len());
         let invoke_step = self.step;
         self.history.ops.push(Op { client: self.id, session: self.session_id(), xid, path, kind, invoke: now, invoke_step, result: None });
@@ -321,9 +367,29 @@ impl Client {
                         self.history.violations.push(format!("client {}: resumed session {old:#x} but got {:#x}", self.id, response.session_id));
                     }
                 }
+                let resumed = self.session.as_ref().is_some_and(|(old, _)| *old == response.session_id);
                 self.session = Some((response.session_id, response.password));
                 self.state = State::Connected { conn };
-                Vec::new()
+                if !resumed {
+                    self.data_watches.clear();
+                    self.exist_watches.clear();
+                    self.child_watches.clear();
+                    self.history.sessions.push(SessionHistory { session_id: response.session_id, events: Vec::new() });
+                    return Vec::new();
+                }
+                self.record(SessionEvent::Reconnected { last_zxid_seen: self.last_zxid });
+                if self.data_watches.is_empty() && self.exist_watches.is_empty() && self.child_watches.is_empty() {
+                    return Vec::new();
+                }
+                // ZooKeeper's client re-sends its watches before anything
+                // else on the new connection (ClientCnxn.primeConnection).
+                let request = SetWatches {
+                    relative_zxid: self.last_zxid,
+                    data_watches: self.data_watches.iter().cloned().collect(),
+                    exist_watches: self.exist_watches.iter().cloned().collect(),
+                    child_watches: self.child_watches.iter().cloned().collect(),
+                };
+                vec![ClientOut::Send { conn, msg: ClientMsg::Request { xid: xid::SET_WATCHES, request: Request::SetWatches(request) } }]
             }
             State::Connected { conn: current } if current == conn => self.on_reply(now, conn, body),
             _ => Vec::new(),
@@ -337,10 +403,22 @@ impl Client {
             return vec![ClientOut::Close { conn }];
         };
         let session = self.session_id();
-        // Watch events and pings answer no request of this client's.
-        if header.xid == crate::proto::codes::xid::WATCH_EVENT || header.xid == crate::proto::codes::xid::PING {
-            return Vec::new();
+        // Watch events, pings and setWatches answer no request of this client's.
+        match header.xid {
+            xid::WATCH_EVENT => {
+                self.on_watch_event(header.zxid, &mut reader);
+                return Vec::new();
+            }
+            xid::PING => return Vec::new(),
+            xid::SET_WATCHES => {
+                self.last_zxid = self.last_zxid.max(header.zxid);
+                self.record(SessionEvent::WatchesRestored { zxid: header.zxid });
+                return Vec::new();
+            }
+            _ => {}
         }
+        let err = ErrorCode::from_code(header.err).unwrap_or(ErrorCode::SystemError);
+        self.record(SessionEvent::Reply { xid: header.xid, zxid: header.zxid, err });
         let Some(index) = self.outstanding.pop_front() else {
             self.history.violations.push(format!("client {}: reply xid {} with nothing outstanding", self.id, header.xid));
             return Vec::new();
@@ -362,6 +440,17 @@ impl Client {
             }
             self.last_zxid = self.last_zxid.max(header.zxid);
         }
+        // The watch registers as ZooKeeper's client registers it (its
+        // WatchRegistration): exists on NoNode too, in another list.
+        let watches = match (&op.kind, err) {
+            (OpKind::GetData { watch: true } | OpKind::Exists { watch: true }, ErrorCode::Ok) => Some(&mut self.data_watches),
+            (OpKind::Exists { watch: true }, ErrorCode::NoNode) => Some(&mut self.exist_watches),
+            (OpKind::GetChildren { watch: true }, ErrorCode::Ok) => Some(&mut self.child_watches),
+            _ => None,
+        };
+        if let Some(watches) = watches {
+            watches.insert(op.path.clone());
+        }
         let outcome = match ErrorCode::from_code(header.err) {
             Some(ErrorCode::Ok) => match &op.kind {
                 OpKind::Create { .. } => Some(Outcome::Created),
@@ -370,7 +459,10 @@ impl Client {
                 OpKind::GetData { .. } => GetDataResponse::decode(&mut reader)
                     .ok()
                     .map(|r| Outcome::Data { data: r.data.unwrap_or_default(), version: r.stat.version }),
-                OpKind::Exists => StatResponse::decode(&mut reader).ok().map(|r| Outcome::Exists { version: r.stat.version }),
+                OpKind::Exists { .. } => StatResponse::decode(&mut reader).ok().map(|r| Outcome::Exists { version: r.stat.version }),
+                OpKind::GetChildren { .. } => {
+                    GetChildrenResponse::decode(&mut reader).ok().map(|r| Outcome::Children { count: r.children.len() })
+                }
             },
             Some(ErrorCode::NoNode) => Some(Outcome::NoNode),
             Some(ErrorCode::NodeExists) => Some(Outcome::NodeExists),
@@ -391,6 +483,35 @@ impl Client {
         }
         Vec::new()
     }
+
+    /// A watch event: the simulator wrote into its header the zxid of the
+    /// change that fired it (or the server's zxid, for one setWatches fired).
+    /// It disarms the watches it fires, as ZooKeeper's ZKWatchManager does.
+    fn on_watch_event(&mut self, zxid: i64, reader: &mut Reader) {
+        let Ok(watcher_event) = WatcherEvent::decode(reader) else {
+            self.history.violations.push(format!("client {}: undecodable watch event", self.id));
+            return;
+        };
+        let path = watcher_event.path;
+        let event_type = match watcher_event.event_type {
+            event::NODE_CREATED => EventType::NodeCreated,
+            event::NODE_DELETED => EventType::NodeDeleted,
+            event::NODE_DATA_CHANGED => EventType::NodeDataChanged,
+            event::NODE_CHILDREN_CHANGED => EventType::NodeChildrenChanged,
+            other => {
+                self.history.violations.push(format!("client {}: watch event of type {other} for {path}", self.id));
+                return;
+            }
+        };
+        if event_type != EventType::NodeChildrenChanged {
+            self.data_watches.remove(&path);
+            self.exist_watches.remove(&path);
+        }
+        if matches!(event_type, EventType::NodeChildrenChanged | EventType::NodeDeleted) {
+            self.child_watches.remove(&path);
+        }
+        self.record(SessionEvent::Watch { path, event: event_type, zxid });
+    }
 }
 
 fn value_of(data: &Bytes) -> u64 {
@@ -407,7 +528,8 @@ fn linearizability_entries(histories: &[&History]) -> Vec<linearizable::Entry> {
     use linearizable::{Completion, Entry, Op as L, Outcome as O};
     let mut entries = Vec::new();
     for op in histories.iter().flat_map(|history| &history.ops) {
-        if op.result.is_none() && !op.kind.is_write() {
+        // getChildren is outside the per-znode model.
+        if (op.result.is_none() && !op.kind.is_write()) || matches!(op.kind, OpKind::GetChildren { .. }) {
             continue;
         }
         let kind = match &op.kind {
@@ -415,7 +537,8 @@ fn linearizability_entries(histories: &[&History]) -> Vec<linearizable::Entry> {
             OpKind::Delete { version } => L::Delete { version: *version },
             OpKind::SetData { data, version } => L::SetData { data: value_of(data), version: *version },
             OpKind::GetData { .. } => L::GetData,
-            OpKind::Exists => L::Exists,
+            OpKind::Exists { .. } => L::Exists,
+            OpKind::GetChildren { .. } => continue,
         };
         let completed = op.result.as_ref().map(|result| Completion {
             time: result.step,
@@ -423,6 +546,7 @@ fn linearizability_entries(histories: &[&History]) -> Vec<linearizable::Entry> {
                 Outcome::Created | Outcome::Deleted => O::Ok,
                 Outcome::Set { version } | Outcome::Exists { version } => O::Stat { version: *version },
                 Outcome::Data { data, version } => O::Data { data: value_of(data), version: *version },
+                Outcome::Children { .. } => unreachable!("getChildren is left out above"),
                 Outcome::NoNode => O::NoNode,
                 Outcome::NodeExists => O::NodeExists,
                 Outcome::BadVersion => O::BadVersion,
@@ -444,6 +568,18 @@ pub fn check_histories(histories: &[&History], invariants: &Invariants) -> Vec<S
             violations.push(format!("Linearizability: search too expensive on {path} ({ops} ops, {steps} steps, {states} states)"))
         }
         linearizable::Verdict::Malformed { index, reason } => violations.push(format!("Linearizability: malformed history at {index}: {reason}")),
+    }
+    // Per session: FIFO order, monotonic zxids, read-your-writes, watches.
+    match invariants.committed_changes() {
+        Ok(changes) => {
+            let committed = session_order::CommittedChanges::new(&changes);
+            for session in histories.iter().flat_map(|history| &history.sessions) {
+                if let Err(violation) = session_order::check_session(session, &committed) {
+                    violations.push(format!("SessionOrder: {violation}"));
+                }
+            }
+        }
+        Err(reason) => violations.push(format!("SessionOrder: {reason}")),
     }
     for history in histories {
         violations.extend(history.violations.iter().cloned());

@@ -17,11 +17,16 @@
 //! - **PrimaryIntegrity**: a new leader's history holds every txn committed
 //!   before it.
 //! - **Replicas**: two servers at the same zxid have the same tree digest.
+//!
+//! The committed txns also give the session checker (`session_order`) its
+//! committed changes, replayed through a `DataTree` as a replica applies them.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use crate::proto::codes::event;
 use crate::sim::server::Disk;
+use crate::sim::session_order::{Change, ChangeKind};
 use crate::tree::DataTree;
 use crate::txn::Txn;
 use crate::zab::election::ServerState;
@@ -39,6 +44,10 @@ pub struct Invariants {
     committed_snapshots: std::collections::BTreeSet<i64>,
     next: BTreeMap<i64, i64>,
     digests: BTreeMap<i64, u64>,
+    /// Every txn any server logged, by zxid (one leader per epoch makes a
+    /// zxid name one txn), with the txn it followed: the contents of the txns
+    /// a committed snapshot holds, which may never have been delivered.
+    logged: BTreeMap<i64, (i64, Arc<Txn>)>,
     violations: Vec<String>,
 }
 
@@ -53,9 +62,84 @@ impl Invariants {
         std::mem::take(&mut self.violations)
     }
 
+    /// A server appended `txn` to its log, after `prev`.
+    pub fn on_logged(&mut self, prev: i64, txn: Arc<Txn>) {
+        self.logged.entry(txn.zxid).or_insert((prev, txn));
+    }
+
     /// The committed txn at `zxid`, if any server delivered or established it.
     pub fn committed(&self, zxid: i64) -> Option<&Arc<Txn>> {
         self.committed.get(&zxid)
+    }
+
+    /// Every create, delete and setData the committed txns made, in zxid
+    /// order and, within a txn (a multi, or a closeSession deleting the
+    /// session's ephemerals), in the order it applied them: the committed
+    /// history replayed from the empty tree, so each change is exactly the
+    /// watch trigger a replica's apply produces. A committed snapshot's txns
+    /// that no server delivered (it recovered them from its log, then sent
+    /// its tree as a SNAP) come from the txns logged below it. Fails if the
+    /// replay disagrees with a digest a server reported.
+    pub fn committed_changes(&self) -> Result<Vec<Change>, String> {
+        let mut tree = DataTree::new();
+        let mut triggers = Vec::new();
+        let mut changes = Vec::new();
+        let mut snapshots = self.committed_snapshots.iter().copied().peekable();
+        let mut apply = |tree: &mut DataTree, txn: &Txn| -> Result<(), String> {
+            triggers.clear();
+            tree.apply(txn, &mut triggers);
+            for trigger in triggers.drain(..) {
+                let kind = match trigger.event_type {
+                    event::NODE_CREATED => ChangeKind::Created,
+                    event::NODE_DELETED => ChangeKind::Deleted,
+                    event::NODE_DATA_CHANGED => ChangeKind::DataChanged,
+                    // The parent's NodeChildrenChanged follows from its
+                    // child's create or delete.
+                    _ => continue,
+                };
+                changes.push(Change { zxid: txn.zxid, path: trigger.path, kind });
+            }
+            match self.digests.get(&txn.zxid) {
+                Some(&digest) if tree.digest() != digest => Err(format!(
+                    "the committed txns replay to digest {:#x} at {:#x}, a server had {digest:#x}",
+                    tree.digest(),
+                    txn.zxid
+                )),
+                _ => Ok(()),
+            }
+        };
+        let mut committed = self.committed.values().peekable();
+        loop {
+            let next = committed.peek().map_or(i64::MAX, |txn| txn.zxid);
+            // A committed snapshot below the next committed txn, above the
+            // replay: its txns are the ones logged between.
+            if let Some(snapshot) = snapshots.next_if(|&snapshot| snapshot < next) {
+                let from = tree.last_processed_zxid();
+                if snapshot <= from {
+                    continue;
+                }
+                // Back from the snapshot along the logs to the replay.
+                let mut chain = Vec::new();
+                let mut at = snapshot;
+                while at > from {
+                    let Some((prev, txn)) = self.logged.get(&at) else {
+                        return Err(format!("the committed snapshot at {snapshot:#x} holds {at:#x}, which no server logged"));
+                    };
+                    chain.push(txn);
+                    at = *prev;
+                }
+                if at != from {
+                    return Err(format!("the committed snapshot at {snapshot:#x} does not follow the committed {from:#x}"));
+                }
+                for txn in chain.into_iter().rev() {
+                    apply(&mut tree, txn)?;
+                }
+                continue;
+            }
+            let Some(txn) = committed.next() else { break };
+            apply(&mut tree, txn)?;
+        }
+        Ok(changes)
     }
 
     fn commit(&mut self, server: ServerId, zxid: i64, txn: &Arc<Txn>, how: &str) {

@@ -111,11 +111,23 @@ pub enum Planted {
     SkipTrunc,
     /// Learners ACK NEWLEADER before the synced txns are persisted.
     NewLeaderBeforePersist,
+    /// A committed txn's watch events go out after the replies it releases
+    /// (a session reads the change before its watch fires).
+    WatchEventAfterReply,
+    /// setWatches takes the server's zxid for the client's: a watch whose
+    /// node changed while its session was away is re-registered silently.
+    SetWatchesFromServerZxid,
 }
 
 impl Planted {
-    pub const ALL: [Planted; 4] =
-        [Planted::CommitOnMinority, Planted::AckBeforeFsync, Planted::SkipTrunc, Planted::NewLeaderBeforePersist];
+    pub const ALL: [Planted; 6] = [
+        Planted::CommitOnMinority,
+        Planted::AckBeforeFsync,
+        Planted::SkipTrunc,
+        Planted::NewLeaderBeforePersist,
+        Planted::WatchEventAfterReply,
+        Planted::SetWatchesFromServerZxid,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -124,6 +136,8 @@ impl Planted {
             Planted::AckBeforeFsync => "ack-before-fsync",
             Planted::SkipTrunc => "skip-trunc",
             Planted::NewLeaderBeforePersist => "newleader-before-persist",
+            Planted::WatchEventAfterReply => "watch-event-after-reply",
+            Planted::SetWatchesFromServerZxid => "set-watches-from-server-zxid",
         }
     }
 
@@ -134,6 +148,8 @@ impl Planted {
             "ack-before-fsync" => Planted::AckBeforeFsync,
             "skip-trunc" => Planted::SkipTrunc,
             "newleader-before-persist" => Planted::NewLeaderBeforePersist,
+            "watch-event-after-reply" => Planted::WatchEventAfterReply,
+            "set-watches-from-server-zxid" => Planted::SetWatchesFromServerZxid,
             other => return Err(format!("unknown planted bug {other:?}")),
         })
     }
@@ -428,7 +444,11 @@ impl Sim {
                 session_timeout_min_ms: (2 * TICK_MS) as i32,
                 session_timeout_max_ms: (20 * TICK_MS) as i32,
             };
-            let bugs = ServerBugs { skip_trunc: config.planted == Planted::SkipTrunc };
+            let bugs = ServerBugs {
+                skip_trunc: config.planted == Planted::SkipTrunc,
+                watch_event_after_reply: config.planted == Planted::WatchEventAfterReply,
+                set_watches_from_server_zxid: config.planted == Planted::SetWatchesFromServerZxid,
+            };
             let drift_ppm = if config.faults.clock { rng.between(0, 40_000) as i64 - 20_000 } else { 0 };
             let node = Node {
                 server: Server::new(id, server_config, Disk::new(), secret, bugs),
@@ -895,6 +915,7 @@ impl Sim {
                         self.close_client_conn(conn, true);
                     }
                 }
+                Out::Logged { prev, txn } => self.invariants.on_logged(prev, txn),
                 Out::Delivered { zxid, prev, digest, txn } => {
                     self.trace(|| format!("deliver {id} {zxid:#x} after {prev:#x}"));
                     self.invariants.on_delivered(id, zxid, prev, digest, &txn);

@@ -59,6 +59,10 @@ pub enum Out {
     EpochWritten { accepted: bool },
     ToClient { connection: ConnectionId, frame: Bytes },
     CloseClient { connection: ConnectionId },
+    /// A txn was appended to the log after `prev`, the last txn of the
+    /// server's history (committed or not: a log's txns reach trees by
+    /// recovery and snapshots too, not only by delivery).
+    Logged { prev: i64, txn: Arc<crate::txn::Txn> },
     /// A txn was delivered (applied in commit order) at `zxid`, after
     /// `prev`; `digest` is the tree's after it.
     Delivered { zxid: i64, prev: i64, digest: u64, txn: Arc<crate::txn::Txn> },
@@ -153,6 +157,15 @@ impl Disk {
         tree
     }
 
+    /// The last txn of the history the disk holds, pending appends and a
+    /// pending snapshot included (what a new append follows).
+    pub fn last_in_history(&self) -> i64 {
+        let pending = self.pending.last().map(|(zxid, _)| *zxid);
+        let install = self.pending_install.as_ref().map(|tree| tree.last_processed_zxid());
+        let logged = self.log.last().map(|(zxid, _)| *zxid);
+        [pending, install, logged].into_iter().flatten().fold(self.base.last_processed_zxid(), i64::max)
+    }
+
     pub fn last_logged(&self) -> i64 {
         self.log.last().map_or(self.base.last_processed_zxid(), |(zxid, _)| *zxid)
     }
@@ -192,6 +205,12 @@ struct Conn {
 pub struct ServerBugs {
     /// Ignore TRUNC: keep the log as it is.
     pub skip_trunc: bool,
+    /// Send the watch events a committed txn fires after the replies it
+    /// releases, instead of before.
+    pub watch_event_after_reply: bool,
+    /// Answer setWatches as if the client had seen everything this server
+    /// has: what changed while it was away goes unreported.
+    pub set_watches_from_server_zxid: bool,
 }
 
 pub struct Server {
@@ -213,6 +232,25 @@ pub struct Server {
     pending_drains: Vec<ConnectionId>,
     /// Requests the leader cannot propose yet.
     held: VecDeque<ToSequencer>,
+}
+
+/// Watch event frames carry zxid -1, as ZooKeeper 3.8's do (3.9 sends the
+/// zxid, ZOOKEEPER-4655). The simulator's session checker needs the change
+/// that fired each: the simulator (only) writes `zxid` into the header of
+/// every watch event in `outputs`. A frame is length, xid, zxid, err, body.
+fn tag_watch_events(outputs: &mut [ShardOutput], zxid: i64) {
+    for output in outputs {
+        let ShardOutput::Frame { frame, .. } = output else { continue };
+        if is_watch_event(frame) {
+            let mut tagged = bytes::BytesMut::from(&frame[..]);
+            tagged[8..16].copy_from_slice(&zxid.to_be_bytes());
+            *frame = tagged.freeze();
+        }
+    }
+}
+
+fn is_watch_event(frame: &Bytes) -> bool {
+    frame.len() >= 16 && frame[4..8] == crate::proto::codes::xid::WATCH_EVENT.to_be_bytes()
 }
 
 /// Requests a simulated leader holds while it cannot propose.
@@ -467,7 +505,10 @@ impl Server {
         let mut effects = Vec::new();
         match msg {
             ClientMsg::Connect(request) => self.handshake(now, connection, request, &mut effects, out),
-            ClientMsg::Request { xid, request } => {
+            ClientMsg::Request { xid, mut request } => {
+                if let (true, Request::SetWatches(set_watches)) = (self.bugs.set_watches_from_server_zxid, &mut request) {
+                    set_watches.relative_zxid = self.shard.tree().last_processed_zxid();
+                }
                 let conn = self.conns.get_mut(&connection).expect("checked");
                 conn.queued.push_back((xid, request));
                 self.drain_connection(now, connection, &mut effects, out);
@@ -536,6 +577,9 @@ impl Server {
                 let mut outputs = Vec::new();
                 let reply_xid = if let Request::Ping = request { crate::proto::codes::xid::PING } else { xid };
                 self.shard.read(connection, reply_xid, &request, &mut outputs);
+                // Events a read fires are setWatches': tagged with the zxid
+                // the server is at, as no single change fired them.
+                tag_watch_events(&mut outputs, self.shard.tree().last_processed_zxid());
                 self.shard_outputs(outputs, out);
             }
         }
@@ -671,6 +715,7 @@ impl Server {
                     out.push(Out::EpochWritten { accepted: false });
                 }
                 Effect::LogAppend { zxid, txn } => {
+                    out.push(Out::Logged { prev: self.disk.last_in_history(), txn: txn.txn.clone() });
                     self.disk.pending.push((zxid, txn));
                     self.request_flush(out);
                 }
@@ -708,6 +753,11 @@ impl Server {
                     let origin = txn.origin.filter(|origin| origin.server == self.id);
                     let mut outputs = Vec::new();
                     self.shard.apply(&Committed::Txn { txn: txn.txn.clone(), origin }, &mut outputs);
+                    tag_watch_events(&mut outputs, zxid);
+                    if self.bugs.watch_event_after_reply {
+                        // A stable sort: events last, everything else in order.
+                        outputs.sort_by_key(|output| matches!(output, ShardOutput::Frame { frame, .. } if is_watch_event(frame)));
+                    }
                     out.push(Out::Delivered { zxid, prev, digest: self.shard.tree().digest(), txn: txn.txn });
                     self.shard_outputs(outputs, out);
                 }

@@ -6,7 +6,10 @@
 //! after reconnecting to another server (a server whose state is behind the
 //! client's lastZxidSeen refuses the connection); it reads its own writes;
 //! and it sees a watch event before any reply that reveals the change that
-//! fired it, each standard watch firing at most once.
+//! fired it, each standard watch firing at most once. Watches survive a
+//! reconnect: the client re-sends them with setWatches, and the new server
+//! fires at once those whose node changed meanwhile (ZooKeeper's
+//! DataTree.setWatches) and re-registers the rest.
 //!
 //! The simulator gives, per session, the events as the client saw them
 //! (`SessionEvent`), and once per run the committed changes in zxid order
@@ -57,7 +60,7 @@ pub enum EventType {
 
 /// What one session's client saw, in the order it saw it. Record client
 /// requests only: not pings, auth, setWatches or other special
-/// (negative) xids.
+/// (negative) xids; the reply to setWatches is `WatchesRestored`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum SessionEvent {
     /// A request went out. For a multi, `path` may be any one of its paths
@@ -66,15 +69,24 @@ pub enum SessionEvent {
     /// A reply arrived: its header's zxid and error code.
     Reply { xid: Xid, zxid: Zxid, err: ErrorCode },
     /// A watch event arrived. The wire carries zxid -1, so the simulator
-    /// supplies the zxid of the committed change that fired it; for an event
-    /// a server fires at once on setWatches after a reconnect, the zxid of
-    /// the latest change it reports (the node's mzxid, pzxid or delete).
+    /// supplies the zxid of the committed change that fired it. An event a
+    /// server fires at once on setWatches (one that arrives between
+    /// `Reconnected` and `WatchesRestored`) is fired by no single change: its
+    /// zxid is the server's then, and the changes it reports are at or below
+    /// it.
     Watch { path: String, event: EventType, zxid: Zxid },
     /// The session is connected again (to any server) after losing its
     /// connection; requests still in flight were failed by the client with
     /// ConnectionLoss and get no reply. `last_zxid_seen` is what the client
     /// sent in its ConnectRequest.
     Reconnected { last_zxid_seen: Zxid },
+    /// The reply to the setWatches the client sent first on its new
+    /// connection, with the session's watches not yet fired (ZooKeeper's
+    /// client does so whenever it holds any): the server fired at once, in
+    /// the events before this, the watches whose node changed since the
+    /// client's last zxid, and re-registered the others as of its state at
+    /// `zxid`, the reply header's.
+    WatchesRestored { zxid: Zxid },
 }
 
 /// One session's events.
@@ -174,22 +186,29 @@ impl CommittedChanges {
         }
     }
 
-    /// Whether some change at exactly `zxid` fires a watch in `table` on
-    /// `path` (used after a reconnect, when setWatches may report a later
-    /// change than the first).
-    fn fires_at(&self, path: &str, table: Table, zxid: Zxid) -> bool {
-        let at = |list: Option<&Vec<ChangeRecord>>, wanted: fn(ChangeKind) -> bool| {
-            let list = list.map_or(&[][..], |list| list.as_slice());
-            let start = list.partition_point(|&(z, _, _)| z < zxid);
-            list[start..].iter().take_while(|&&(z, _, _)| z == zxid).any(|&(_, _, kind)| wanted(kind))
+    /// Whether some change after `after`, at or below `at_most`, fires a
+    /// watch in `table` on `path` (what setWatches reports after a
+    /// reconnect: that something changed, not which change).
+    fn fires_between(&self, path: &str, table: Table, after: Zxid, at_most: Zxid) -> bool {
+        let within = |list: Option<&Vec<ChangeRecord>>, wanted: fn(ChangeKind) -> bool| {
+            changes_after(list, after).iter().take_while(|&&(z, _, _)| z <= at_most).any(|&(_, _, kind)| wanted(kind))
         };
         match table {
-            Table::Data => at(self.by_path.get(path), |_| true),
+            Table::Data => within(self.by_path.get(path), |_| true),
             Table::Child => {
-                at(self.children_by_parent.get(path), |_| true)
-                    || at(self.by_path.get(path), |kind| kind == ChangeKind::Deleted)
+                within(self.children_by_parent.get(path), |_| true)
+                    || within(self.by_path.get(path), |kind| kind == ChangeKind::Deleted)
             }
         }
+    }
+
+    /// Whether `path` exists once every change at or below `zxid` applied;
+    /// `None` when no committed change ever touched it at or below `zxid`
+    /// (a node the tree starts with, or one never created).
+    fn present_at(&self, path: &str, zxid: Zxid) -> Option<bool> {
+        let list = self.by_path.get(path).map_or(&[][..], Vec::as_slice);
+        let upto = list.partition_point(|&(z, _, _)| z <= zxid);
+        upto.checked_sub(1).map(|last| list[last].2 != ChangeKind::Deleted)
     }
 }
 
@@ -310,7 +329,7 @@ pub fn check_fifo_order(session: &SessionHistory) -> Result<(), Violation> {
                     abandoned_at.insert(xid, index);
                 }
             }
-            SessionEvent::Watch { .. } => {}
+            SessionEvent::Watch { .. } | SessionEvent::WatchesRestored { .. } => {}
         }
     }
     Ok(())
@@ -321,18 +340,22 @@ pub fn check_fifo_order(session: &SessionHistory) -> Result<(), Violation> {
 /// lastZxidSeen must refuse it, ZooKeeper's NIOServerCnxn/"client has seen
 /// zxid ... our last zxid is ..." check). A reconnect that claims less than
 /// the session saw is reported as well: the client must send the highest,
-/// or that server-side protection cannot work.
+/// or that server-side protection cannot work. The setWatches reply
+/// (`WatchesRestored`) is a reply like the others.
 pub fn check_monotonic_zxid(session: &SessionHistory) -> Result<(), Violation> {
     // The highest zxid the session has seen, and the event that showed it.
     let mut highest: Option<(Zxid, usize)> = None;
     for (index, event) in session.events.iter().enumerate() {
         match *event {
-            SessionEvent::Reply { xid, zxid, .. } => {
+            SessionEvent::Reply { zxid, .. } | SessionEvent::WatchesRestored { zxid } => {
                 if let Some((seen, seen_at)) = highest {
                     if zxid < seen {
+                        let reply = match *event {
+                            SessionEvent::Reply { xid, .. } => format!("reply to xid {xid}"),
+                            _ => "setWatches reply".to_string(),
+                        };
                         let message = format!(
-                            "reply to xid {xid} has zxid 0x{zxid:x}, but the session already saw 0x{seen:x} \
-                             (event #{seen_at})"
+                            "{reply} has zxid 0x{zxid:x}, but the session already saw 0x{seen:x} (event #{seen_at})"
                         );
                         return violation(session, Check::MonotonicZxid, index, message);
                     }
@@ -383,7 +406,7 @@ impl<'e> InFlight<'e> {
                 self.requests.clear();
                 None
             }
-            SessionEvent::Watch { .. } => None,
+            SessionEvent::Watch { .. } | SessionEvent::WatchesRestored { .. } => None,
         }
     }
 }
@@ -424,36 +447,52 @@ pub fn check_read_your_writes(session: &SessionHistory) -> Result<(), Violation>
     Ok(())
 }
 
-/// A standard watch the session holds: armed by a read's reply at zxid
-/// `registered`, until an event fires it.
+/// A standard watch the session holds: armed by a read's reply (or
+/// re-registered by a setWatches reply) at zxid `registered`, until an
+/// event fires it.
 #[derive(Clone, Copy, Debug)]
 struct Armed {
     registered: Zxid,
     registered_at: usize,
     /// The change that must fire it, if one was ever committed.
     trigger: Option<Trigger>,
-    /// The session reconnected since: the new server re-registered the watch
-    /// from setWatches, which may report a later change than the first.
-    reconnected: bool,
+    /// Set by an exists that answered NoNode: ZooKeeper's client keeps it in
+    /// its exist-watch list, for which setWatches fires only NodeCreated,
+    /// and only if the node exists then.
+    exist_list: bool,
 }
 
 /// Watches: (1) watch before data: once a change that fires an armed watch
 /// is committed at Z1, the session gets the event before any reply with
 /// zxid >= Z1 (ZooKeeper applies the txn, queues the events, then replies);
 /// (2) a standard watch fires at most once per registration (and never
-/// without one); (3) the event is the change that fired it: on the
-/// connection that registered it, exactly the first firing change after
-/// registration, with its event type; after a reconnect, some firing change
-/// after registration (setWatches reports the latest).
+/// without one); (3) the event is the change that fired it: exactly the
+/// first firing change after registration, with its event type.
 ///
 /// Registrations follow ZooKeeper's client: getData and getChildren watches
 /// on a successful reply, exists watches on success or NoNode. Repeating a
 /// registration before it fires changes nothing (the server keeps one
-/// watcher per path and table). Watches survive reconnects (the client
-/// re-sends them with setWatches, its default).
+/// watcher per path and table). Watches survive reconnects: the client
+/// re-sends them with setWatches (its default) before anything else, and
+/// the events before its reply (`WatchesRestored` at the server's zxid S)
+/// are the ones the new server fired at once. Each must report a change
+/// after its registration, at or below S, of the kind setWatches reports
+/// (NodeDeleted for a node gone, NodeDataChanged for the data list,
+/// NodeCreated for the exist list, NodeChildrenChanged for the child list);
+/// at the reply, no watch it left armed may have such a change at or below
+/// S, except an exist-list watch whose node is absent at S (ZooKeeper's
+/// setWatches checks only that the node exists, so a create and delete
+/// while disconnected go unreported). From S on the watches it re-registered
+/// are checked as above, strictly.
 pub fn check_watches(session: &SessionHistory, committed: &CommittedChanges) -> Result<(), Violation> {
     let mut in_flight = InFlight::default();
     let mut armed: BTreeMap<(&str, Table), Armed> = BTreeMap::new();
+    // Between a reconnect (with watches armed) and the setWatches reply.
+    let mut restoring = false;
+    // Paths setWatches reported deleted: ZooKeeper's fires NodeDeleted once
+    // per list holding the path, so a second one for a data and a child
+    // watch on the same node is no second firing.
+    let mut restored_deletes: Vec<&str> = Vec::new();
     for (index, event) in session.events.iter().enumerate() {
         let request = in_flight.feed(index, event);
         match event {
@@ -465,7 +504,7 @@ pub fn check_watches(session: &SessionHistory, committed: &CommittedChanges) -> 
                             registered: *zxid,
                             registered_at: index,
                             trigger: committed.first_trigger(path, table, *zxid),
-                            reconnected: false,
+                            exist_list: watch == WatchRequest::Exists && *err == ErrorCode::NoNode,
                         });
                     }
                 }
@@ -483,16 +522,21 @@ pub fn check_watches(session: &SessionHistory, committed: &CommittedChanges) -> 
                 for &table in tables {
                     if let Some(registration) = armed.remove(&(path.as_str(), table)) {
                         fired += 1;
-                        check_event_matches_change(
-                            session,
-                            committed,
-                            index,
-                            path,
-                            *event_type,
-                            *zxid,
-                            table,
-                            registration,
-                        )?;
+                        let fired_by = FiredBy { path, event_type: *event_type, zxid: *zxid, table };
+                        if restoring {
+                            check_restored_event(session, committed, index, fired_by, registration)?;
+                        } else {
+                            check_event_matches_change(session, index, fired_by, registration)?;
+                        }
+                    }
+                }
+                if restoring && *event_type == EventType::NodeDeleted {
+                    if fired > 0 {
+                        restored_deletes.push(path);
+                        continue;
+                    }
+                    if restored_deletes.contains(&path.as_str()) {
+                        continue;
                     }
                 }
                 if fired == 0 {
@@ -504,8 +548,33 @@ pub fn check_watches(session: &SessionHistory, committed: &CommittedChanges) -> 
                 }
             }
             SessionEvent::Reconnected { .. } => {
-                for registration in armed.values_mut() {
-                    registration.reconnected = true;
+                restoring = !armed.is_empty();
+                restored_deletes.clear();
+            }
+            SessionEvent::WatchesRestored { zxid } => {
+                if !restoring {
+                    continue;
+                }
+                restoring = false;
+                restored_deletes.clear();
+                for (&(path, table), registration) in armed.iter_mut() {
+                    let missed = committed.fires_between(path, table, registration.registered, *zxid)
+                        && !(registration.exist_list && committed.present_at(path, *zxid) != Some(true));
+                    if missed {
+                        let message = format!(
+                            "the setWatches reply at zxid 0x{zxid:x} re-registered the {table:?} watch on {path} \
+                             (set at event #{}, zxid 0x{:x}) without an event, though a change after it and at or \
+                             below 0x{zxid:x} fires it",
+                            registration.registered_at, registration.registered
+                        );
+                        return violation(session, Check::WatchBeforeData, index, message);
+                    }
+                    *registration = Armed {
+                        registered: *zxid,
+                        registered_at: index,
+                        trigger: committed.first_trigger(path, table, *zxid),
+                        exist_list: registration.exist_list,
+                    };
                 }
             }
             SessionEvent::Sent { .. } => {}
@@ -548,32 +617,30 @@ fn check_no_reply_past_a_watch(
     violation(session, Check::WatchBeforeData, index, message)
 }
 
-/// The event is a change that fires `registration`, after it was set; on
-/// the registering connection, exactly the first such change.
-#[allow(clippy::too_many_arguments)]
-fn check_event_matches_change(
-    session: &SessionHistory,
-    committed: &CommittedChanges,
-    index: usize,
-    path: &str,
+/// A watch event and the registration it fired.
+#[derive(Clone, Copy, Debug)]
+struct FiredBy<'e> {
+    path: &'e str,
     event_type: EventType,
     zxid: Zxid,
     table: Table,
+}
+
+/// An event fired by a committed change: exactly the first change that
+/// fires `registration` after it was set.
+fn check_event_matches_change(
+    session: &SessionHistory,
+    index: usize,
+    fired: FiredBy<'_>,
     registration: Armed,
 ) -> Result<(), Violation> {
+    let FiredBy { path, event_type, zxid, table } = fired;
     let set = format!(
         "{table:?} watch on {path} set at event #{} (zxid 0x{:x})",
         registration.registered_at, registration.registered
     );
     if zxid <= registration.registered {
         let message = format!("{event_type:?} at zxid 0x{zxid:x} fires the {set}, for a change it already saw");
-        return violation(session, Check::WatchMatchesChange, index, message);
-    }
-    if registration.reconnected {
-        if committed.fires_at(path, table, zxid) {
-            return Ok(());
-        }
-        let message = format!("{event_type:?} at zxid 0x{zxid:x} fires the {set}, but no change then fires it");
         return violation(session, Check::WatchMatchesChange, index, message);
     }
     match registration.trigger {
@@ -591,6 +658,54 @@ fn check_event_matches_change(
             violation(session, Check::WatchMatchesChange, index, message)
         }
     }
+}
+
+/// An event setWatches fired at once, with the server at `fired.zxid`: some
+/// change after the registration and at or below it fires the watch, and
+/// the event is the one ZooKeeper's DataTree.setWatches picks for the list
+/// the client keeps it in and for the node as it is then.
+fn check_restored_event(
+    session: &SessionHistory,
+    committed: &CommittedChanges,
+    index: usize,
+    fired: FiredBy<'_>,
+    registration: Armed,
+) -> Result<(), Violation> {
+    let FiredBy { path, event_type, zxid, table } = fired;
+    let set = format!(
+        "{table:?} watch on {path} set at event #{} (zxid 0x{:x})",
+        registration.registered_at, registration.registered
+    );
+    if !committed.fires_between(path, table, registration.registered, zxid) {
+        let message = format!(
+            "setWatches at zxid 0x{zxid:x} fired {event_type:?} for the {set}, but no change after it and at or below \
+             0x{zxid:x} fires it"
+        );
+        return violation(session, Check::WatchMatchesChange, index, message);
+    }
+    let present = committed.present_at(path, zxid);
+    let expected = match (present, table, registration.exist_list) {
+        (Some(false), _, false) => Some(EventType::NodeDeleted),
+        // An exist-list watch on a node still absent stays registered.
+        (Some(false), _, true) => None,
+        (_, Table::Data, false) => Some(EventType::NodeDataChanged),
+        (_, Table::Data, true) => Some(EventType::NodeCreated),
+        (_, Table::Child, _) => Some(EventType::NodeChildrenChanged),
+    };
+    if expected == Some(event_type) {
+        return Ok(());
+    }
+    let node = match present {
+        Some(true) => "exists",
+        Some(false) => "does not exist",
+        None => "was never changed",
+    };
+    let message = format!(
+        "setWatches at zxid 0x{zxid:x} fired {event_type:?} for the {set}, where the node {node} and setWatches \
+         reports {}",
+        expected.map_or("nothing".to_string(), |event| format!("{event:?}"))
+    );
+    violation(session, Check::WatchMatchesChange, index, message)
 }
 
 #[cfg(test)]

@@ -40,6 +40,10 @@ fn reconnected(last_zxid_seen: Zxid) -> SessionEvent {
     SessionEvent::Reconnected { last_zxid_seen }
 }
 
+fn watches_restored(zxid: Zxid) -> SessionEvent {
+    SessionEvent::WatchesRestored { zxid }
+}
+
 fn change(zxid: Zxid, path: &str, kind: ChangeKind) -> Change {
     Change { zxid, path: path.to_string(), kind }
 }
@@ -360,25 +364,26 @@ fn child_watches_and_deletes() {
 #[test]
 fn watch_after_a_reconnect_may_report_a_later_change() {
     // While disconnected, /a changed at 0x7 and 0x9; the new server's
-    // setWatches fires once, reporting the latest (mzxid 0x9).
+    // setWatches, at 0x9, fires once (ZooKeeper reports mzxid > lastZxid).
     let history = session(vec![
         watch(1, "/a", WatchRequest::Data),
         reply(1, 0x6),
         reconnected(0x6),
         event("/a", NodeDataChanged, 0x9),
+        watches_restored(0x9),
         read(2, "/a"),
         reply(2, 0x9),
     ]);
     assert_eq!(check_watches(&history, &committed()), Ok(()));
-    // Still only a change that fires it: /b's change does not.
+    // Still only a change that fires it: nothing changed /a in (0x9, 0xb].
     let history = session(vec![
         watch(1, "/a", WatchRequest::Data),
-        reply(1, 0x6),
-        reconnected(0x6),
-        event("/a", NodeDataChanged, 0x8),
+        reply(1, 0x9),
+        reconnected(0x9),
+        event("/a", NodeDataChanged, 0xb),
     ]);
     assert_violates(check_watches(&history, &committed()), Check::WatchMatchesChange, 3);
-    // And still before the data.
+    // And still before the data: a client that did not restore its watches.
     let history = session(vec![
         watch(1, "/a", WatchRequest::Data),
         reply(1, 0x6),
@@ -388,6 +393,104 @@ fn watch_after_a_reconnect_may_report_a_later_change() {
         event("/a", NodeDataChanged, 0x9),
     ]);
     assert_violates(check_watches(&history, &committed()), Check::WatchBeforeData, 4);
+}
+
+#[test]
+fn watch_after_a_reconnect_is_not_lost() {
+    // The setWatches reply at 0x9 re-registered a watch that 0x7 fires.
+    let history = session(vec![watch(1, "/a", WatchRequest::Data), reply(1, 0x6), reconnected(0x6), watches_restored(0x9)]);
+    assert_violates(check_watches(&history, &committed()), Check::WatchBeforeData, 3);
+    // Re-registered at 0x6 with nothing changed: from there on the first
+    // change fires it, exactly.
+    let history = session(vec![
+        watch(1, "/a", WatchRequest::Data),
+        reply(1, 0x6),
+        reconnected(0x6),
+        watches_restored(0x6),
+        event("/a", NodeDataChanged, 0x9),
+    ]);
+    assert_violates(check_watches(&history, &committed()), Check::WatchMatchesChange, 4);
+    let history = session(vec![
+        watch(1, "/a", WatchRequest::Data),
+        reply(1, 0x6),
+        reconnected(0x6),
+        watches_restored(0x6),
+        event("/a", NodeDataChanged, 0x7),
+        read(2, "/a"),
+        reply(2, 0x8),
+    ]);
+    assert_eq!(check_watches(&history, &committed()), Ok(()));
+}
+
+#[test]
+fn watch_after_a_reconnect_reports_what_set_watches_reports() {
+    // /a is gone at 0xd: its data and child watches each get NodeDeleted
+    // (ZooKeeper's setWatches fires once per list).
+    let history = session(vec![
+        watch(1, "/a", WatchRequest::Data),
+        watch(2, "/a", WatchRequest::Children),
+        reply(1, 0xb),
+        reply(2, 0xb),
+        reconnected(0xb),
+        event("/a", NodeDeleted, 0xd),
+        event("/a", NodeDeleted, 0xd),
+        watches_restored(0xd),
+        read(3, "/a"),
+        failed(3, 0xd, ErrorCode::NoNode),
+    ]);
+    assert_eq!(check_watches(&history, &committed()), Ok(()));
+    // Not NodeDataChanged for a node that is gone.
+    let history = session(vec![
+        watch(1, "/a", WatchRequest::Data),
+        reply(1, 0x6),
+        reconnected(0x6),
+        event("/a", NodeDataChanged, 0xd),
+    ]);
+    assert_violates(check_watches(&history, &committed()), Check::WatchMatchesChange, 3);
+    // An exists watch on a missing node: NodeCreated if it exists now.
+    let history = session(vec![
+        watch(1, "/c", WatchRequest::Exists),
+        failed(1, 0x6, ErrorCode::NoNode),
+        reconnected(0x6),
+        event("/c", NodeCreated, 0xd),
+        watches_restored(0xd),
+    ]);
+    assert_eq!(check_watches(&history, &committed()), Ok(()));
+}
+
+#[test]
+fn an_exists_watch_misses_a_node_created_and_deleted_while_disconnected() {
+    // ZooKeeper's setWatches only asks whether the node exists: /e came and
+    // went while the client was away, and no event tells it.
+    let changes = CommittedChanges::new(&[
+        change(0x20, "/e", Created),
+        change(0x21, "/e", Deleted),
+        change(0x23, "/e", Created),
+    ]);
+    let history = session(vec![
+        watch(1, "/e", WatchRequest::Exists),
+        failed(1, 0x10, ErrorCode::NoNode),
+        reconnected(0x10),
+        watches_restored(0x22),
+        read(2, "/e"),
+        failed(2, 0x22, ErrorCode::NoNode),
+        event("/e", NodeCreated, 0x23),
+    ]);
+    assert_eq!(check_watches(&history, &changes), Ok(()));
+    // A data watch has no such excuse.
+    let history = session(vec![
+        watch(1, "/e", WatchRequest::Exists),
+        reply(1, 0x20),
+        reconnected(0x20),
+        watches_restored(0x22),
+    ]);
+    assert_violates(check_watches(&history, &changes), Check::WatchBeforeData, 3);
+}
+
+#[test]
+fn monotonic_counts_the_set_watches_reply() {
+    let history = session(vec![read(1, "/a"), reply(1, 0x20), reconnected(0x20), watches_restored(0x18)]);
+    assert_violates(check_monotonic_zxid(&history), Check::MonotonicZxid, 3);
 }
 
 // ---------------------------------------------------------------------------

@@ -252,14 +252,7 @@ fn regression_zookeeper_1154_highest_zxid_joins_late() {
     use warden::sim::Action;
     let mut lagging_follower_diffs = 0;
     for seed in 0..10 {
-        let mut config = SimConfig::new(seed);
-        config.voters = 3;
-        config.observers = 0;
-        config.clients = 4;
-        config.faults = Faults::NONE;
-        config.duration_ms = 10_000;
-        config.trace = true;
-        config.script = vec![
+        let script = vec![
             (2_000, Action::Isolate(3)),
             (2_300, Action::Crash(3)),
             (2_300, Action::PauseClients),
@@ -267,6 +260,7 @@ fn regression_zookeeper_1154_highest_zxid_joins_late() {
             (3_100, Action::Restart(3)),
             (4_000, Action::ResumeClients),
         ];
+        let config = schedule(seed, 4, 10_000, script);
         let report = sim::run(config.clone());
         assert!(report.ok(), "{}", failure(&config, &report));
         assert!(report.trace.iter().any(|line| line.contains("serving 3 Leading epoch 1")), "seed {seed}: 3 leads epoch 1");
@@ -308,14 +302,8 @@ fn regression_zookeeper_1154_highest_zxid_joins_late() {
 fn regression_zookeeper_1154_after_new_epoch_commits() {
     use warden::sim::Action;
     for seed in 0..10 {
-        let mut config = SimConfig::new(seed);
-        config.voters = 3;
-        config.observers = 0;
-        config.clients = 4;
-        config.faults = Faults::NONE;
-        config.duration_ms = 10_000;
-        config.trace = true;
-        config.script = vec![(2_000, Action::Isolate(3)), (2_300, Action::Crash(3)), (5_000, Action::Heal), (5_200, Action::Restart(3))];
+        let script = vec![(2_000, Action::Isolate(3)), (2_300, Action::Crash(3)), (5_000, Action::Heal), (5_200, Action::Restart(3))];
+        let config = schedule(seed, 4, 10_000, script);
         let report = sim::run(config.clone());
         assert!(report.ok(), "{}", failure(&config, &report));
         let returned = syncs_of(&report.trace, 3, 5_200);
@@ -337,14 +325,7 @@ fn regression_zookeeper_1154_after_new_epoch_commits() {
 fn leader_restart_diffs_a_lagging_follower() {
     use warden::sim::Action;
     for seed in 0..10 {
-        let mut config = SimConfig::new(seed);
-        config.voters = 3;
-        config.observers = 0;
-        config.clients = 4;
-        config.faults = Faults::NONE;
-        config.duration_ms = 8_000;
-        config.trace = true;
-        config.script = vec![
+        let script = vec![
             (2_000, Action::Crash(1)),
             (2_200, Action::Crash(2)),
             (2_200, Action::Crash(3)),
@@ -352,6 +333,7 @@ fn leader_restart_diffs_a_lagging_follower() {
             (3_000, Action::Restart(2)),
             (3_000, Action::Restart(3)),
         ];
+        let config = schedule(seed, 4, 8_000, script);
         let report = sim::run(config.clone());
         assert!(report.ok(), "{}", failure(&config, &report));
         let lagging = syncs_of(&report.trace, 1, 3_000);

@@ -989,7 +989,7 @@ impl Pipeline {
                 assert_eq!(other.acl, node.acl, "{path}: ACL differs in the {name} tree");
                 assert_eq!(other.children, node.children, "{path}: children differ in the {name} tree");
             }
-            for child in &node.children {
+            for child in node.children.iter() {
                 pending.push(if path == "/" { format!("/{child}") } else { format!("{path}/{child}") });
             }
         }

@@ -51,7 +51,6 @@ pub async fn serve_connection(runtime: Rc<ShardRuntime>, stream: TcpStream) {
     futures_lite::future::zip(read, write).await;
 
     runtime.handles.borrow_mut().remove(&connection);
-    runtime.parked.borrow_mut().remove(&connection);
     runtime.core.borrow_mut().close(connection);
     let mut counts = runtime.shared.connections_by_ip.lock().unwrap_or_else(|poison| poison.into_inner());
     if let Some(count) = counts.get_mut(&remote.ip()) {

@@ -229,8 +229,13 @@ pub struct ShardRuntime {
     pub applied_event: super::notify::NotifyAll,
     pub core: RefCell<Shard>,
     pub handles: RefCell<HashMap<ConnectionId, Rc<ConnectionHandle>>>,
-    /// Connections whose oldest pending request is a parked read.
-    pub parked: RefCell<HashSet<ConnectionId>>,
+    /// Connections whose oldest pending request is a parked read, due once
+    /// the item being applied is (its writes ahead were just answered).
+    pub parked_due: RefCell<Vec<ConnectionId>>,
+    /// Connections whose oldest pending request is a parked read waiting for
+    /// this shard to apply `applied_at_least` items, by that count. A
+    /// connection closed meanwhile is skipped when its entry comes up.
+    pub parked_awaiting: RefCell<std::collections::BTreeSet<(u64, ConnectionId)>>,
     pub to_sequencer: ConnectedSender<ToSequencer>,
     pub touched_sessions: RefCell<HashSet<i64>>,
     pub next_connection: Cell<u64>,
@@ -264,7 +269,7 @@ impl ShardRuntime {
                         }
                         if matches!(pending.front(), Some(Pending::Read(_))) {
                             // Answered by `serve_parked_reads` once this item is applied.
-                            self.parked.borrow_mut().insert(connection);
+                            self.parked_due.borrow_mut().push(connection);
                         }
                         handle.reader_wake.notify();
                     }
@@ -300,7 +305,7 @@ impl ShardRuntime {
     pub fn park_read(&self, connection: ConnectionId, handle: &ConnectionHandle, read: ParkedRead) {
         let mut pending = handle.pending.borrow_mut();
         if pending.is_empty() {
-            self.parked.borrow_mut().insert(connection);
+            self.parked_awaiting.borrow_mut().insert((read.applied_at_least, connection));
         }
         pending.push_back(Pending::Read(read));
         handle.parked_reads.set(handle.parked_reads.get() + 1);
@@ -308,23 +313,30 @@ impl ShardRuntime {
 
     /// Called by the applier after each item: answers every parked read now
     /// due, so a read sees exactly the writes its client sent before it.
+    /// Costs only the connections it serves (plus one look at the earliest
+    /// awaiting count), however many connections have reads parked.
     pub fn serve_parked_reads(&self) {
-        if self.parked.borrow().is_empty() {
-            return;
-        }
         let applied = self.commits_applied.get();
-        let connections: Vec<ConnectionId> = self.parked.borrow().iter().copied().collect();
-        for connection in connections {
+        let mut ready = std::mem::take(&mut *self.parked_due.borrow_mut());
+        {
+            let mut awaiting = self.parked_awaiting.borrow_mut();
+            while awaiting.first().is_some_and(|&(at_least, _)| at_least <= applied) {
+                if let Some((_, connection)) = awaiting.pop_first() {
+                    ready.push(connection);
+                }
+            }
+        }
+        for connection in ready {
             let handle = self.handles.borrow().get(&connection).cloned();
-            let Some(handle) = handle else {
-                self.parked.borrow_mut().remove(&connection);
-                continue;
-            };
+            let Some(handle) = handle else { continue };
             loop {
                 let due = {
                     let mut pending = handle.pending.borrow_mut();
                     match pending.front() {
-                        Some(Pending::Read(read)) if read.applied_at_least > applied => break,
+                        Some(Pending::Read(read)) if read.applied_at_least > applied => {
+                            self.parked_awaiting.borrow_mut().insert((read.applied_at_least, connection));
+                            None
+                        }
                         Some(Pending::Read(_)) => match pending.pop_front() {
                             Some(Pending::Read(read)) => Some(read),
                             _ => None,
@@ -332,10 +344,7 @@ impl ShardRuntime {
                         _ => None,
                     }
                 };
-                let Some(read) = due else {
-                    self.parked.borrow_mut().remove(&connection);
-                    break;
-                };
+                let Some(read) = due else { break };
                 handle.parked_reads.set(handle.parked_reads.get() - 1);
                 self.serve_read(connection, &handle, read.xid, &read.request, read.started_ms);
             }
@@ -422,7 +431,8 @@ pub async fn serve(
         applied_event: super::notify::NotifyAll::default(),
         core: RefCell::new(Shard::new(tree, ShardConfig { password_secret: secret })),
         handles: RefCell::new(HashMap::new()),
-        parked: RefCell::new(HashSet::new()),
+        parked_due: RefCell::new(Vec::new()),
+        parked_awaiting: RefCell::new(std::collections::BTreeSet::new()),
         to_sequencer,
         touched_sessions: RefCell::new(HashSet::new()),
         next_connection: Cell::new(0),

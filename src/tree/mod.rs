@@ -41,7 +41,7 @@ pub struct Node {
 
 /// A node's child names. Most znodes are leaves, so the set is allocated
 /// only while a node has children: 8 bytes per leaf instead of 32.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Children(Option<Box<HashSet<Box<str>>>>);
 
 impl Children {

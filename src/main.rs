@@ -66,12 +66,13 @@ enum Command {
         observers: u64,
         #[arg(long, default_value_t = 4)]
         clients: u32,
-        /// "all", "none", or a comma list of crash,partition,clog,link,disk,clock.
+        /// "all", "none", or a comma list of
+        /// crash,partition,clog,link,disk,clock,torn,corrupt.
         #[arg(long, default_value = "all")]
         faults: String,
         /// Plant a known bug: commit-on-minority, ack-before-fsync, skip-trunc,
         /// newleader-before-persist, watch-event-after-reply,
-        /// set-watches-from-server-zxid.
+        /// set-watches-from-server-zxid, ignore-corruption.
         #[arg(long, default_value = "none")]
         plant: String,
         /// Print every event of the run (one seed).

@@ -67,6 +67,14 @@ impl Invariants {
         self.logged.entry(txn.zxid).or_insert((prev, txn));
     }
 
+    /// The highest committed zxid: a txn delivered or established, or a
+    /// committed snapshot's (0 before anything committed).
+    pub fn committed_max(&self) -> i64 {
+        let txn = self.committed.last_key_value().map_or(0, |(zxid, _)| *zxid);
+        let snapshot = self.committed_snapshots.last().copied().unwrap_or(0);
+        txn.max(snapshot)
+    }
+
     /// The committed txn at `zxid`, if any server delivered or established it.
     pub fn committed(&self, zxid: i64) -> Option<&Arc<Txn>> {
         self.committed.get(&zxid)

@@ -46,11 +46,27 @@ pub struct Faults {
     pub link_break: bool,
     pub disk: bool,
     pub clock: bool,
+    /// A crash may leave the last un-fsynced append that survives half
+    /// written: a torn record, which recovery cuts.
+    pub torn: bool,
+    /// A durable log record or the newest snapshot of one server (at most
+    /// one at a time) is corrupted; see `Sim::corrupt`.
+    pub corruption: bool,
 }
 
 impl Faults {
-    pub const ALL: Faults = Faults { crash: true, partition: true, clog: true, link_break: true, disk: true, clock: true };
-    pub const NONE: Faults = Faults { crash: false, partition: false, clog: false, link_break: false, disk: false, clock: false };
+    pub const ALL: Faults =
+        Faults { crash: true, partition: true, clog: true, link_break: true, disk: true, clock: true, torn: true, corruption: true };
+    pub const NONE: Faults = Faults {
+        crash: false,
+        partition: false,
+        clog: false,
+        link_break: false,
+        disk: false,
+        clock: false,
+        torn: false,
+        corruption: false,
+    };
 
     pub fn names(&self) -> String {
         if *self == Faults::ALL {
@@ -67,6 +83,8 @@ impl Faults {
             (self.link_break, "link"),
             (self.disk, "disk"),
             (self.clock, "clock"),
+            (self.torn, "torn"),
+            (self.corruption, "corrupt"),
         ] {
             if on {
                 names.push(name);
@@ -75,7 +93,7 @@ impl Faults {
         names.join(",")
     }
 
-    /// Parses "all", "none" or a comma list of crash,partition,clog,link,disk,clock.
+    /// Parses "all", "none" or a comma list of crash,partition,clog,link,disk,clock,torn,corrupt.
     pub fn parse(text: &str) -> Result<Faults, String> {
         match text {
             "all" => return Ok(Faults::ALL),
@@ -91,7 +109,11 @@ impl Faults {
                 "link" => faults.link_break = true,
                 "disk" => faults.disk = true,
                 "clock" => faults.clock = true,
-                other => return Err(format!("unknown fault {other:?} (crash, partition, clog, link, disk, clock, all, none)")),
+                "torn" => faults.torn = true,
+                "corrupt" => faults.corruption = true,
+                other => {
+                    return Err(format!("unknown fault {other:?} (crash, partition, clog, link, disk, clock, torn, corrupt, all, none)"))
+                }
             }
         }
         Ok(faults)
@@ -117,16 +139,20 @@ pub enum Planted {
     /// setWatches takes the server's zxid for the client's: a watch whose
     /// node changed while its session was away is re-registered silently.
     SetWatchesFromServerZxid,
+    /// Recovery silently skips a corrupt log record (or an invalid snapshot
+    /// with no older one) and starts, and no operator wipes the server.
+    IgnoreCorruption,
 }
 
 impl Planted {
-    pub const ALL: [Planted; 6] = [
+    pub const ALL: [Planted; 7] = [
         Planted::CommitOnMinority,
         Planted::AckBeforeFsync,
         Planted::SkipTrunc,
         Planted::NewLeaderBeforePersist,
         Planted::WatchEventAfterReply,
         Planted::SetWatchesFromServerZxid,
+        Planted::IgnoreCorruption,
     ];
 
     pub fn name(self) -> &'static str {
@@ -138,6 +164,7 @@ impl Planted {
             Planted::NewLeaderBeforePersist => "newleader-before-persist",
             Planted::WatchEventAfterReply => "watch-event-after-reply",
             Planted::SetWatchesFromServerZxid => "set-watches-from-server-zxid",
+            Planted::IgnoreCorruption => "ignore-corruption",
         }
     }
 
@@ -150,6 +177,7 @@ impl Planted {
             "newleader-before-persist" => Planted::NewLeaderBeforePersist,
             "watch-event-after-reply" => Planted::WatchEventAfterReply,
             "set-watches-from-server-zxid" => Planted::SetWatchesFromServerZxid,
+            "ignore-corruption" => Planted::IgnoreCorruption,
             other => return Err(format!("unknown planted bug {other:?}")),
         })
     }
@@ -335,6 +363,14 @@ const FAULT_GAP_MS: (u64, u64) = (150, 900);
 /// maxNotificationInterval (60 s) and rejoins when it next fires, as
 /// ZooKeeper's does.
 const LIVENESS_MS: u64 = 75_000;
+/// How often a crash tears the append after the prefix that survives.
+const TORN_PER_MILLE: u64 = 300;
+/// How often a corruption hits the newest snapshot rather than a log record.
+const SNAPSHOT_CORRUPTION_PER_MILLE: u64 = 250;
+/// Before the operator first looks at a server that refused to start, and
+/// between looks while wiping it is not yet safe.
+const OPERATOR_DELAY_MS: (u64, u64) = (500, 2_000);
+const OPERATOR_RETRY_MS: (u64, u64) = (200, 800);
 /// Trace lines kept (the hash covers all of them).
 const TRACE_LINES_MAX: usize = 200_000;
 
@@ -356,6 +392,8 @@ enum Event {
     ClientConnOpened { conn: u64 },
     ClientWake { client: u32 },
     Fault,
+    /// The operator looks at a server whose recovery refused its disk.
+    Operator { server: ServerId },
     Scripted(Action),
     /// A crash aimed at a window the protocol must survive.
     Crash { server: ServerId, incarnation: u64 },
@@ -393,6 +431,21 @@ struct Node {
     offset_ms: u64,
     clogged_until: u64,
     last_local: u64,
+    disk_state: DiskState,
+}
+
+/// Where a server stands with disk corruption (`Sim::corrupt`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum DiskState {
+    Healthy,
+    /// Its disk holds a corrupted record; it runs on what it has in memory
+    /// until its next recovery finds the damage.
+    Damaged,
+    /// Recovery refused its disk; it is down until the operator wipes it.
+    Refused,
+    /// Wiped and restarted empty: it holds no history until it syncs and
+    /// serves.
+    Rejoining,
 }
 
 pub struct Sim {
@@ -448,6 +501,7 @@ impl Sim {
                 skip_trunc: config.planted == Planted::SkipTrunc,
                 watch_event_after_reply: config.planted == Planted::WatchEventAfterReply,
                 set_watches_from_server_zxid: config.planted == Planted::SetWatchesFromServerZxid,
+                ignore_corruption: config.planted == Planted::IgnoreCorruption,
             };
             let drift_ppm = if config.faults.clock { rng.between(0, 40_000) as i64 - 20_000 } else { 0 };
             let node = Node {
@@ -458,6 +512,7 @@ impl Sim {
                 offset_ms: rng.between(0, 10_000),
                 clogged_until: 0,
                 last_local: 0,
+                disk_state: DiskState::Healthy,
             };
             nodes.insert(id, node);
         }
@@ -620,6 +675,11 @@ impl Sim {
         let now = self.local_now(id);
         let mut out = Vec::new();
         self.nodes.get_mut(&id).expect("known").server.boot(now, &mut out);
+        let refused = out.iter().any(|item| matches!(item, Out::Refused(_)));
+        let node = self.nodes.get_mut(&id).expect("known");
+        if node.disk_state == DiskState::Damaged && !refused {
+            node.disk_state = DiskState::Healthy;
+        }
         let server = &self.nodes[&id].server;
         let (zxid, accepted, current) = (server.tree().last_processed_zxid(), server.disk.accepted_epoch, server.disk.current_epoch);
         self.trace(|| format!("boot {id} at {zxid:#x}, acceptedEpoch {accepted}, currentEpoch {current}"));
@@ -800,6 +860,7 @@ impl Sim {
                 let at = self.now + self.rng.between(FAULT_GAP_MS.0, FAULT_GAP_MS.1);
                 self.schedule(at, Event::Fault);
             }
+            Event::Operator { server } => self.operator(server),
             Event::Scripted(action) => {
                 self.trace(|| format!("script: {action:?}"));
                 match action {
@@ -838,7 +899,7 @@ impl Sim {
                 let ids: Vec<ServerId> = self.nodes.keys().copied().collect();
                 for id in ids {
                     self.nodes.get_mut(&id).expect("known").clogged_until = 0;
-                    if !self.up(id) {
+                    if !self.up(id) && self.nodes[&id].disk_state != DiskState::Refused {
                         self.restart(id);
                     }
                 }
@@ -862,6 +923,7 @@ impl Sim {
 
     /// Carries out a server's outputs.
     fn carry(&mut self, id: ServerId, out: Vec<Out>) {
+        let refused = out.iter().any(|item| matches!(item, Out::Refused(_)));
         for item in out {
             match item {
                 Out::Notify { to, notification } => {
@@ -922,16 +984,40 @@ impl Sim {
                 }
                 Out::Serving { state, epoch } => {
                     self.report.elections += 1;
+                    let node = self.nodes.get_mut(&id).expect("known");
+                    if node.disk_state == DiskState::Rejoining {
+                        node.disk_state = DiskState::Healthy;
+                    }
                     self.trace(|| format!("serving {id} {state:?} epoch {epoch}"));
                     let server = &self.nodes[&id].server;
                     self.invariants.on_serving(id, state, epoch, &server.disk, server.tree());
                 }
                 Out::Looking { reason } => {
+                    // It reloaded from its disk, unless a refusal follows.
+                    let node = self.nodes.get_mut(&id).expect("known");
+                    if node.disk_state == DiskState::Damaged && !refused {
+                        node.disk_state = DiskState::Healthy;
+                    }
                     // The server has rebuilt itself from its own disk by now.
                     let zxid = self.nodes[&id].server.tree().last_processed_zxid();
                     self.trace(|| format!("looking {id} at {zxid:#x}: {reason}"))
                 }
                 Out::Fatal(message) => self.report.violations.push(format!("Server {id}: {message}")),
+                Out::RecoveryWarning { kind, text } => {
+                    *self.report.faults.entry(kind).or_default() += 1;
+                    self.trace(|| format!("recovery of {id}: {text}"));
+                }
+                Out::Refused(reason) => {
+                    *self.report.faults.entry("refused start").or_default() += 1;
+                    self.trace(|| format!("{id} refuses to start: {reason}"));
+                    if !self.nodes[&id].server.disk.is_damaged() {
+                        self.report.violations.push(format!("Disk: recovery refuses server {id}'s undamaged disk: {reason}"));
+                    }
+                    self.crash(id);
+                    self.nodes.get_mut(&id).expect("known").disk_state = DiskState::Refused;
+                    let at = self.now + self.rng.between(OPERATOR_DELAY_MS.0, OPERATOR_DELAY_MS.1);
+                    self.schedule(at, Event::Operator { server: id });
+                }
             }
         }
     }
@@ -1134,11 +1220,18 @@ impl Sim {
     // ---- faults -------------------------------------------------------------
 
     fn crash(&mut self, id: ServerId) {
-        let kept = self.rng.below(self.nodes[&id].server.disk.pending.len() as u64 + 1) as usize;
+        let pending = self.nodes[&id].server.disk.pending.len();
+        let kept = self.rng.below(pending as u64 + 1) as usize;
+        // The append after the surviving prefix may have reached the disk in
+        // part: a torn record (never an fsynced one).
+        let tear = self.config.faults.torn && self.faults_on && kept < pending && self.rng.chance(TORN_PER_MILLE);
         let links = self.nodes[&id].server.links();
         let node = self.nodes.get_mut(&id).expect("known");
         node.up = false;
-        node.server.disk.crash(kept);
+        let torn = node.server.disk.crash(kept, tear);
+        if torn {
+            *self.report.faults.entry("torn write").or_default() += 1;
+        }
         // The kernel closes a dead process's sockets: peers see FIN/RST.
         for link in links {
             self.close_link(link, id);
@@ -1147,7 +1240,7 @@ impl Sim {
         for conn in conns {
             self.close_client_conn(conn, true);
         }
-        self.trace(|| format!("crash {id} (kept {kept} un-fsynced appends)"));
+        self.trace(|| format!("crash {id} (kept {kept} un-fsynced appends{})", if torn { ", the next one torn" } else { "" }));
     }
 
     fn restart(&mut self, id: ServerId) {
@@ -1159,6 +1252,81 @@ impl Sim {
         node.up = true;
         node.incarnation += 1;
         self.boot(id);
+    }
+
+    /// Corruption on a minority: one server's durable data gets a damaged
+    /// record — a log record above its snapshot with a valid record after
+    /// it (mid-log: recovery refuses, as a damaged last record would pass
+    /// for a torn write and be cut), or its newest snapshot (recovery falls
+    /// back to an older snapshot and the log, or refuses). The rule that
+    /// keeps it a minority: at most one server's disk is damaged, refused or
+    /// rejoining empty at a time, and the operator brings a wiped server
+    /// back only once every other voter serves and holds every committed
+    /// txn (`Sim::operator`), so that every quorum keeps a copy of all that
+    /// was committed. A running server goes on from memory; its next
+    /// recovery (restart, or the reload when it goes back to LOOKING) finds
+    /// the damage. Returns whether a record was damaged.
+    fn corrupt(&mut self) -> bool {
+        if self.nodes.values().any(|node| node.disk_state != DiskState::Healthy) {
+            return false;
+        }
+        let ids: Vec<ServerId> = self.nodes.keys().copied().collect();
+        let Some(&id) = self.rng.pick(&ids) else { return false };
+        let disk = &self.nodes[&id].server.disk;
+        let base = disk.base.last_processed_zxid();
+        let mid_log: Vec<i64> = match disk.log.split_last() {
+            Some((_, before_last)) => before_last.iter().map(|(zxid, _)| *zxid).filter(|zxid| *zxid > base).collect(),
+            None => Vec::new(),
+        };
+        let snapshot = mid_log.is_empty() || self.rng.chance(SNAPSHOT_CORRUPTION_PER_MILLE);
+        let zxid = if snapshot { None } else { self.rng.pick(&mid_log).copied() };
+        let node = self.nodes.get_mut(&id).expect("known");
+        match zxid {
+            Some(zxid) => {
+                node.server.disk.damaged.insert(zxid);
+            }
+            None => node.server.disk.snapshot_damaged = true,
+        }
+        node.disk_state = DiskState::Damaged;
+        let up = node.up;
+        self.trace(|| match zxid {
+            Some(zxid) => format!("corrupt {id}'s log record {zxid:#x} (up {up})"),
+            None => format!("corrupt {id}'s newest snapshot {base:#x} (up {up})"),
+        });
+        true
+    }
+
+    /// The operator's procedure for a server whose recovery refused its
+    /// disk: wipe its data directories and start it empty, so that it
+    /// rejoins by SNAP — but only once every other voter is up, serving and
+    /// holds every committed txn (what `srvr` on each shows), since until
+    /// the wiped server has synced, the other voters' copies are the only
+    /// ones a quorum that includes it has. Otherwise look again later.
+    fn operator(&mut self, id: ServerId) {
+        if self.nodes[&id].disk_state != DiskState::Refused {
+            return;
+        }
+        let committed = self.invariants.committed_max();
+        let voters = 1..=self.config.voters;
+        let safe = voters.filter(|voter| *voter != id).all(|voter| {
+            let node = &self.nodes[&voter];
+            node.up
+                && node.server.is_serving()
+                && node.server.tree().last_processed_zxid() >= committed
+                && node.server.disk.last_logged().max(node.server.disk.base.last_processed_zxid()) >= committed
+        });
+        if !safe {
+            self.trace(|| format!("operator waits to wipe {id}: not every other voter serves with {committed:#x}"));
+            let at = self.now + self.rng.between(OPERATOR_RETRY_MS.0, OPERATOR_RETRY_MS.1);
+            self.schedule(at, Event::Operator { server: id });
+            return;
+        }
+        *self.report.faults.entry("operator wipe").or_default() += 1;
+        self.trace(|| format!("operator wipes {id} and restarts it"));
+        let node = self.nodes.get_mut(&id).expect("known");
+        node.server.disk = Disk::new();
+        node.disk_state = DiskState::Rejoining;
+        self.restart(id);
     }
 
     /// A reset of `link`: it stops delivering, and both ends hear of it.
@@ -1185,7 +1353,9 @@ impl Sim {
     fn inject_fault(&mut self) {
         let f = self.config.faults;
         let ids: Vec<ServerId> = self.nodes.keys().copied().collect();
-        let down: Vec<ServerId> = ids.iter().copied().filter(|id| !self.up(*id)).collect();
+        // A server whose recovery refused its disk waits for the operator.
+        let down: Vec<ServerId> =
+            ids.iter().copied().filter(|id| !self.up(*id) && self.nodes[id].disk_state != DiskState::Refused).collect();
         let mut kinds: Vec<&'static str> = Vec::new();
         if f.crash {
             kinds.extend(["crash", "restart", "restart"]);
@@ -1201,6 +1371,9 @@ impl Sim {
         }
         if f.clock {
             kinds.push("clock jump");
+        }
+        if f.corruption {
+            kinds.push("corruption");
         }
         let Some(&kind) = self.rng.pick(&kinds) else { return };
         match kind {
@@ -1251,6 +1424,11 @@ impl Sim {
                 let jump = self.rng.between(100, 3_000);
                 self.trace(|| format!("clock of {id} jumps {jump} ms"));
                 self.nodes.get_mut(&id).expect("known").offset_ms += jump;
+            }
+            "corruption" => {
+                if !self.corrupt() {
+                    return;
+                }
             }
             _ => return,
         }

@@ -5,7 +5,7 @@
 //! with sockets, files and timers comes back as `Out` for the simulator to
 //! schedule.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -72,6 +72,12 @@ pub enum Out {
     Looking { reason: String },
     /// The simulated core broke a rule the runtime would crash on.
     Fatal(String),
+    /// Recovery refused the disk: the process stops (a fatal storage error,
+    /// naming the damaged record) and stays down until an operator acts.
+    Refused(String),
+    /// Recovery went on past damage, with this warning (a torn tail cut, an
+    /// invalid snapshot skipped).
+    RecoveryWarning { kind: &'static str, text: String },
 }
 
 /// The simulated disk, laid out as `runtime::durability` lays out files: the
@@ -92,6 +98,35 @@ pub struct Disk {
     pub accepted_epoch: u32,
     pub current_epoch: u32,
     pub flushing: bool,
+    /// Log records (by zxid) whose bytes on disk are damaged: a torn write
+    /// (the last un-fsynced append that a crash left half written) or a
+    /// corrupted record. The entry itself stays in `log` so that the
+    /// checkers see what was written; `load` decides what recovery makes
+    /// of it, by its position, as `storage::recovery` does.
+    pub damaged: BTreeSet<i64>,
+    /// The newest snapshot (`base`) fails validation.
+    pub snapshot_damaged: bool,
+}
+
+/// What recovery found on a disk (`Disk::load`).
+#[derive(Debug)]
+pub struct Loaded {
+    pub tree: DataTree,
+    /// The snapshot recovery started from, when it is not `base` (an invalid
+    /// newest snapshot was skipped): an index into `older`.
+    pub fell_back_to: Option<usize>,
+    /// A damaged last record with no record after it: a torn write, cut.
+    pub torn_tail: Option<i64>,
+    /// Damaged records recovery skipped (only with `ignore_corruption`).
+    pub skipped: Vec<i64>,
+}
+
+/// Whether `zxid` may follow `previous` in a log (`storage::recovery::
+/// follows`), where each new epoch's counter starts after `counter_start`
+/// (`PeerConfig::epoch_counter_start`, 0 outside the ZOOKEEPER-1277 runs).
+fn follows(previous: i64, zxid: i64, counter_start: u32) -> bool {
+    let (epoch, counter) = ((zxid as u64) >> 32, zxid as u64 as u32);
+    zxid == previous + 1 || (epoch > (previous as u64) >> 32 && counter == counter_start.wrapping_add(1))
 }
 
 impl Disk {
@@ -101,15 +136,26 @@ impl Disk {
 
     /// What survives a crash: the durable part, plus a prefix of the
     /// pending appends (`kept` of them) that happened to reach the platter.
-    pub fn crash(&mut self, kept: usize) {
+    /// With `torn`, the append right after that prefix reached the disk
+    /// only in part: it is written, damaged, as the last record (never an
+    /// fsynced one: only pending appends can tear). Returns whether a torn
+    /// record was written.
+    pub fn crash(&mut self, kept: usize, torn: bool) -> bool {
         // Appends after a snapshot that never became durable have nothing
         // to follow on disk: they go with it.
-        let kept = if self.pending_install.take().is_some() { 0 } else { kept.min(self.pending.len()) };
-        let survivors: Vec<(i64, Entry)> = self.pending.drain(..kept).collect();
+        let install_lost = self.pending_install.take().is_some();
+        let kept = if install_lost { 0 } else { kept.min(self.pending.len()) };
+        let torn = torn && !install_lost && kept < self.pending.len();
+        let survivors: Vec<(i64, Entry)> = self.pending.drain(..kept + usize::from(torn)).collect();
+        if torn {
+            let (zxid, _) = survivors.last().expect("a torn append");
+            self.damaged.insert(*zxid);
+        }
         self.log.extend(survivors);
         self.pending.clear();
         self.sync_markers = 0;
         self.flushing = false;
+        torn
     }
 
     /// `DataDirs::install_snapshot`: cut the log above the snapshot, drop
@@ -118,17 +164,40 @@ impl Disk {
         let zxid = tree.last_processed_zxid();
         self.log.retain(|(logged, _)| *logged <= zxid);
         let mut snapshots = std::mem::take(&mut self.older);
-        snapshots.push(std::mem::replace(&mut self.base, tree));
+        let replaced = std::mem::replace(&mut self.base, tree);
+        // An invalid snapshot, now an older one, is one recovery would skip:
+        // the model drops it.
+        if !std::mem::take(&mut self.snapshot_damaged) {
+            snapshots.push(replaced);
+        }
         self.older = snapshots.into_iter().filter(|s| s.last_processed_zxid() <= zxid).collect();
+        self.prune_damage();
+    }
+
+    /// Forgets damage on records no longer in the log (a later record at
+    /// the same zxid is another write).
+    fn prune_damage(&mut self) {
+        if !self.damaged.is_empty() {
+            let logged: BTreeSet<i64> = self.log.iter().map(|(zxid, _)| *zxid).collect();
+            self.damaged.retain(|zxid| logged.contains(zxid));
+        }
+    }
+
+    /// Whether any damage is on disk.
+    pub fn is_damaged(&self) -> bool {
+        self.snapshot_damaged || !self.damaged.is_empty()
     }
 
     /// `DataDirs::truncate_after`: drop snapshots and log records above
     /// `to`, if what remains recovers to exactly `to`; otherwise change
     /// nothing and say why.
-    pub fn truncate(&mut self, to: i64) -> Result<(), String> {
+    pub fn truncate(&mut self, to: i64, counter_start: u32, ignore_corruption: bool) -> Result<(), String> {
         let mut planned = self.clone();
         let mut snapshots = std::mem::take(&mut planned.older);
         snapshots.push(planned.base.clone());
+        if planned.base.last_processed_zxid() > to {
+            planned.snapshot_damaged = false;
+        }
         snapshots.retain(|s| s.last_processed_zxid() <= to);
         let Some(base) = snapshots.pop() else {
             return Err(format!("cannot truncate after {to:#x}: no snapshot at or below it"));
@@ -136,7 +205,8 @@ impl Disk {
         planned.base = base;
         planned.older = snapshots;
         planned.log.retain(|(zxid, _)| *zxid <= to);
-        let reached = planned.recover().last_processed_zxid();
+        planned.prune_damage();
+        let reached = planned.load(counter_start, ignore_corruption)?.tree.last_processed_zxid();
         if reached != to {
             return Err(format!("cannot truncate after {to:#x}: what remains recovers to {reached:#x}"));
         }
@@ -144,17 +214,91 @@ impl Disk {
         Ok(())
     }
 
-    /// Recovery: the newest snapshot with every later logged txn replayed.
-    pub fn recover(&self) -> DataTree {
-        let mut tree = DataTree::clone(&self.base);
-        let mut triggers = Vec::new();
-        for (_, entry) in &self.log {
-            if entry.txn.zxid > tree.last_processed_zxid() {
-                triggers.clear();
-                tree.apply(&entry.txn, &mut triggers);
+    /// Recovery, by `storage::recovery`'s rules: the newest snapshot that
+    /// validates (an invalid one is skipped for the next older; none left is
+    /// a refusal), then every later logged txn in strict zxid order. A
+    /// damaged last record with no record after it is a torn write, cut; a
+    /// damaged record anywhere else, a gap or a record out of order refuses
+    /// to start, naming the record, as the runtime names file and offset.
+    /// Records at or below the snapshot started from are not read (they
+    /// live in older segments). `ignore_corruption` is the planted bug: a
+    /// damaged record is silently skipped, order is not checked, and with
+    /// no valid snapshot left recovery starts from the empty tree.
+    pub fn load(&self, counter_start: u32, ignore_corruption: bool) -> Result<Loaded, String> {
+        let mut fell_back_to = None;
+        let mut tree = if !self.snapshot_damaged {
+            DataTree::clone(&self.base)
+        } else {
+            let invalid = format!("snapshot.{:x}", self.base.last_processed_zxid());
+            match self.older.len().checked_sub(1) {
+                Some(index) => {
+                    fell_back_to = Some(index);
+                    DataTree::clone(&self.older[index])
+                }
+                None if ignore_corruption => DataTree::new(),
+                None => return Err(format!("{invalid}: no snapshot validates")),
             }
+        };
+        let snapshot_zxid = tree.last_processed_zxid();
+        // As storage::recovery: a replay over an older snapshot must pass
+        // exactly through the skipped snapshot's zxid.
+        let must_pass = (fell_back_to.is_some() && !ignore_corruption).then(|| self.base.last_processed_zxid());
+        let mut zxid_last = snapshot_zxid;
+        let mut torn_tail = None;
+        let mut skipped = Vec::new();
+        let mut triggers = Vec::new();
+        for (index, (zxid, entry)) in self.log.iter().enumerate() {
+            let zxid = *zxid;
+            if zxid <= snapshot_zxid && zxid_last == snapshot_zxid {
+                continue;
+            }
+            if self.damaged.contains(&zxid) {
+                if index + 1 == self.log.len() {
+                    torn_tail = Some(zxid);
+                    break;
+                }
+                if ignore_corruption {
+                    skipped.push(zxid);
+                    continue;
+                }
+                return Err(format!("log record {index} ({zxid:#x}): corrupt, and valid records follow"));
+            }
+            if !ignore_corruption {
+                if zxid <= zxid_last {
+                    return Err(format!("log record {index}: zxid {zxid:#x} does not follow {zxid_last:#x}"));
+                }
+                if !follows(zxid_last, zxid, counter_start) {
+                    return Err(format!("log record {index}: zxid gap: {zxid:#x} after {zxid_last:#x}"));
+                }
+                if must_pass.is_some_and(|over| zxid_last < over && over < zxid) {
+                    return Err(format!("log record {index}: {zxid:#x} after {zxid_last:#x} skips the invalid snapshot's txns"));
+                }
+            } else if zxid <= zxid_last {
+                continue;
+            }
+            triggers.clear();
+            tree.apply(&entry.txn, &mut triggers);
+            zxid_last = zxid;
         }
-        tree
+        if let Some(over) = must_pass.filter(|over| *over > zxid_last) {
+            return Err(format!("snapshot.{over:x}: invalid, and the log ends at {zxid_last:#x}, below it"));
+        }
+        Ok(Loaded { tree, fell_back_to, torn_tail, skipped })
+    }
+
+    /// Makes the disk what a recovery that found `loaded` leaves: a torn
+    /// tail is truncated away; an invalid newest snapshot, skipped, stays
+    /// out of the model (recovery would skip it every time).
+    pub fn settle(&mut self, loaded: &Loaded) {
+        if let Some(zxid) = loaded.torn_tail {
+            let (last, _) = self.log.pop().expect("a torn tail is in the log");
+            assert_eq!(last, zxid, "the torn tail is the last record");
+            self.damaged.remove(&zxid);
+        }
+        if let Some(index) = loaded.fell_back_to {
+            self.base = self.older.remove(index);
+            self.snapshot_damaged = false;
+        }
     }
 
     /// The last txn of the history the disk holds, pending appends and a
@@ -211,6 +355,9 @@ pub struct ServerBugs {
     /// Answer setWatches as if the client had seen everything this server
     /// has: what changed while it was away goes unreported.
     pub set_watches_from_server_zxid: bool,
+    /// Recovery skips a corrupt record (or an invalid snapshot with no
+    /// older one) and goes on, instead of refusing to start.
+    pub ignore_corruption: bool,
 }
 
 pub struct Server {
@@ -287,9 +434,12 @@ impl Server {
     }
 
     /// Start (or restart after a crash): recover from disk and elect.
+    /// A disk recovery refuses leaves the server down (`Out::Refused`).
     pub fn boot(&mut self, now: u64, out: &mut Vec<Out>) {
-        let history = self.reload();
-        self.start_looking(now, history, out);
+        match self.reload(out) {
+            Ok(history) => self.start_looking(now, history, out),
+            Err(error) => out.push(Out::Refused(error)),
+        }
     }
 
     /// Elect with the state `reload` rebuilt and its committed log for DIFF
@@ -726,14 +876,17 @@ impl Server {
                 Effect::Truncate { to } => {
                     self.flush_now();
                     if !self.bugs.skip_trunc {
-                        if let Err(error) = self.disk.truncate(to) {
+                        let counter_start = self.config.peer.epoch_counter_start;
+                        if let Err(error) = self.disk.truncate(to, counter_start, self.bugs.ignore_corruption) {
                             self.peer.on_truncate_failed(error, &mut more);
                             queue.extend(more);
                             continue;
                         }
                     }
                     // The peer cut its committed log at `to` itself.
-                    self.reload();
+                    if let Err(error) = self.reload(out) {
+                        return out.push(Out::Refused(error));
+                    }
                 }
                 Effect::InstallSnapshot { zxid } => {
                     self.flush_now();
@@ -793,7 +946,10 @@ impl Server {
                     out.push(Out::Looking { reason });
                     self.stop_serving(out);
                     self.flush_now();
-                    let history = self.reload();
+                    let history = match self.reload(out) {
+                        Ok(history) => history,
+                        Err(error) => return out.push(Out::Refused(error)),
+                    };
                     let tree = self.shard.tree().clone();
                     self.shard_reset(tree, out);
                     self.start_looking(now, history, out);
@@ -831,16 +987,30 @@ impl Server {
     }
 
     /// Rebuild from the disk, as `runtime::ensemble::Driver::reload`; returns
-    /// the committed log for DIFF, the last txns replayed.
-    fn reload(&mut self) -> Vec<(i64, Entry)> {
-        let tree = self.disk.recover();
+    /// the committed log for DIFF, the last txns replayed, or why recovery
+    /// refuses the disk (the runtime stops: a fatal storage error).
+    fn reload(&mut self, out: &mut Vec<Out>) -> Result<Vec<(i64, Entry)>, String> {
+        let loaded = self.disk.load(self.config.peer.epoch_counter_start, self.bugs.ignore_corruption)?;
+        if let Some(zxid) = loaded.torn_tail {
+            out.push(Out::RecoveryWarning { kind: "torn tail cut", text: format!("log record {zxid:#x}: torn write; cut") });
+        }
+        if loaded.fell_back_to.is_some() {
+            let text = format!("snapshot.{:x}: invalid snapshot; skipped", self.disk.base.last_processed_zxid());
+            out.push(Out::RecoveryWarning { kind: "snapshot fallback", text });
+        }
+        for zxid in &loaded.skipped {
+            let text = format!("log record {zxid:#x}: corrupt; skipped (planted ignore-corruption)");
+            out.push(Out::RecoveryWarning { kind: "corrupt record skipped", text });
+        }
+        self.disk.settle(&loaded);
+        let tree = loaded.tree;
         let history = self.disk.replayed_tail(self.config.peer.committed_log_max);
         assert!(
             history.last().is_none_or(|(zxid, _)| *zxid == tree.last_processed_zxid()),
             "the replayed tail must end where recovery ends"
         );
         self.shard = Shard::new(tree, ShardConfig { password_secret: self.secret });
-        history
+        Ok(history)
     }
 
     fn shard_reset(&mut self, tree: DataTree, out: &mut Vec<Out>) {

@@ -5,6 +5,12 @@
 //! Rules, after ZooKeeper's FileTxnSnapLog and the bugs it fixed:
 //! - start from the newest snapshot that validates; an invalid one is skipped
 //!   with a warning, but if snapshots exist and none validates, refuse;
+//! - the log replayed over an older snapshot must pass exactly through the
+//!   zxid of every newer snapshot skipped: a snapshot received from a leader
+//!   (SNAP) or taken before a log segment was lost may hold txns the log
+//!   does not, and a new epoch's first txn would hide that gap (found by the
+//!   simulator); refuse rather than start from an older state than the one
+//!   acknowledged;
 //! - log segments without any snapshot to follow are refused (ZOOKEEPER-2325),
 //!   as is a first needed segment that starts after the snapshot's zxid + 1;
 //! - records after the snapshot must be consecutive zxids (a new epoch
@@ -101,6 +107,9 @@ pub fn recover(
     let mut warnings = Vec::new();
 
     let mut start = None;
+    // Snapshots skipped for an older one, oldest first: the replay must pass
+    // through each one's zxid.
+    let mut skipped: Vec<(i64, String)> = Vec::new();
     for (zxid, name) in &snapshots {
         let bytes = read(name).map_err(|reason| error(name, 0, reason))?;
         match decode_snapshot(bytes) {
@@ -114,6 +123,7 @@ pub fn recover(
             )),
             Err(reason) => warnings.push(format!("{name}: invalid snapshot ({reason}); skipped")),
         }
+        skipped.insert(0, (*zxid, name.clone()));
     }
     let (mut tree, snapshot_zxid, fresh) = match start {
         Some((tree, zxid)) => (tree, zxid, false),
@@ -175,6 +185,16 @@ pub fn recover(
             if !follows(zxid_last, zxid) {
                 return Err(error(name, logged.offset, format!("zxid gap: {zxid:#x} after {zxid_last:#x}")));
             }
+            if let Some((over, snapshot)) = skipped.iter().find(|(over, _)| zxid_last < *over && *over < zxid) {
+                return Err(error(
+                    name,
+                    logged.offset,
+                    format!(
+                        "the log goes from {zxid_last:#x} to {zxid:#x}, past the skipped snapshot {snapshot} at {over:#x}: \
+                         the txns up to it are only in that snapshot"
+                    ),
+                ));
+            }
             triggers.clear();
             tree.apply(&logged.txn, &mut triggers);
             zxid_last = zxid;
@@ -200,6 +220,16 @@ pub fn recover(
             }
             SegmentEnd::Corrupt { offset, reason } => return Err(error(name, offset, reason)),
         }
+    }
+    if let Some((over, snapshot)) = skipped.iter().find(|(over, _)| *over > zxid_last) {
+        return Err(error(
+            snapshot,
+            0,
+            format!(
+                "invalid, and the log ends at {zxid_last:#x}, below its {over:#x}: starting from an older snapshot would \
+                 lose txns this server had"
+            ),
+        ));
     }
     assert!(replayed_tail.len() <= replayed_tail_max, "the replayed tail outgrew its bound");
     assert!(

@@ -203,7 +203,12 @@ impl Server {
                 self.child = None;
                 return Err(format!("exited early with {status}; log:\n{}", self.log_tail()));
             }
-            if TcpStream::connect_timeout(&self.addr(), Duration::from_millis(500)).is_ok() {
+            // Ready once the port accepts and, for warden, once this very
+            // process says it serves: a port accepting could be another
+            // test's server that took it meanwhile (warden binds with
+            // SO_REUSEPORT), while ours exits with "cannot bind".
+            let serving = apache_target() || self.log_tail().contains("warden serving");
+            if serving && TcpStream::connect_timeout(&self.addr(), Duration::from_millis(500)).is_ok() {
                 break;
             }
             if Instant::now() > deadline {

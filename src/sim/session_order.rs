@@ -462,6 +462,13 @@ struct Armed {
     exist_list: bool,
 }
 
+impl Armed {
+    /// "Data watch on /k set at event #12 (zxid 0x…)", for violations.
+    fn describe(&self, path: &str, table: Table) -> String {
+        format!("{table:?} watch on {path} set at event #{} (zxid 0x{:x})", self.registered_at, self.registered)
+    }
+}
+
 /// Watches: (1) watch before data: once a change that fires an armed watch
 /// is committed at Z1, the session gets the event before any reply with
 /// zxid >= Z1 (ZooKeeper applies the txn, queues the events, then replies);
@@ -635,10 +642,7 @@ fn check_event_matches_change(
     registration: Armed,
 ) -> Result<(), Violation> {
     let FiredBy { path, event_type, zxid, table } = fired;
-    let set = format!(
-        "{table:?} watch on {path} set at event #{} (zxid 0x{:x})",
-        registration.registered_at, registration.registered
-    );
+    let set = registration.describe(path, table);
     if zxid <= registration.registered {
         let message = format!("{event_type:?} at zxid 0x{zxid:x} fires the {set}, for a change it already saw");
         return violation(session, Check::WatchMatchesChange, index, message);
@@ -672,10 +676,7 @@ fn check_restored_event(
     registration: Armed,
 ) -> Result<(), Violation> {
     let FiredBy { path, event_type, zxid, table } = fired;
-    let set = format!(
-        "{table:?} watch on {path} set at event #{} (zxid 0x{:x})",
-        registration.registered_at, registration.registered
-    );
+    let set = registration.describe(path, table);
     if !committed.fires_between(path, table, registration.registered, zxid) {
         let message = format!(
             "setWatches at zxid 0x{zxid:x} fired {event_type:?} for the {set}, but no change after it and at or below \

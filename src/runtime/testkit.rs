@@ -18,13 +18,20 @@ const PICK_LOW: u16 = 10_000;
 /// Random picks tried per requested port before falling back to port 0.
 const PICK_TRIES_PER_PORT: usize = 50;
 
-/// `count` distinct TCP ports on 127.0.0.1 that are free now.
+/// Ports this process has handed out: never handed out again, so a test
+/// that stops a server and restarts it on the same port cannot find that
+/// port taken by a concurrent test (tests of one binary run in parallel).
+static HANDED_OUT: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+
+/// `count` distinct TCP ports on 127.0.0.1 that are free now, and that no
+/// earlier call in this process returned.
 ///
 /// They are picked below the ephemeral range when there is room: a port
 /// chosen inside it can be handed out, before the server under test binds it,
 /// as the source port of some outgoing connection (another server's peer
 /// link, a client, a probe), and the server then fails with EADDRINUSE.
 pub fn free_ports(count: usize) -> Vec<u16> {
+    let mut handed_out = HANDED_OUT.lock().unwrap_or_else(|poison| poison.into_inner());
     static STATE: AtomicU64 = AtomicU64::new(0);
     let seed = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -41,6 +48,9 @@ pub fn free_ports(count: usize) -> Vec<u16> {
         state ^= state >> 7;
         state ^= state << 17;
         let port = PICK_LOW + (state % u64::from(high - PICK_LOW)) as u16;
+        if handed_out.contains(&port) {
+            continue;
+        }
         if let Ok(listener) = TcpListener::bind(("127.0.0.1", port)) {
             held.push(listener);
         }
@@ -48,7 +58,9 @@ pub fn free_ports(count: usize) -> Vec<u16> {
     while held.len() < count {
         held.push(TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0"));
     }
-    held.iter().map(|listener| listener.local_addr().expect("local address").port()).collect()
+    let ports: Vec<u16> = held.iter().map(|listener| listener.local_addr().expect("local address").port()).collect();
+    handed_out.extend(&ports);
+    ports
 }
 
 /// One free port; see `free_ports`.
@@ -67,9 +79,12 @@ mod tests {
         sorted.sort_unstable();
         sorted.dedup();
         assert_eq!(sorted.len(), 12, "{ports:?}");
-        for port in ports {
+        for &port in &ports {
             assert!(port < ephemeral_low(), "{port}");
             TcpListener::bind(("127.0.0.1", port)).expect("still free");
         }
+        // Freed again, but never handed out twice in one process.
+        let again = free_ports(12);
+        assert!(again.iter().all(|port| !ports.contains(port)), "{ports:?} then {again:?}");
     }
 }

@@ -50,6 +50,7 @@ use warden::proto::{
     op, Acl, ConnectRequest, ConnectResponse, CreateRequest, DeleteRequest, Id, Jute, PathRequest,
     PathWatchRequest, Reader, ReplyHeader, Request, RequestHeader, SetDataRequest, WatcherEvent, Writer,
 };
+use warden::rng::Rng;
 
 /// Limits of the tool itself, so that a typo in a flag cannot exhaust the machine.
 mod limits {
@@ -444,30 +445,22 @@ struct Generator {
     seq: u64,
     value: Bytes,
     keys: u64,
-    rng: u64,
+    rng: Rng,
     /// Shared counter of requests issued (ops budget, populate/delete indices).
     issued: Arc<AtomicU64>,
     ops_max: u64,
 }
 
 impl Generator {
-    /// xorshift64: uniform keys and mixes without a dependency.
-    fn random(&mut self) -> u64 {
-        self.rng ^= self.rng << 13;
-        self.rng ^= self.rng >> 7;
-        self.rng ^= self.rng << 17;
-        self.rng
-    }
-
     fn next(&mut self) -> Option<(i32, Request, Kind)> {
         let index = self.issued.fetch_add(1, Ordering::Relaxed);
         if self.ops_max > 0 && index >= self.ops_max {
             return None;
         }
         if let Some(read_percent) = self.workload.read_percent() {
-            let key = self.random() % self.keys;
+            let key = self.rng.below(self.keys);
             let path = format!("{}/n{}", self.parent, key);
-            return Some(if self.random() % 100 < read_percent {
+            return Some(if self.rng.below(100) < read_percent {
                 (op::GET_DATA, Request::GetData(PathWatchRequest { path, watch: false }), Kind::Read)
             } else {
                 let request = SetDataRequest { path, data: Some(self.value.clone()), version: -1 };
@@ -701,7 +694,7 @@ fn run_phase(phase: &Phase, before_start: impl FnOnce()) -> Result<(ConnResult, 
             seq: 0,
             value: value.clone(),
             keys: phase.plan.keys,
-            rng: 0x9E37_79B9_7F4A_7C15 ^ ((conn as u64 + 1).wrapping_mul(0xD1B5_4A32_D192_ED03)),
+            rng: Rng::new(conn as u64),
             issued: issued.clone(),
             ops_max: phase.ops_max,
         };

@@ -30,6 +30,7 @@ use crate::proto::frame::FrameDecoder;
 use crate::proto::jute::{Jute, Reader};
 use crate::proto::records::RequestError;
 use crate::proto::*;
+use crate::rng::Rng;
 use crate::storage::log::{self, plan_truncate, scan_segment, SegmentEnd, SegmentScan};
 use crate::storage::recovery::{recover, Listing};
 use crate::storage::snapshot::{self, decode_snapshot, describe_snapshot};
@@ -126,71 +127,7 @@ fn check_allocation(what: &str, input_len: usize, allocated: usize) {
 }
 
 // ---------------------------------------------------------------------------
-// A small deterministic RNG and the mutator (also used by tests/fuzz_decoders.rs).
-
-/// xorshift64*: small, fast, and good enough to drive a fuzzer.
-pub struct Rng(u64);
-
-impl Rng {
-    pub fn new(seed: u64) -> Rng {
-        // splitmix64 the seed so that nearby seeds diverge and 0 is not a fixed point.
-        let mut z = seed.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^= z >> 31;
-        Rng(if z == 0 { 0x2545_f491_4f6c_dd1d } else { z })
-    }
-
-    /// An independent stream per (seed, stream, iteration), so that any one
-    /// iteration of a seeded run can be replayed alone.
-    pub fn for_iteration(seed: u64, stream: u64, iteration: u64) -> Rng {
-        Rng::new(seed ^ stream.wrapping_mul(0xd6e8_feb8_6659_fd93) ^ iteration.wrapping_mul(0x9e37_79b9_7f4a_7c15))
-    }
-
-    pub fn next_u64(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.0 = x;
-        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    /// A number in `0..bound` (0 when bound is 0).
-    pub fn below(&mut self, bound: usize) -> usize {
-        if bound == 0 {
-            0
-        } else {
-            (self.next_u64() % bound as u64) as usize
-        }
-    }
-
-    pub fn chance(&mut self, one_in: usize) -> bool {
-        self.below(one_in) == 0
-    }
-
-    /// One of `items`, which must not be empty.
-    pub fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
-        &items[self.below(items.len())]
-    }
-
-    pub fn i32(&mut self) -> i32 {
-        self.next_u64() as i32
-    }
-
-    pub fn i64(&mut self) -> i64 {
-        self.next_u64() as i64
-    }
-
-    pub fn bytes_upto(&mut self, bound: usize) -> Vec<u8> {
-        let length = self.below(bound);
-        self.bytes(length)
-    }
-
-    pub fn bytes(&mut self, length: usize) -> Vec<u8> {
-        (0..length).map(|_| self.next_u64() as u8).collect()
-    }
-}
+// The mutator (also used by tests/fuzz_decoders.rs).
 
 const INTERESTING_I32: &[i32] = &[-1, -2, 0, 1, 0x7f, 0x80, 0xff, 0x7fff, 0xffff, 0x7fff_ffff, i32::MIN, 0x1000_0000, 0x0010_0000];
 
@@ -205,7 +142,7 @@ pub fn mutate(rng: &mut Rng, input: &[u8], donor: &[u8]) -> Vec<u8> {
             0 => {
                 for _ in 0..1 + rng.below(4) {
                     if !bytes.is_empty() {
-                        let index = rng.below(bytes.len());
+                        let index = rng.index(bytes.len());
                         bytes[index] ^= 1 << rng.below(8);
                     }
                 }
@@ -213,19 +150,19 @@ pub fn mutate(rng: &mut Rng, input: &[u8], donor: &[u8]) -> Vec<u8> {
             // An interesting byte.
             1 => {
                 if !bytes.is_empty() {
-                    let index = rng.below(bytes.len());
+                    let index = rng.index(bytes.len());
                     bytes[index] = *rng.pick(&[0x00, 0xff, 0x7f, 0x80, 0x01, b'/', 0xc3]);
                 }
             }
             // Truncation.
             2 => {
-                let keep = rng.below(bytes.len() + 1);
+                let keep = rng.index(bytes.len() + 1);
                 bytes.truncate(keep);
             }
             // A length field (any 4 bytes) forced huge, negative or off by one.
             3 | 4 => {
                 if bytes.len() >= 4 {
-                    let at = rng.below(bytes.len() - 3);
+                    let at = rng.index(bytes.len() - 3);
                     let current = i32::from_be_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]]);
                     let value = match rng.below(4) {
                         0 => current.wrapping_add(1),
@@ -238,9 +175,9 @@ pub fn mutate(rng: &mut Rng, input: &[u8], donor: &[u8]) -> Vec<u8> {
             }
             // Insertion.
             5 => {
-                let at = rng.below(bytes.len() + 1);
+                let at = rng.index(bytes.len() + 1);
                 let inserted = {
-                    let count = 1 + rng.below(8);
+                    let count = 1 + rng.index(8);
                     rng.bytes(count)
                 };
                 bytes.splice(at..at, inserted);
@@ -248,35 +185,35 @@ pub fn mutate(rng: &mut Rng, input: &[u8], donor: &[u8]) -> Vec<u8> {
             // Deletion.
             6 => {
                 if !bytes.is_empty() {
-                    let at = rng.below(bytes.len());
-                    let count = 1 + rng.below((bytes.len() - at).min(8));
+                    let at = rng.index(bytes.len());
+                    let count = 1 + rng.index((bytes.len() - at).min(8));
                     bytes.drain(at..at + count);
                 }
             }
             // Splice with another encoding.
             7 => {
-                let cut = rng.below(bytes.len() + 1);
-                let from = rng.below(donor.len() + 1);
+                let cut = rng.index(bytes.len() + 1);
+                let from = rng.index(donor.len() + 1);
                 bytes.truncate(cut);
                 bytes.extend_from_slice(&donor[from..]);
             }
             // Duplicate a chunk.
             8 => {
                 if !bytes.is_empty() {
-                    let at = rng.below(bytes.len());
-                    let count = 1 + rng.below((bytes.len() - at).min(16));
+                    let at = rng.index(bytes.len());
+                    let count = 1 + rng.index((bytes.len() - at).min(16));
                     let chunk = bytes[at..at + count].to_vec();
-                    let to = rng.below(bytes.len() + 1);
+                    let to = rng.index(bytes.len() + 1);
                     bytes.splice(to..to, chunk);
                 }
             }
             // Replace with noise.
             _ => {
-                if rng.chance(4) {
+                if rng.one_in(4) {
                     bytes = rng.bytes_upto(64);
                 } else if !bytes.is_empty() {
-                    let at = rng.below(bytes.len());
-                    let count = 1 + rng.below((bytes.len() - at).min(8));
+                    let at = rng.index(bytes.len());
+                    let count = 1 + rng.index((bytes.len() - at).min(8));
                     for byte in &mut bytes[at..at + count] {
                         *byte = rng.next_u64() as u8;
                     }
@@ -324,7 +261,7 @@ fn chunks(stream: &[u8], seed: u8) -> Vec<&[u8]> {
     let mut out = Vec::new();
     let mut offset = 0;
     while offset < stream.len() {
-        let length = 1 + rng.below((stream.len() - offset).min(chunk_max));
+        let length = 1 + rng.index((stream.len() - offset).min(chunk_max));
         out.push(&stream[offset..offset + length]);
         offset += length;
     }

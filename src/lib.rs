@@ -8,6 +8,7 @@ pub mod fuzzing;
 pub mod limits;
 pub mod pipeline;
 pub mod proto;
+pub mod rng;
 pub mod runtime;
 pub mod session;
 pub mod sim;

@@ -34,6 +34,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 mod common;
 use common::{apache_classpath, frame, free_port, Enc};
+use warden::rng::Rng;
 
 const IO_TIMEOUT: Duration = Duration::from_secs(5);
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -59,33 +60,6 @@ const NODEEXISTS: i32 = -110;
 
 const EPHEMERAL: i32 = 1;
 const PERMS_ALL: i32 = 31;
-
-// ---------------------------------------------------------------------------
-// Seeded RNG (splitmix64)
-// ---------------------------------------------------------------------------
-
-#[derive(Clone)]
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    /// Uniform in `lo..=hi`.
-    fn range(&mut self, lo: u64, hi: u64) -> u64 {
-        lo + self.next() % (hi - lo + 1)
-    }
-    fn chance(&mut self, percent: u64) -> bool {
-        self.next() % 100 < percent
-    }
-    fn fork(&mut self) -> Rng {
-        Rng(self.next())
-    }
-}
 
 // ---------------------------------------------------------------------------
 // Server process, restartable on the same data directory
@@ -824,12 +798,9 @@ impl Stream {
     fn data(&mut self) -> Vec<u8> {
         self.write_id += 1;
         let mut out = format!("{}-s{}-w{}|", self.tag, self.index, self.write_id).into_bytes();
-        let extra = if self.rng.chance(15) { self.rng.range(200, 4000) } else { self.rng.range(0, 48) };
-        let mut x = self.rng.next();
-        for _ in 0..extra {
-            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-            out.push(b'a' + ((x >> 33) % 26) as u8);
-        }
+        let extra = if self.rng.chance(150) { self.rng.between(200, 4000) } else { self.rng.between(0, 48) };
+        let mut letters = self.rng.fork();
+        out.extend((0..extra).map(|_| b'a' + letters.below(26) as u8));
         out
     }
 
@@ -842,14 +813,14 @@ impl Stream {
         if self.issued_state.is_empty() {
             return None;
         }
-        let n = self.rng.range(0, self.issued_state.len() as u64 - 1) as usize;
+        let n = self.rng.index(self.issued_state.len());
         self.issued_state.keys().nth(n).copied()
     }
 
     /// Generates the next op against the issued model and records it.
     fn next_op(&mut self) -> &Record {
         let live = self.issued_state.len();
-        let roll = self.rng.range(0, 99);
+        let roll = self.rng.below(100);
         let op = match self.random_live() {
             None => Op::Create { key: self.new_key(), data: self.data() },
             Some(key) => {
@@ -858,10 +829,10 @@ impl Stream {
                 if roll < 30 - delete_bias.min(20) {
                     Op::Create { key: self.new_key(), data: self.data() }
                 } else if roll < 58 {
-                    let version = if self.rng.chance(15) { -1 } else { version };
+                    let version = if self.rng.chance(150) { -1 } else { version };
                     Op::SetData { key, data: self.data(), version }
                 } else if roll < 72 + delete_bias {
-                    Op::Delete { key, version: if self.rng.chance(20) { -1 } else { version } }
+                    Op::Delete { key, version: if self.rng.chance(200) { -1 } else { version } }
                 } else if roll < 88 + delete_bias.min(5) {
                     let key = self.new_key();
                     Op::Multi { key, data1: self.data(), data2: self.data() }
@@ -895,7 +866,7 @@ impl Stream {
     /// Pipelines writes on `conn` until `stop_at` (or until the server dies),
     /// then drains the replies still in flight.
     fn run(&mut self, mut conn: Conn, stop_at: Instant) {
-        let window = self.rng.range(4, 96) as usize;
+        let window = self.rng.between(4, 96) as usize;
         let hard_deadline = stop_at + Duration::from_secs(15);
         let mut xid = 0;
         let mut first_unacked = 0usize;
@@ -905,7 +876,7 @@ impl Stream {
             let inflight = self.records.len() - first_unacked;
             if now < stop_at && inflight < window {
                 // A burst of frames in one write, so the server sees many at once.
-                let burst = self.rng.range(1, (window - inflight) as u64) as usize;
+                let burst = self.rng.between(1, (window - inflight) as u64) as usize;
                 let mut bytes = Vec::new();
                 for _ in 0..burst {
                     xid += 1;
@@ -1143,7 +1114,7 @@ fn acknowledged_writes_survive_sigkill() {
     });
     println!("acknowledged_writes_survive_sigkill: CRASH_SEED={seed} CRASH_CYCLES={cycles}");
     eprintln!("acknowledged_writes_survive_sigkill: CRASH_SEED={seed} CRASH_CYCLES={cycles}");
-    let mut rng = Rng(seed);
+    let mut rng = Rng::new(seed);
     let mut server = Server::new("sigkill", 500, 20000);
 
     // The state read back after the last restart: the baseline of the next cycle.
@@ -1158,14 +1129,14 @@ fn acknowledged_writes_survive_sigkill() {
         let cycle_began = Instant::now();
         let context = format!("CRASH_SEED={seed} cycle {cycle}/{cycles}");
         // Vary the snapshot interval across restarts: snapshots and log replay both get exercised.
-        let mut snap_count = [2u64, 10, 50, 300, 100_000][rng.range(0, 4) as usize];
+        let mut snap_count = *rng.pick(&[2u64, 10, 50, 300, 100_000]);
         if apache_target() {
             // ZooKeeper snapshots synchronously: every other txn is too slow to start from.
             snap_count = snap_count.max(50);
         }
         server.snap_count = Some(snap_count);
         // Small log preallocation on some starts: the log then grows its file while writing.
-        server.pre_alloc_kib = if rng.chance(50) { Some(256) } else { None };
+        server.pre_alloc_kib = if rng.chance(500) { Some(256) } else { None };
         server.start(None);
         let port = server.port;
 
@@ -1176,7 +1147,7 @@ fn acknowledged_writes_survive_sigkill() {
         }
 
         // Streams: 1 to 3 connections, each owning a share of the live keys.
-        let n_streams = rng.range(1, 3) as usize;
+        let n_streams = rng.between(1, 3) as usize;
         let mut streams: Vec<Stream> = (0..n_streams)
             .map(|i| Stream {
                 index: i,
@@ -1207,9 +1178,9 @@ fn acknowledged_writes_survive_sigkill() {
             })
             .collect();
 
-        let stream_ms = rng.range(50, 400);
-        let quiescent = rng.chance(12);
-        let kill_after_ms = rng.range(5, stream_ms);
+        let stream_ms = rng.between(50, 400);
+        let quiescent = rng.chance(120);
+        let kill_after_ms = rng.between(5, stream_ms);
         let t0 = Instant::now();
         let stop_at = t0 + Duration::from_millis(stream_ms);
         let mut handles = Vec::new();

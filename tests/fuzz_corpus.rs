@@ -24,13 +24,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use warden::fuzzing::{self, env_u64, hex, mutate, panic_message, CountingAllocator, Rng, RECORD_KINDS, REQUEST_OPCODES, TARGETS};
+use warden::fuzzing::{self, env_u64, hex, mutate, panic_message, CountingAllocator, RECORD_KINDS, REQUEST_OPCODES, TARGETS};
 use warden::pipeline::auth::digest_id;
 use warden::pipeline::{Committed, Origin, ToSequencer};
 use warden::proto::codes::op;
 use warden::proto::frame::encode_frame;
 use warden::proto::records::RequestError;
 use warden::proto::*;
+use warden::rng::Rng;
 use warden::storage::log::{encode_segment_header, BatchEncoder};
 use warden::storage::snapshot::encode_snapshot;
 use warden::storage::txn_codec::txn_to_bytes;
@@ -572,7 +573,7 @@ fn targets_survive_mutated_seeds() {
             let (_, donor) = rng.pick(&seeds);
             // Keep the mode byte most of the time: it selects what the rest means.
             let mut input = mutate(&mut rng, &base[1..], &donor[1..]);
-            input.insert(0, if rng.chance(8) { rng.next_u64() as u8 } else { base[0] });
+            input.insert(0, if rng.one_in(8) { rng.next_u64() as u8 } else { base[0] });
             if only_iteration.is_some() {
                 eprintln!("{} iteration {iteration}, {}", target.name, describe_input(target.name, &format!("{seed:#x}-{iteration}"), &input));
             }

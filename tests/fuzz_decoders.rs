@@ -29,7 +29,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use warden::fuzzing::{allocated, allocation_budget, env_u64, hex, mutate, panic_message, CountingAllocator, Rng};
+use warden::fuzzing::{allocated, allocation_budget, env_u64, hex, mutate, panic_message, CountingAllocator};
 use warden::pipeline::auth::{authenticate, digest_id, AuthOutcome};
 use warden::pipeline::prep::{Prep, PrepConfig};
 use warden::pipeline::{Committed, Origin, Shard, ShardConfig, ShardOutput};
@@ -41,6 +41,7 @@ use warden::proto::{
     PathWatchRequest, Reader, ReconfigRequest, ReplyHeader, Request, RequestHeader, SetAclRequest, SetDataRequest,
     SetWatches, SetWatches2, Stat, WatchTypeRequest, Writer,
 };
+use warden::rng::Rng;
 use warden::tree::{open_acl_unsafe, read_acl_unsafe, DataTree};
 use warden::txn::{Txn, TxnBody};
 
@@ -128,18 +129,18 @@ fn tame() -> bool {
 }
 
 fn gen_path(rng: &mut Rng, extra: &[String]) -> String {
-    if !extra.is_empty() && rng.chance(3) {
+    if !extra.is_empty() && rng.one_in(3) {
         return rng.pick(extra).clone();
     }
-    if tame() && !rng.chance(10) {
-        return PATHS[rng.below(VALID_PATHS)].to_string();
+    if tame() && !rng.one_in(10) {
+        return PATHS[rng.index(VALID_PATHS)].to_string();
     }
     match rng.below(20) {
         0 => {
             // Random printable-ish string, sometimes with a leading slash.
             let length = rng.below(12);
             let mut path: String = (0..length).map(|_| char::from(b' ' + rng.below(95) as u8)).collect();
-            if rng.chance(2) {
+            if rng.one_in(2) {
                 path.insert(0, '/');
             }
             path
@@ -156,7 +157,7 @@ fn gen_id(rng: &mut Rng) -> Id {
         5 => ("auth".to_owned(), String::new()),
         6 => {
             let users = ["u:p", "v:q", "super:superpw"];
-            ("digest".to_owned(), digest_id(users[rng.below(users.len())]))
+            ("digest".to_owned(), digest_id(users[rng.index(users.len())]))
         }
         7 => ("digest".to_owned(), "no-colon".to_owned()),
         8 => ("ip".to_owned(), rng.pick(&["127.0.0.1", "10.0.0.0/8", "::1", "127.0.0.1/40", "not-an-ip", "0.0.0.0/0"]).to_string()),
@@ -194,7 +195,7 @@ fn gen_data(rng: &mut Rng) -> Option<Bytes> {
     match rng.below(8) {
         0 => None,
         1 => Some(Bytes::new()),
-        2 if rng.chance(50) => Some(Bytes::from(rng.bytes_upto(16 * 1024))),
+        2 if rng.one_in(50) => Some(Bytes::from(rng.bytes_upto(16 * 1024))),
         _ => Some(Bytes::from(rng.bytes_upto(24))),
     }
 }
@@ -214,7 +215,7 @@ fn gen_version(rng: &mut Rng) -> i32 {
 }
 
 fn gen_flags(rng: &mut Rng) -> i32 {
-    if rng.chance(if tame() { 100 } else { 12 }) {
+    if rng.one_in(if tame() { 100 } else { 12 }) {
         rng.i32()
     } else {
         rng.below(7) as i32
@@ -264,24 +265,24 @@ fn gen_multi_op(rng: &mut Rng, extra: &[String], reads: bool) -> MultiOp {
         },
         4 => MultiOp::SetData(SetDataRequest { path: gen_path(rng, extra), data: gen_data(rng), version: gen_version(rng) }),
         5 | 6 => MultiOp::Check(CheckVersionRequest { path: gen_path(rng, extra), version: gen_version(rng) }),
-        7 => MultiOp::GetData(PathWatchRequest { path: gen_path(rng, extra), watch: rng.chance(2) }),
-        _ => MultiOp::GetChildren(PathWatchRequest { path: gen_path(rng, extra), watch: rng.chance(2) }),
+        7 => MultiOp::GetData(PathWatchRequest { path: gen_path(rng, extra), watch: rng.one_in(2) }),
+        _ => MultiOp::GetChildren(PathWatchRequest { path: gen_path(rng, extra), watch: rng.one_in(2) }),
     }
 }
 
 fn gen_multi(rng: &mut Rng, extra: &[String], read_only: bool) -> MultiRequest {
-    let count = if rng.chance(100) { rng.below(300) } else { rng.below(6) };
+    let count = if rng.one_in(100) { rng.below(300) } else { rng.below(6) };
     let ops = (0..count)
         .map(|_| {
             if read_only {
-                if rng.chance(2) {
-                    MultiOp::GetData(PathWatchRequest { path: gen_path(rng, extra), watch: rng.chance(2) })
+                if rng.one_in(2) {
+                    MultiOp::GetData(PathWatchRequest { path: gen_path(rng, extra), watch: rng.one_in(2) })
                 } else {
-                    MultiOp::GetChildren(PathWatchRequest { path: gen_path(rng, extra), watch: rng.chance(2) })
+                    MultiOp::GetChildren(PathWatchRequest { path: gen_path(rng, extra), watch: rng.one_in(2) })
                 }
             } else {
                 // Mostly writes; an occasional read makes Prep refuse the multi.
-                let reads = rng.chance(20);
+                let reads = rng.one_in(20);
                 gen_multi_op(rng, extra, reads)
             }
         })
@@ -327,7 +328,7 @@ const UNKNOWN_OPCODES: &[i32] = &[op::NOTIFICATION, op::SASL, op::CREATE_SESSION
 
 fn gen_request_for(rng: &mut Rng, opcode: i32, extra: &[String]) -> Request {
     let path = |rng: &mut Rng| gen_path(rng, extra);
-    let watch_type = |rng: &mut Rng| if rng.chance(8) { rng.i32() } else { 1 + rng.below(5) as i32 };
+    let watch_type = |rng: &mut Rng| if rng.one_in(8) { rng.i32() } else { 1 + rng.below(5) as i32 };
     match opcode {
         op::CREATE | op::CREATE2 | op::CREATE_CONTAINER => Request::Create { opcode, request: gen_create(rng, extra) },
         op::CREATE_TTL => Request::CreateTtl(CreateTtlRequest {
@@ -339,19 +340,19 @@ fn gen_request_for(rng: &mut Rng, opcode: i32, extra: &[String]) -> Request {
         }),
         op::DELETE => Request::Delete(DeleteRequest { path: path(rng), version: gen_version(rng) }),
         op::DELETE_CONTAINER => Request::DeleteContainer(PathRequest { path: path(rng) }),
-        op::EXISTS => Request::Exists(PathWatchRequest { path: path(rng), watch: rng.chance(2) }),
-        op::GET_DATA => Request::GetData(PathWatchRequest { path: path(rng), watch: rng.chance(2) }),
+        op::EXISTS => Request::Exists(PathWatchRequest { path: path(rng), watch: rng.one_in(2) }),
+        op::GET_DATA => Request::GetData(PathWatchRequest { path: path(rng), watch: rng.one_in(2) }),
         op::SET_DATA => Request::SetData(SetDataRequest { path: path(rng), data: gen_data(rng), version: gen_version(rng) }),
         op::GET_ACL => Request::GetAcl(PathRequest { path: path(rng) }),
         op::SET_ACL => Request::SetAcl(SetAclRequest { path: path(rng), acl: gen_acl(rng), version: gen_version(rng) }),
-        op::GET_CHILDREN => Request::GetChildren(PathWatchRequest { path: path(rng), watch: rng.chance(2) }),
-        op::GET_CHILDREN2 => Request::GetChildren2(PathWatchRequest { path: path(rng), watch: rng.chance(2) }),
+        op::GET_CHILDREN => Request::GetChildren(PathWatchRequest { path: path(rng), watch: rng.one_in(2) }),
+        op::GET_CHILDREN2 => Request::GetChildren2(PathWatchRequest { path: path(rng), watch: rng.one_in(2) }),
         op::SYNC => Request::Sync(PathRequest { path: path(rng) }),
         op::PING => Request::Ping,
         op::CHECK => Request::Check(CheckVersionRequest { path: path(rng), version: gen_version(rng) }),
         op::MULTI => Request::Multi(gen_multi(rng, extra, false)),
         op::MULTI_READ => {
-            let read_only = !rng.chance(10);
+            let read_only = !rng.one_in(10);
             Request::MultiRead(gen_multi(rng, extra, read_only))
         }
         op::RECONFIG => Request::Reconfig(ReconfigRequest {
@@ -363,7 +364,7 @@ fn gen_request_for(rng: &mut Rng, opcode: i32, extra: &[String]) -> Request {
         op::CHECK_WATCHES => Request::CheckWatches(WatchTypeRequest { path: path(rng), watcher_type: watch_type(rng) }),
         op::REMOVE_WATCHES => Request::RemoveWatches(WatchTypeRequest { path: path(rng), watcher_type: watch_type(rng) }),
         op::AUTH => Request::Auth(AuthPacket {
-            auth_type: if rng.chance(4) { rng.i32() } else { 0 },
+            auth_type: if rng.one_in(4) { rng.i32() } else { 0 },
             scheme: rng.pick(&["digest", "digest", "digest", "ip", "world", "super", ""]).to_string(),
             auth: match rng.below(4) {
                 0 => Bytes::from(rng.bytes_upto(12)),
@@ -371,13 +372,13 @@ fn gen_request_for(rng: &mut Rng, opcode: i32, extra: &[String]) -> Request {
             },
         }),
         op::SET_WATCHES => Request::SetWatches(SetWatches {
-            relative_zxid: if rng.chance(2) { rng.below(100) as i64 } else { rng.i64() },
+            relative_zxid: if rng.one_in(2) { rng.below(100) as i64 } else { rng.i64() },
             data_watches: gen_strings(rng, extra),
             exist_watches: gen_strings(rng, extra),
             child_watches: gen_strings(rng, extra),
         }),
         op::SET_WATCHES2 => Request::SetWatches2(SetWatches2 {
-            relative_zxid: if rng.chance(2) { rng.below(100) as i64 } else { rng.i64() },
+            relative_zxid: if rng.one_in(2) { rng.below(100) as i64 } else { rng.i64() },
             data_watches: gen_strings(rng, extra),
             exist_watches: gen_strings(rng, extra),
             child_watches: gen_strings(rng, extra),
@@ -388,7 +389,7 @@ fn gen_request_for(rng: &mut Rng, opcode: i32, extra: &[String]) -> Request {
         op::GET_ALL_CHILDREN_NUMBER => Request::GetAllChildrenNumber(PathRequest { path: path(rng) }),
         op::ADD_WATCH => Request::AddWatch(AddWatchRequest {
             path: path(rng),
-            mode: if rng.chance(6) { rng.i32() } else { rng.below(2) as i32 },
+            mode: if rng.one_in(6) { rng.i32() } else { rng.below(2) as i32 },
         }),
         op::WHO_AM_I => Request::WhoAmI,
         op::CLOSE_SESSION => Request::CloseSession,
@@ -415,7 +416,7 @@ const WRITE_OPCODES: &[i32] = &[
 
 fn gen_request(rng: &mut Rng, extra: &[String]) -> Request {
     // Tame runs favour writes, which build the state reads then explore.
-    let opcode = if tame() && rng.chance(2) { *rng.pick(WRITE_OPCODES) } else { *rng.pick(REQUEST_OPCODES) };
+    let opcode = if tame() && rng.one_in(2) { *rng.pick(WRITE_OPCODES) } else { *rng.pick(REQUEST_OPCODES) };
     gen_request_for(rng, opcode, extra)
 }
 
@@ -453,10 +454,10 @@ fn gen_multi_response(rng: &mut Rng) -> MultiResponse {
 
 fn gen_connect_request(rng: &mut Rng) -> ConnectRequest {
     ConnectRequest {
-        protocol_version: if rng.chance(4) { rng.i32() } else { 0 },
+        protocol_version: if rng.one_in(4) { rng.i32() } else { 0 },
         last_zxid_seen: rng.below(1000) as i64,
         timeout_ms: *rng.pick(&[30_000, 4_000, 0, -1, i32::MAX]),
-        session_id: if rng.chance(2) { 0 } else { rng.i64() },
+        session_id: if rng.one_in(2) { 0 } else { rng.i64() },
         password: Bytes::from({ let n = *rng.pick(&[16, 0, 3]); rng.bytes(n) }),
         read_only: *rng.pick(&[None, Some(false), Some(true)]),
     }
@@ -599,7 +600,7 @@ fn check_frame_stream(rng: &mut Rng, stream: &[u8]) {
     let mut total_allocated = 0usize;
     let mut frames = Vec::new();
     'feed: while offset < stream.len() {
-        let chunk = 1 + rng.below(stream.len() - offset);
+        let chunk = 1 + rng.index(stream.len() - offset);
         decoder.buffer_mut().extend_from_slice(&stream[offset..offset + chunk]);
         offset += chunk;
         loop {
@@ -666,7 +667,7 @@ fn decoder_iteration(rng: &mut Rng, input: &RefCell<Vec<u8>>, stage: &Cell<&'sta
     for _ in 0..rng.below(3) {
         encode_frame(&encode_with_header(rng.i32(), &gen_request(rng, &[])), &mut stream);
     }
-    let stream = if rng.chance(4) { stream.to_vec() } else { mutate(rng, &stream, &donor) };
+    let stream = if rng.one_in(4) { stream.to_vec() } else { mutate(rng, &stream, &donor) };
     *input.borrow_mut() = stream.clone();
     check_frame_stream(rng, &stream);
 
@@ -675,7 +676,7 @@ fn decoder_iteration(rng: &mut Rng, input: &RefCell<Vec<u8>>, stage: &Cell<&'sta
     let mut writer = Writer::new();
     gen_connect_request(rng).encode(&mut writer);
     let connect = writer.into_bytes();
-    let mutated = if rng.chance(5) { connect.to_vec() } else { mutate(rng, &connect, &donor) };
+    let mutated = if rng.one_in(5) { connect.to_vec() } else { mutate(rng, &connect, &donor) };
     *input.borrow_mut() = mutated.clone();
     check_connect_request(&Bytes::from(mutated));
 
@@ -684,7 +685,7 @@ fn decoder_iteration(rng: &mut Rng, input: &RefCell<Vec<u8>>, stage: &Cell<&'sta
     let mut writer = Writer::new();
     gen_multi_response(rng).encode(&mut writer);
     let response = writer.into_bytes();
-    let mutated = if rng.chance(5) { response.to_vec() } else { mutate(rng, &response, &donor) };
+    let mutated = if rng.one_in(5) { response.to_vec() } else { mutate(rng, &response, &donor) };
     *input.borrow_mut() = mutated.clone();
     check_multi_response(&Bytes::from(mutated));
     stage.set("done");
@@ -755,7 +756,7 @@ const IPS: &[&str] = &["127.0.0.1", "10.1.2.3", "::1", "192.168.0.9"];
 
 impl Pipeline {
     fn new(rng: &mut Rng) -> Pipeline {
-        let config = PrepConfig { extended_types_enabled: !rng.chance(5) };
+        let config = PrepConfig { extended_types_enabled: !rng.one_in(5) };
         let mut pipeline = Pipeline {
             prep: Prep::new(DataTree::new(), config),
             replica: DataTree::new(),
@@ -777,14 +778,14 @@ impl Pipeline {
         let connection = self.next_connection;
         self.next_connection += 1;
         let ip = rng.pick(IPS).to_string();
-        self.shard.open(connection, ip.clone(), rng.chance(2));
+        self.shard.open(connection, ip.clone(), rng.one_in(2));
         let session_id = match rng.below(6) {
             0 => rng.i64(),
             1 => 0,
             other => other as i64,
         };
         let mut client = Client { connection, session_id, auth: vec![Id { scheme: "ip".into(), id: ip }] };
-        if rng.chance(3) {
+        if rng.one_in(3) {
             self.add_auth(&mut client, "digest", rng.pick(&["u:p", "v:q", "super:superpw"]).as_bytes());
         }
         // Establish the session through a txn, as the sequencer would.
@@ -883,7 +884,7 @@ impl Pipeline {
 
     fn step(&mut self, rng: &mut Rng, last_request: &RefCell<String>, last_input: &RefCell<Vec<u8>>) {
         self.now_ms += rng.below(2_000) as i64;
-        if self.clients.is_empty() || rng.chance(200) {
+        if self.clients.is_empty() || rng.one_in(200) {
             self.open_client(rng);
         }
         let extra = self.known_paths(rng);
@@ -891,7 +892,7 @@ impl Pipeline {
         let xid = rng.below(1 << 20) as i32;
         // Through the wire format, sometimes mutated: only what decodes goes on.
         let mut frame = encode_with_header(xid, &request).to_vec();
-        if rng.chance(8) {
+        if rng.one_in(8) {
             let donor = encode_with_header(xid, &gen_request(rng, &extra));
             frame = mutate(rng, &frame, &donor);
         }
@@ -903,7 +904,7 @@ impl Pipeline {
         };
         *last_request.borrow_mut() = format!("{request:?}");
 
-        let client_index = rng.below(self.clients.len());
+        let client_index = rng.index(self.clients.len());
         let connection = self.clients[client_index].connection;
         let origin = Origin { server: 0, connection, xid, opcode: request.opcode() };
         if let Request::Auth(packet) = &request {
@@ -917,9 +918,9 @@ impl Pipeline {
         } else if request.is_write() {
             // Mostly the client's own session; sometimes a random or dead one.
             let client = &self.clients[client_index];
-            let session_id = if rng.chance(10) { rng.below(8) as i64 } else { client.session_id };
-            let auth = if rng.chance(20) { vec![gen_id(rng)] } else { client.auth.clone() };
-            let live = self.prep.tree().sessions().contains_key(&session_id) && !rng.chance(50);
+            let session_id = if rng.one_in(10) { rng.below(8) as i64 } else { client.session_id };
+            let auth = if rng.one_in(20) { vec![gen_id(rng)] } else { client.auth.clone() };
+            let live = self.prep.tree().sessions().contains_key(&session_id) && !rng.one_in(50);
             let txn = self.prep.prep(self.now_ms, session_id, xid, &request, &auth, live);
             assert_eq!(txn.zxid, self.prep.zxid_last(), "prep returned a txn that is not the last zxid");
             self.commit(txn, Some(origin));
@@ -934,20 +935,20 @@ impl Pipeline {
             self.handle_outputs();
         }
         // Writes fed to read (a confused runtime) must be refused, not crash.
-        if rng.chance(40) && self.clients.iter().any(|client| client.connection == connection) {
+        if rng.one_in(40) && self.clients.iter().any(|client| client.connection == connection) {
             let other = gen_request(rng, &extra);
             self.out.clear();
             self.shard.read(connection, xid, &other, &mut self.out);
             self.handle_outputs();
         }
         // The container manager, and session expiry.
-        if rng.chance(25) {
+        if rng.one_in(25) {
             for candidate in self.prep.tree().container_candidates(self.now_ms, 4) {
                 let txn = self.prep.delete_container(&candidate, self.now_ms);
                 self.commit(txn, None);
             }
         }
-        if rng.chance(60) {
+        if rng.one_in(60) {
             let session_id = rng.below(6) as i64;
             let txn = self.prep.close_session(session_id, 0, self.now_ms);
             self.commit(txn, None);

@@ -24,6 +24,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 mod common;
 use common::{apache_classpath, frame, free_port, Enc};
+use warden::rng::Rng;
 
 const IO_TIMEOUT: Duration = Duration::from_secs(5);
 const READY_TIMEOUT: Duration = Duration::from_secs(20);
@@ -1115,13 +1116,10 @@ fn pipelined_reads_see_exactly_the_writes_sent_before_them() {
     let mut expected: Vec<(i32, i32, i32, Vec<u8>, i32)> = Vec::new();
     let mut batch = Vec::new();
     let (mut data, mut version) = (b"0".to_vec(), 0);
-    let mut random = 0x2545_f491_4f6c_dd1du64;
+    let mut rng = Rng::new(0);
     for i in 0..600 {
-        random ^= random << 13;
-        random ^= random >> 7;
-        random ^= random << 17;
         let xid = session.next_xid();
-        let (opcode, body) = match random % 10 {
+        let (opcode, body) = match rng.below(10) {
             0..=3 => {
                 data = format!("v{i}").into_bytes();
                 version += 1;

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use super::prep::{Prep, PrepConfig};
 use super::{Committed, ToSequencer};
 use crate::proto::Request;
+use crate::rng::Rng;
 use crate::session::SessionTracker;
 use crate::tree::DataTree;
 use crate::txn::{Txn, TxnBody};
@@ -52,7 +53,7 @@ pub struct Sequencer {
     /// snapCount/2 plus a random part, as ZooKeeper's SyncRequestProcessor
     /// picks it, so servers do not all snapshot at once.
     snapshot_threshold: u64,
-    random_state: u64,
+    rng: Rng,
     /// Set once the log failed: no write is accepted any more.
     writes_failed: bool,
 }
@@ -66,7 +67,7 @@ impl Sequencer {
             sessions.track(session_id, timeout_ms, now_ms);
         }
         let prep = Prep::new(tree, PrepConfig { extended_types_enabled: config.extended_types_enabled });
-        let random_state = config.random_seed | 1;
+        let rng = Rng::new(config.random_seed);
         let mut sequencer = Sequencer {
             prep,
             sessions,
@@ -74,7 +75,7 @@ impl Sequencer {
             container_check_last_ms: now_ms,
             txns_since_snapshot: 0,
             snapshot_threshold: 0,
-            random_state,
+            rng,
             writes_failed: false,
         };
         sequencer.snapshot_threshold = sequencer.next_snapshot_threshold();
@@ -82,12 +83,8 @@ impl Sequencer {
     }
 
     fn next_snapshot_threshold(&mut self) -> u64 {
-        // xorshift64: deterministic from the seed, enough to spread snapshots.
-        self.random_state ^= self.random_state << 13;
-        self.random_state ^= self.random_state >> 7;
-        self.random_state ^= self.random_state << 17;
         let half = (self.config.snap_count as u64 / 2).max(1);
-        half + self.random_state % half
+        half + self.rng.below(half)
     }
 
     /// The log failed: from now on every write is answered with an error.

@@ -4,6 +4,8 @@
 use std::net::TcpListener;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use crate::rng::Rng;
+
 /// Lowest port of the kernel's ephemeral range (the source ports of outgoing
 /// connections), 32768 when it cannot be read.
 fn ephemeral_low() -> u16 {
@@ -32,22 +34,19 @@ static HANDED_OUT: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new()
 /// link, a client, a probe), and the server then fails with EADDRINUSE.
 pub fn free_ports(count: usize) -> Vec<u16> {
     let mut handed_out = HANDED_OUT.lock().unwrap_or_else(|poison| poison.into_inner());
-    static STATE: AtomicU64 = AtomicU64::new(0);
+    static CALLS: AtomicU64 = AtomicU64::new(0);
     let seed = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|elapsed| elapsed.as_nanos() as u64)
         .unwrap_or(0)
         ^ (u64::from(std::process::id()) << 32);
-    let mut state = STATE.fetch_add(seed | 1, Ordering::Relaxed) ^ seed | 1;
+    let mut rng = Rng::new(seed ^ CALLS.fetch_add(1, Ordering::Relaxed));
     let high = ephemeral_low();
     let mut held: Vec<TcpListener> = Vec::with_capacity(count);
     let mut tries = 0;
     while high > PICK_LOW + 1000 && held.len() < count && tries < PICK_TRIES_PER_PORT * count {
         tries += 1;
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        let port = PICK_LOW + (state % u64::from(high - PICK_LOW)) as u16;
+        let port = PICK_LOW + rng.below(u64::from(high - PICK_LOW)) as u16;
         if handed_out.contains(&port) {
             continue;
         }

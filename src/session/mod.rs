@@ -8,6 +8,8 @@ use std::collections::BTreeMap;
 
 use hashbrown::{HashMap, HashSet};
 
+use crate::rng::Rng;
+
 /// Expiry bucketed at tick granularity (ZooKeeper's ExpiryQueue).
 pub struct ExpiryQueue {
     interval_ms: i64,
@@ -192,17 +194,10 @@ impl SessionTracker {
 /// (ZooKeeper derives them from a Random seeded with id ^ secret). Any shard
 /// can check a password without asking the sequencer.
 pub fn session_password(session_id: i64, secret: u64) -> [u8; 16] {
-    let mut state = (session_id as u64) ^ secret ^ 0x9e37_79b9_7f4a_7c15;
+    // splitmix64 from id ^ secret: a fixed, well-mixed function of both, the
+    // same in every version (a password outlives the server that issued it).
     let mut password = [0u8; 16];
-    for chunk in password.chunks_mut(8) {
-        // splitmix64: a fixed, well-mixed function of the seed.
-        state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut mixed = state;
-        mixed = (mixed ^ (mixed >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        mixed = (mixed ^ (mixed >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        mixed ^= mixed >> 31;
-        chunk.copy_from_slice(&mixed.to_be_bytes());
-    }
+    Rng::from_state((session_id as u64) ^ secret ^ 0x9e37_79b9_7f4a_7c15).fill(&mut password);
     password
 }
 
@@ -244,5 +239,13 @@ mod tests {
         assert_eq!(first >> 56, 3);
         assert_ne!(tracker.password(first), tracker.password(second));
         assert_eq!(tracker.password(first), session_password(first, 42));
+    }
+
+    #[test]
+    fn passwords_are_the_same_in_every_version() {
+        let first = [0x73, 0xd6, 0xbd, 0x23, 0xaa, 0x5f, 0xb6, 0x89, 0x31, 0x68, 0xe8, 0xb0, 0xff, 0x23, 0xaa, 0x2c];
+        assert_eq!(session_password(0x0100_0000_0000_0001, 42), first);
+        let second = [0xed, 0x31, 0x19, 0x5c, 0x32, 0x9d, 0x04, 0xb0, 0x68, 0x68, 0xb6, 0x19, 0xec, 0x94, 0x3d, 0xc5];
+        assert_eq!(session_password(-1, 0xdead_beef), second);
     }
 }

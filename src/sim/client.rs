@@ -18,7 +18,6 @@ use bytes::Bytes;
 
 use super::invariants::Invariants;
 use super::linearizable;
-use super::rng::Rng;
 use super::server::ClientMsg;
 use super::session_order::{self, EventType, SessionEvent, SessionHistory, WatchRequest};
 use crate::proto::codes::{event, xid};
@@ -26,6 +25,7 @@ use crate::proto::{
     op, ConnectRequest, ConnectResponse, CreateRequest, DeleteRequest, ErrorCode, GetChildrenResponse, GetDataResponse, Jute,
     PathWatchRequest, Reader, ReplyHeader, Request, SetDataRequest, SetWatches, StatResponse, WatcherEvent,
 };
+use crate::rng::Rng;
 use crate::zab::ServerId;
 
 /// Leaf znodes the clients contend on.
@@ -230,7 +230,7 @@ impl Client {
         let mut out = Vec::new();
         match self.state {
             State::Idle => {
-                let server = *self.rng.pick(&self.servers).expect("servers");
+                let server = *self.rng.pick(&self.servers);
                 self.state = State::Opening { since: now };
                 out.push(ClientOut::Open { server });
             }

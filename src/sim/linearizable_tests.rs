@@ -3,6 +3,7 @@
 //! histories from the model with planted perturbations, and timings.
 
 use super::*;
+use crate::rng::Rng;
 
 use Op::{Create, Delete, Exists, GetData, SetData};
 use Outcome::{BadVersion, Data, NoNode, NodeExists, Stat};
@@ -442,26 +443,6 @@ fn brute_force_path(ops: &[&Entry], used: u32, state: NodeState) -> bool {
 // ---------------------------------------------------------------------------
 // Random histories from the model.
 
-struct Rng(u64);
-
-impl Rng {
-    fn new(seed: u64) -> Rng {
-        Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1)
-    }
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-    fn chance(&mut self, percent: u64) -> bool {
-        self.below(100) < percent
-    }
-}
-
 struct Shape {
     ops: usize,
     paths: usize,
@@ -482,7 +463,7 @@ fn random_history(rng: &mut Rng, shape: &Shape) -> Vec<Entry> {
     for k in 0..shape.ops as u64 {
         // A distinct value for every write.
         let next_value = 2 + k;
-        let path = rng.below(shape.paths as u64) as usize;
+        let path = rng.index(shape.paths);
         let state = states[path];
         let current = state.map_or(0, |node| node.version);
         let version = match rng.below(10) {
@@ -501,8 +482,8 @@ fn random_history(rng: &mut Rng, shape: &Shape) -> Vec<Entry> {
         let invoked = point.saturating_sub(rng.below(shape.overlap + 1));
         let returned = point + rng.below(shape.overlap + 1);
         let client = rng.below(shape.clients);
-        if rng.chance(shape.lost_percent) {
-            if rng.chance(50) {
+        if rng.chance(10 * shape.lost_percent) {
+            if rng.chance(500) {
                 states[path] = op.apply(state).1;
             }
             history.push(lost(client, &paths[path], op, invoked));
@@ -539,7 +520,7 @@ fn perturb(rng: &mut Rng, outcome: Outcome) -> Outcome {
         Data { data: data + 1 + rng.below(3), version },
     ];
     loop {
-        let choice = choices[rng.below(choices.len() as u64) as usize];
+        let choice = *rng.pick(&choices);
         if choice != outcome {
             return choice;
         }
@@ -570,7 +551,7 @@ fn random_tiny_histories_agree_with_brute_force() {
         if completed.is_empty() {
             continue;
         }
-        let victim = completed[rng.below(completed.len() as u64) as usize];
+        let victim = *rng.pick(&completed);
         if let Some(completion) = history[victim].completed.as_mut() {
             completion.outcome = perturb(&mut rng, completion.outcome);
         }
@@ -601,7 +582,7 @@ fn random_sequential_histories_catch_every_perturbation() {
         let shape = Shape { ops: 2000, paths: 3, clients: 4, overlap: 4, lost_percent: 0 };
         let mut history = random_history(&mut rng, &shape);
         assert!(check(&history).is_linearizable(), "seed {seed}");
-        let victim = rng.below(history.len() as u64) as usize;
+        let victim = rng.index(history.len());
         if let Some(completion) = history[victim].completed.as_mut() {
             completion.outcome = perturb(&mut rng, completion.outcome);
         }

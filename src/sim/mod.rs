@@ -19,7 +19,6 @@
 pub mod client;
 pub mod invariants;
 pub mod linearizable;
-pub mod rng;
 pub mod server;
 pub mod session_order;
 
@@ -30,9 +29,9 @@ use bytes::Bytes;
 
 use self::client::{Client, ClientOut};
 use self::invariants::Invariants;
-use self::rng::Rng;
 use self::server::{ClientMsg, Disk, LinkId, Out, Server, ServerBugs, SimServerConfig, Wire};
 use crate::pipeline::ConnectionId;
+use crate::rng::Rng;
 use crate::zab::election::Notification;
 use crate::zab::peer::PeerConfig;
 use crate::zab::ServerId;
@@ -1221,7 +1220,7 @@ impl Sim {
 
     fn crash(&mut self, id: ServerId) {
         let pending = self.nodes[&id].server.disk.pending.len();
-        let kept = self.rng.below(pending as u64 + 1) as usize;
+        let kept = self.rng.index(pending + 1);
         // The append after the surviving prefix may have reached the disk in
         // part: a torn record (never an fsynced one).
         let tear = self.config.faults.torn && self.faults_on && kept < pending && self.rng.chance(TORN_PER_MILLE);
@@ -1271,7 +1270,7 @@ impl Sim {
             return false;
         }
         let ids: Vec<ServerId> = self.nodes.keys().copied().collect();
-        let Some(&id) = self.rng.pick(&ids) else { return false };
+        let Some(&id) = self.rng.choose(&ids) else { return false };
         let disk = &self.nodes[&id].server.disk;
         let base = disk.base.last_processed_zxid();
         let mid_log: Vec<i64> = match disk.log.split_last() {
@@ -1279,7 +1278,7 @@ impl Sim {
             None => Vec::new(),
         };
         let snapshot = mid_log.is_empty() || self.rng.chance(SNAPSHOT_CORRUPTION_PER_MILLE);
-        let zxid = if snapshot { None } else { self.rng.pick(&mid_log).copied() };
+        let zxid = if snapshot { None } else { self.rng.choose(&mid_log).copied() };
         let node = self.nodes.get_mut(&id).expect("known");
         match zxid {
             Some(zxid) => {
@@ -1375,7 +1374,7 @@ impl Sim {
         if f.corruption {
             kinds.push("corruption");
         }
-        let Some(&kind) = self.rng.pick(&kinds) else { return };
+        let Some(&kind) = self.rng.choose(&kinds) else { return };
         match kind {
             "crash" => {
                 let up: Vec<ServerId> = ids.iter().copied().filter(|id| self.up(*id)).collect();
@@ -1383,11 +1382,11 @@ impl Sim {
                 if down.len() >= 2 {
                     return;
                 }
-                let Some(&victim) = self.rng.pick(&up) else { return };
+                let Some(&victim) = self.rng.choose(&up) else { return };
                 self.crash(victim);
             }
             "restart" => {
-                let Some(&id) = self.rng.pick(&down) else { return };
+                let Some(&id) = self.rng.choose(&down) else { return };
                 self.trace(|| format!("restart {id}"));
                 self.restart(id);
             }
@@ -1409,18 +1408,18 @@ impl Sim {
                 self.partition.clear();
             }
             "clog" => {
-                let Some(&id) = self.rng.pick(&ids) else { return };
+                let Some(&id) = self.rng.choose(&ids) else { return };
                 let until = self.now + self.rng.between(100, 2_000);
                 self.trace(|| format!("clog {id} until {until}"));
                 self.nodes.get_mut(&id).expect("known").clogged_until = until;
             }
             "link break" => {
                 let alive: Vec<LinkId> = self.links.iter().filter(|(_, l)| l.alive).map(|(k, _)| *k).collect();
-                let Some(&link) = self.rng.pick(&alive) else { return };
+                let Some(&link) = self.rng.choose(&alive) else { return };
                 self.break_link(link);
             }
             "clock jump" => {
-                let Some(&id) = self.rng.pick(&ids) else { return };
+                let Some(&id) = self.rng.choose(&ids) else { return };
                 let jump = self.rng.between(100, 3_000);
                 self.trace(|| format!("clock of {id} jumps {jump} ms"));
                 self.nodes.get_mut(&id).expect("known").offset_ms += jump;

@@ -716,6 +716,7 @@ impl<T: Clone> Observer<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::rng::Rng;
 
     const SYNC: u64 = 10_000;
 
@@ -1239,20 +1240,6 @@ mod tests {
         assert_eq!(commits(&l.on_logged(zxid)), vec![zxid]);
     }
 
-    /// xorshift64*: deterministic, no dependencies.
-    struct Rng(u64);
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 >> 12;
-            self.0 ^= self.0 << 25;
-            self.0 ^= self.0 >> 27;
-            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-        }
-        fn below(&mut self, n: u64) -> u64 {
-            self.next() % n
-        }
-    }
-
     /// A leader and 2–4 followers over FIFO links that deliver with random
     /// delays (random interleaving across links), with fsyncs completing at
     /// random times. Checks that the leader commits only what a quorum has made
@@ -1260,7 +1247,7 @@ mod tests {
     /// committed prefix, in order.
     fn run_random(seed: u64) {
         println!("zab broadcast random seed {seed}");
-        let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
+        let mut rng = Rng::new(seed);
         let n_followers = 2 + rng.below(3);
         let ids: Vec<ServerId> = (1..=n_followers + 1).collect();
         let start = make_zxid(0, 3);
@@ -1354,7 +1341,7 @@ mod tests {
             let choice = rng.below(10);
             if can_propose && (choice < 2 || (pending_links.is_empty() && pending_logs.is_empty()))
             {
-                let txn = rng.next();
+                let txn = rng.next_u64();
                 match leader.propose(txn) {
                     Ok((zxid, effects)) => {
                         proposed.push((zxid, txn));
@@ -1372,9 +1359,9 @@ mod tests {
                 }
             } else if !pending_logs.is_empty() && (choice < 5 || pending_links.is_empty()) {
                 // Some prefix of a node's appends becomes durable.
-                let node = pending_logs[rng.below(pending_logs.len() as u64) as usize];
+                let node = *rng.pick(&pending_logs);
                 let list = unsynced.get_mut(&node).unwrap();
-                let upto = 1 + rng.below(list.len() as u64) as usize;
+                let upto = 1 + rng.index(list.len());
                 let done: Vec<i64> = list.drain(..upto).collect();
                 let last = *done.last().unwrap();
                 durable.get_mut(&node).unwrap().extend(done);
@@ -1393,7 +1380,7 @@ mod tests {
                     &proposed,
                 );
             } else {
-                let (from, to) = pending_links[rng.below(pending_links.len() as u64) as usize];
+                let (from, to) = *rng.pick(&pending_links);
                 let msg = links.get_mut(&(from, to)).unwrap().pop_front().unwrap();
                 let effects = match (to, msg) {
                     (1, Message::Ack { zxid }) => leader.on_ack(from, zxid, 0),

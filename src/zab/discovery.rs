@@ -861,6 +861,7 @@ impl LeaderHandshake {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::rng::Rng;
 
     type L = LearnerHandshake<u32>;
     type LE = LearnerEffect<u32>;
@@ -1256,19 +1257,6 @@ mod tests {
 
     // ---- a tiny seeded network: a leader and its learners end to end ----
 
-    struct Rng(u64);
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 >> 12;
-            self.0 ^= self.0 << 25;
-            self.0 ^= self.0 >> 27;
-            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-        }
-        fn below(&mut self, n: usize) -> usize {
-            (self.next() % n as u64) as usize
-        }
-    }
-
     #[derive(Debug, Clone)]
     enum Wire {
         Hs(Message),
@@ -1296,7 +1284,7 @@ mod tests {
     }
 
     fn run_handshake(seed: u64, voters: usize, observers: usize) {
-        let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
+        let mut rng = Rng::new(seed);
         // The leader (1) has the longest history of epoch 3: (3, 1..=6).
         let history: Vec<i64> = (1..=6).map(|c| z(3, c)).collect();
         let ids: Vec<ServerId> = (1..=voters as u64).collect();
@@ -1306,7 +1294,7 @@ mod tests {
             .chain((1..=observers as u64).map(|o| 100 + o))
             .collect();
         for &sid in &learner_ids {
-            let have = rng.below(history.len() + 1);
+            let have = rng.index(history.len() + 1);
             let accepted = 3 + rng.below(2) as u32; // some took part in a failed round
             let last = if have == 0 { 0 } else { history[have - 1] };
             nodes.insert(
@@ -1378,7 +1366,7 @@ mod tests {
                 break;
             }
             now += 1;
-            let (kind, from, to) = choices[rng.below(choices.len())];
+            let (kind, from, to) = *rng.pick(&choices);
             match kind {
                 1 => {
                     out = match leader_pending.pop_front().unwrap() {

@@ -625,36 +625,11 @@ impl Election {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::rng::Rng;
     use crate::zab::make_zxid;
     use std::collections::{BTreeSet, VecDeque};
 
     // ---- a tiny deterministic network --------------------------------------
-
-    /// xorshift64: seeded, so every run of a seed is the same run.
-    struct Rng(u64);
-
-    impl Rng {
-        fn new(seed: u64) -> Self {
-            Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0xD1B5_4A32_D192_ED03 | 1)
-        }
-        fn next(&mut self) -> u64 {
-            let mut x = self.0;
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            self.0 = x;
-            x
-        }
-        fn below(&mut self, n: u64) -> u64 {
-            self.next() % n
-        }
-        fn range(&mut self, lo: i64, hi: i64) -> i64 {
-            lo + self.below((hi - lo + 1) as u64) as i64
-        }
-        fn percent(&mut self, p: u32) -> bool {
-            self.below(100) < p as u64
-        }
-    }
 
     struct Node {
         el: Election,
@@ -685,8 +660,8 @@ mod tests {
         now: i64,
         nodes: BTreeMap<ServerId, Node>,
         links: BTreeMap<(ServerId, ServerId), VecDeque<(i64, Notification)>>,
-        delay: (i64, i64),
-        loss_pct: u32,
+        delay: (u64, u64),
+        loss_pct: u64,
         /// Directed links that lose everything.
         cut: BTreeSet<(ServerId, ServerId)>,
         /// Extra delay on everything a server sends.
@@ -791,7 +766,7 @@ mod tests {
                 .filter(|e| e.0 <= self.now)
                 .map(|e| e.1)
                 .collect();
-            let ev = ready[self.rng.below(ready.len() as u64) as usize];
+            let ev = *self.rng.pick(&ready);
             self.exec(ev);
             true
         }
@@ -887,11 +862,11 @@ mod tests {
                         self.sends.push((self.now, from, to));
                         let lost = self.nodes[&to].start_at.is_none()
                             || self.cut.contains(&(from, to))
-                            || self.rng.percent(self.loss_pct);
+                            || self.rng.chance(10 * self.loss_pct);
                         if lost {
                             continue;
                         }
-                        let delay = self.rng.range(self.delay.0, self.delay.1)
+                        let delay = self.rng.between(self.delay.0, self.delay.1) as i64
                             + self.slow.get(&from).copied().unwrap_or(0);
                         let q = self.links.entry((from, to)).or_default();
                         let at = q
@@ -992,10 +967,10 @@ mod tests {
 
     /// Every server decides once, for the leader with the max (epoch, zxid,
     /// id), in the right state.
-    fn check_elects_max(seed: u64, voters: Servers, observers: &[ServerId], start_spread: i64) {
+    fn check_elects_max(seed: u64, voters: Servers, observers: &[ServerId], start_spread: u64) {
         let mut sim = Sim::new(seed, voters, observers);
         for id in sim.nodes.keys().copied().collect::<Vec<_>>() {
-            let at = sim.rng.range(0, start_spread);
+            let at = sim.rng.between(0, start_spread) as i64;
             sim.nodes.get_mut(&id).unwrap().start_at = Some(at);
         }
         assert!(

@@ -644,6 +644,7 @@ mod tests {
     use super::*;
     use crate::proto::codes::op;
     use crate::proto::{CreateRequest, DeleteRequest, MultiOp, MultiRequest, PathRequest, SetDataRequest};
+    use crate::rng::Rng;
     use crate::tree::open_acl_unsafe;
     use crate::txn::{CreateTxn, TxnBody};
     use crate::zab::election::NO_LEADER;
@@ -944,61 +945,37 @@ mod tests {
         assert_eq!(split_frame(&mut buffer, limits::PEER_FRAME_BYTES_MAX), Ok(Some(Bytes::new())));
     }
 
-    /// xorshift64*, seeded through splitmix64 (as tests/fuzz_decoders.rs).
-    struct Rng(u64);
-
-    impl Rng {
-        fn new(seed: u64) -> Rng {
-            let mut z = seed.wrapping_add(0x9e37_79b9_7f4a_7c15);
-            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-            z ^= z >> 31;
-            Rng(if z == 0 { 0x2545_f491_4f6c_dd1d } else { z })
-        }
-
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 >> 12;
-            self.0 ^= self.0 << 25;
-            self.0 ^= self.0 >> 27;
-            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-        }
-
-        fn below(&mut self, bound: usize) -> usize {
-            (self.next() % bound.max(1) as u64) as usize
-        }
-    }
-
     fn mutate(rng: &mut Rng, input: &mut Vec<u8>, samples: &[Bytes]) {
         for _ in 0..1 + rng.below(4) {
             match rng.below(7) {
                 0 if !input.is_empty() => {
-                    let at = rng.below(input.len());
+                    let at = rng.index(input.len());
                     input[at] ^= 1 << rng.below(8);
                 }
-                1 => input.truncate(rng.below(input.len() + 1)),
+                1 => input.truncate(rng.index(input.len() + 1)),
                 2 => {
-                    let at = rng.below(input.len() + 1);
-                    input.insert(at, rng.next() as u8);
+                    let at = rng.index(input.len() + 1);
+                    input.insert(at, rng.next_u64() as u8);
                 }
                 3 if !input.is_empty() => {
-                    let at = rng.below(input.len());
+                    let at = rng.index(input.len());
                     input.remove(at);
                 }
                 4 if input.len() >= 4 => {
                     // A length or count forced to an extreme.
-                    let at = rng.below(input.len() - 3);
-                    let value: i32 = [-1, -2, i32::MAX, i32::MIN, 0, 1, 0x0010_0000][rng.below(7)];
+                    let at = rng.index(input.len() - 3);
+                    let value = *rng.pick(&[-1, -2, i32::MAX, i32::MIN, 0, 1, 0x0010_0000]);
                     input[at..at + 4].copy_from_slice(&value.to_be_bytes());
                 }
                 5 => {
                     // Splice the tail of another sample.
-                    let other = &samples[rng.below(samples.len())];
-                    let from = rng.below(other.len() + 1);
-                    let at = rng.below(input.len() + 1);
+                    let other = rng.pick(samples);
+                    let from = rng.index(other.len() + 1);
+                    let at = rng.index(input.len() + 1);
                     input.truncate(at);
                     input.extend_from_slice(&other[from..]);
                 }
-                _ if !input.is_empty() => input[0] = rng.next() as u8,
+                _ if !input.is_empty() => input[0] = rng.next_u64() as u8,
                 _ => {}
             }
         }
@@ -1012,7 +989,7 @@ mod tests {
         let mut rng = Rng::new(seed);
         let mut decoded_count = 0;
         for iteration in 0..iterations {
-            let mut input = samples[rng.below(samples.len())].to_vec();
+            let mut input = rng.pick(&samples).to_vec();
             mutate(&mut rng, &mut input, &samples);
             let outcome = catch_unwind(AssertUnwindSafe(|| {
                 let Ok(message) = decode(Bytes::copy_from_slice(&input)) else { return false };

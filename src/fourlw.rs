@@ -67,7 +67,8 @@ pub struct ServerSnapshot {
     /// Open / maximum file descriptors; `None` leaves the `mntr` line out.
     pub open_file_descriptors: Option<u64>,
     pub max_file_descriptors: Option<u64>,
-    /// Wall-clock ms when the server started (`zk_uptime` = now - this).
+    /// Elapsed-clock ms when the server started (`zk_uptime` = now - this,
+    /// both on the elapsed clock: an NTP step does not change the uptime).
     pub started_ms: i64,
     /// Values for `conf`.
     pub config: ConfigSnapshot,
@@ -170,8 +171,9 @@ pub fn not_whitelisted(word: &str) -> String {
     format!("{word} is not executed because it is not in the whitelist.\n")
 }
 
-/// Renders the reply to `word` (one of [`WORDS`]); `now_ms` is the wall clock
-/// in ms (used for `zk_uptime`). An unknown word gives an empty string, as
+/// Renders the reply to `word` (one of [`WORDS`]); `now_ms` is the elapsed
+/// clock in ms, the one `ServerSnapshot::started_ms` was read on (used for
+/// `zk_uptime`). An unknown word gives an empty string, as
 /// ZooKeeper closes such connections without a reply.
 pub fn render(word: &str, s: &ServerSnapshot, now_ms: i64) -> String {
     match word {

@@ -47,7 +47,10 @@ fn seed_budget_passes_with_every_fault() {
         "heal",
         "clog",
         "link break",
+        // A monotonic clock jumped ahead (a paused process), and NTP
+        // stepped a wall clock back or forward.
         "clock jump",
+        "wall clock step",
         "fsync failure",
         "targeted crash",
         // A crash tore the append after the surviving prefix, and a later
@@ -1109,6 +1112,13 @@ fn regression_zookeeper_1277_zxid_counter_rollover_forces_a_new_epoch() {
         }
         let rollovers: Vec<(u64, &str)> = trace.since(0).filter(|(_, event)| event.contains(EXHAUSTED)).collect();
         for &(ms, event) in &rollovers {
+            // A reload the disk refused (a corruption found) rebuilt nothing:
+            // the line then shows the tree from before it, which had not yet
+            // applied the last proposals.
+            let server = event.strip_prefix("looking ").and_then(|rest| rest.split(' ').next()).unwrap_or_default();
+            if trace.count(ms, ms + 1, &format!("{server} refuses to start")) > 0 {
+                continue;
+            }
             let zxid = hex_after(event, " at ").expect("a LOOKING zxid");
             assert_eq!(zxid as u64 as u32, 0xffff_fffe, "seed {seed}: a leader ran out at {zxid:#x} ({ms} ms)");
             let next_epoch = epoch_of(zxid) + 1;
@@ -1126,4 +1136,78 @@ fn regression_zookeeper_1277_zxid_counter_rollover_forces_a_new_epoch() {
         println!("seed {seed} faults {faults}: {} rollovers; {}", rollovers.len(), report.summary());
     }
     assert!(rollovers_with_faults >= 20, "leaders ran out of zxids only {rollovers_with_faults} times under faults");
+}
+
+/// Time that a session's expiry may take beyond its timeout: the leader's
+/// expiry buckets are a tick wide (`TICK_MS` 100), its sequencer ticks every
+/// 25 ms, and the last touch may be in flight from a follower (1-8 ms).
+const EXPIRY_SLACK_MS: u64 = 100 + 25 + 25;
+/// The simulated clients' session timeout (`sim::client`).
+const SESSION_TIMEOUT_MS: u64 = 1_500;
+/// When client 0 goes silent in the wall-clock schedule.
+const SILENT_MS: u64 = 2_500;
+
+/// Timing follows the elapsed clock, never the wall clock (ZooKeeper's
+/// Time.currentElapsedTime): an NTP step neither delays nor hastens a
+/// session's expiry.
+///
+/// Schedule: under the clients' load, client 0 goes silent (its process
+/// hangs: no heartbeat, no reconnect); 100 ms later NTP steps leader 3's wall
+/// clock back 60 s, and soon after follower 1's forward 45 s; later leader
+/// 3's wall clock steps forward 120 s while the other three clients' sessions
+/// live on; client 0 comes back after its session expired.
+///
+/// Asserts: 3 led throughout and the trace shows the three steps; client
+/// 0's session, and no other, expired: within its timeout plus a tick of
+/// when its client fell silent; every checker passes. On the wall clock
+/// (the planted `SessionsOnWallClock`) the session would expire 60 s late,
+/// and the forward step would expire every session at once
+/// (`planted_sessions_on_wall_clock_fail_the_wall_clock_schedule`).
+fn wall_clock_steps(seed: u64, planted: Planted) -> Result<String, String> {
+    let script = vec![
+        (SILENT_MS, Action::StopClient(0)),
+        (SILENT_MS + 100, Action::StepWallClock { server: 3, by_ms: -60_000 }),
+        (SILENT_MS + 300, Action::StepWallClock { server: 1, by_ms: 45_000 }),
+        (5_000, Action::StepWallClock { server: 3, by_ms: 120_000 }),
+        (6_500, Action::StartClient(0)),
+    ];
+    let mut config = schedule(seed, 4, 9_000, script);
+    config.planted = planted;
+    let report = run_schedule(&config)?;
+    let trace = Trace::of(&report);
+    let (led, _) = trace.first(0, "serving 3 Leading").ok_or("3 never led")?;
+    ensure!(led < SILENT_MS, "3 led only from {led} ms, after client 0 fell silent");
+    ensure!(trace.first(0, "looking 3 ").is_none(), "3 stopped leading: {:?}", trace.first(0, "looking 3 "));
+    let steps = ["wall clock of 3 steps back 60000 ms", "wall clock of 1 steps forward 45000 ms", "wall clock of 3 steps forward 120000 ms"];
+    for step in steps {
+        ensure!(trace.first(0, step).is_some(), "no {step:?} in the trace");
+    }
+    let (_, stopped) = trace.first(SILENT_MS, "client 0 stops (session ").ok_or("client 0 did not stop")?;
+    let session = hex_after(stopped, "(session ").filter(|session| *session != 0).ok_or("client 0 had no session when it stopped")?;
+    let expiries: Vec<(u64, i64)> =
+        trace.since(0).filter_map(|(ms, event)| Some((ms, hex_after(event.strip_prefix("leader 3 expires session ")?, "")?))).collect();
+    let (expired_at, _) =
+        *expiries.iter().find(|(_, expired)| *expired == session).ok_or(format!("client 0's session {session:#x} never expired"))?;
+    let after = expired_at - SILENT_MS;
+    ensure!(
+        (SESSION_TIMEOUT_MS - 50..=SESSION_TIMEOUT_MS + EXPIRY_SLACK_MS).contains(&after),
+        "client 0's session {session:#x} expired {after} ms after its client fell silent (timeout {SESSION_TIMEOUT_MS} ms)"
+    );
+    let others: Vec<String> =
+        expiries.iter().filter(|(_, expired)| *expired != session).map(|(ms, expired)| format!("{expired:#x} at {ms} ms")).collect();
+    ensure!(others.is_empty(), "only client 0's session {session:#x} may expire, yet: {}", others.join(", "));
+    Ok(format!("session {session:#x} expired {after} ms after its client fell silent"))
+}
+
+#[test]
+fn wall_clock_steps_neither_delay_nor_hasten_session_expiry() {
+    over_seeds("wall clock steps", |seed| wall_clock_steps(seed, Planted::None));
+}
+
+#[test]
+fn planted_sessions_on_wall_clock_fail_the_wall_clock_schedule() {
+    let caught: Vec<(u64, String)> =
+        SCHEDULE_SEEDS.filter_map(|seed| wall_clock_steps(seed, Planted::SessionsOnWallClock).err().map(|why| (seed, why))).collect();
+    assert_eq!(caught.len(), SCHEDULE_SEEDS.count(), "the wall-clock schedule missed sessions timed on the wall clock: {caught:?}");
+    println!("caught at every seed; first: {}", caught[0].1.lines().next().unwrap_or(""));
 }

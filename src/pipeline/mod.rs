@@ -18,6 +18,30 @@ use std::sync::Arc;
 use crate::proto::{Id, Request};
 use crate::txn::Txn;
 
+/// The two clocks the runtime reads for the sequencer, at one instant. As in
+/// ZooKeeper (Time.currentElapsedTime and currentWallTime), everything that
+/// times something (session expiry, the container check's interval) uses the
+/// elapsed clock, which never steps; only what users see (a txn's time, a
+/// znode's ctime and mtime, the TTL and container age compared with them) and
+/// the seed of session ids use the wall clock, which NTP may step either way.
+/// A wall step therefore neither delays nor hastens an expiry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Now {
+    /// Milliseconds on a monotonic clock from an arbitrary origin: only
+    /// differences mean anything.
+    pub elapsed_ms: i64,
+    /// Milliseconds since the Unix epoch.
+    pub wall_ms: i64,
+}
+
+impl Now {
+    /// The elapsed clock as `zab::peer::Peer` takes it: the peer only times
+    /// things, so it never sees the wall clock.
+    pub fn elapsed_u64(self) -> u64 {
+        self.elapsed_ms.max(0) as u64
+    }
+}
+
 /// A connection, unique within the process: the shard index in the top 16 bits.
 pub type ConnectionId = u64;
 

@@ -9,7 +9,7 @@
 use std::sync::Arc;
 
 use super::prep::{Prep, PrepConfig};
-use super::{Committed, ToSequencer};
+use super::{Committed, Now, ToSequencer};
 use crate::proto::Request;
 use crate::rng::Rng;
 use crate::session::SessionTracker;
@@ -48,6 +48,7 @@ pub struct Sequencer {
     prep: Prep,
     sessions: SessionTracker,
     config: SequencerConfig,
+    /// Elapsed-clock time of the last container check.
     container_check_last_ms: i64,
     txns_since_snapshot: u64,
     /// snapCount/2 plus a random part, as ZooKeeper's SyncRequestProcessor
@@ -59,12 +60,15 @@ pub struct Sequencer {
 }
 
 impl Sequencer {
-    pub fn new(tree: DataTree, config: SequencerConfig, now_ms: i64) -> Sequencer {
-        let sessions = SessionTracker::new(config.tick_ms, config.server_id, now_ms, config.password_secret);
+    pub fn new(tree: DataTree, config: SequencerConfig, now: Now) -> Sequencer {
+        // Session ids are seeded from the wall clock, which (unlike the
+        // elapsed clock) goes on across restarts, so that a restarted server
+        // does not hand out its earlier ids again.
+        let sessions = SessionTracker::new(config.tick_ms, config.server_id, now.wall_ms, config.password_secret);
         let mut sessions = sessions;
         // Sessions recovered from disk get their full timeout again from now.
         for (session_id, timeout_ms) in tree.sessions().iter().map(|(id, timeout)| (*id, *timeout)).collect::<Vec<_>>() {
-            sessions.track(session_id, timeout_ms, now_ms);
+            sessions.track(session_id, timeout_ms, now.elapsed_ms);
         }
         let prep = Prep::new(tree, PrepConfig { extended_types_enabled: config.extended_types_enabled });
         let rng = Rng::new(config.random_seed);
@@ -72,7 +76,7 @@ impl Sequencer {
             prep,
             sessions,
             config,
-            container_check_last_ms: now_ms,
+            container_check_last_ms: now.elapsed_ms,
             txns_since_snapshot: 0,
             snapshot_threshold: 0,
             rng,
@@ -110,9 +114,11 @@ impl Sequencer {
         self.sessions.len()
     }
 
-    /// Live sessions with the wall-clock time their expiry bucket closes.
-    pub fn session_expiries(&self) -> Vec<(i64, i64)> {
-        self.sessions.expiries()
+    /// Live sessions with the time their expiry bucket closes, for `dump`:
+    /// buckets are on the elapsed clock, shown on the wall clock as read `now`.
+    pub fn session_expiries(&self, now: Now) -> Vec<(i64, i64)> {
+        let wall_minus_elapsed = now.wall_ms - now.elapsed_ms;
+        self.sessions.expiries().into_iter().map(|(session_id, at)| (session_id, at + wall_minus_elapsed)).collect()
     }
 
     pub fn tree(&self) -> &DataTree {
@@ -130,7 +136,9 @@ impl Sequencer {
         }
     }
 
-    pub fn step(&mut self, now_ms: i64, input: ToSequencer, effects: &mut Vec<Effect>) {
+    /// Sessions are touched on `now`'s elapsed clock; the txn is stamped with
+    /// its wall clock.
+    pub fn step(&mut self, now: Now, input: ToSequencer, effects: &mut Vec<Effect>) {
         if self.writes_failed {
             match input {
                 ToSequencer::Write { origin, .. } | ToSequencer::CreateSession { origin, .. } => {
@@ -143,11 +151,11 @@ impl Sequencer {
         }
         match input {
             ToSequencer::Write { origin, session_id, request, auth } => {
-                let live = self.sessions.touch(session_id, now_ms);
+                let live = self.sessions.touch(session_id, now.elapsed_ms);
                 if let Request::CloseSession = request {
                     self.sessions.set_closing(session_id);
                 }
-                let txn = self.prep.prep(now_ms, session_id, origin.xid, &request, &auth, live);
+                let txn = self.prep.prep(now.wall_ms, session_id, origin.xid, &request, &auth, live);
                 if let TxnBody::CloseSession = txn.body {
                     self.sessions.remove(session_id);
                 }
@@ -157,43 +165,46 @@ impl Sequencer {
                 effects.push(Effect::Deliver(Committed::SyncDone { origin, path }));
             }
             ToSequencer::CreateSession { origin, timeout_ms } => {
-                let session_id = self.sessions.create(timeout_ms, now_ms);
-                let txn = self.prep.create_session(session_id, timeout_ms, now_ms);
+                let session_id = self.sessions.create(timeout_ms, now.elapsed_ms);
+                let txn = self.prep.create_session(session_id, timeout_ms, now.wall_ms);
                 self.append(txn, Some(origin), effects);
             }
             ToSequencer::Revalidate { origin, session_id, timeout_ms } => {
                 // ZooKeeper's revalidateSession: touch with the new timeout.
                 let valid = self.sessions.get(session_id).is_some_and(|state| !state.closing);
                 if valid {
-                    self.sessions.track(session_id, timeout_ms, now_ms);
+                    self.sessions.track(session_id, timeout_ms, now.elapsed_ms);
                 }
                 effects.push(Effect::Deliver(Committed::Revalidated { origin, session_id, timeout_ms, valid }));
             }
             ToSequencer::Touch { session_ids } => {
                 for session_id in session_ids {
-                    self.sessions.touch(session_id, now_ms);
+                    self.sessions.touch(session_id, now.elapsed_ms);
                 }
             }
         }
     }
 
     /// Periodic work: expire sessions, then remove empty containers and expired TTL nodes.
-    pub fn tick(&mut self, now_ms: i64, effects: &mut Vec<Effect>) {
+    /// Expiry and the check interval follow the elapsed clock; a TTL node's
+    /// age is the wall clock minus its mtime, as ZooKeeper's ContainerManager
+    /// computes it (mtime is a wall-clock time).
+    pub fn tick(&mut self, now: Now, effects: &mut Vec<Effect>) {
         if self.writes_failed {
             return;
         }
-        for session_id in self.sessions.expire(now_ms) {
+        for session_id in self.sessions.expire(now.elapsed_ms) {
             tracing::info!(session = format_args!("{session_id:#x}"), "session expired");
-            let txn = self.prep.close_session(session_id, 0, now_ms);
+            let txn = self.prep.close_session(session_id, 0, now.wall_ms);
             self.sessions.remove(session_id);
             self.append(txn, None, effects);
         }
-        if now_ms - self.container_check_last_ms >= self.config.container_check_interval_ms {
-            self.container_check_last_ms = now_ms;
+        if now.elapsed_ms - self.container_check_last_ms >= self.config.container_check_interval_ms {
+            self.container_check_last_ms = now.elapsed_ms;
             let candidates =
-                self.prep.tree().container_candidates(now_ms, self.config.container_deletes_per_check_max);
+                self.prep.tree().container_candidates(now.wall_ms, self.config.container_deletes_per_check_max);
             for path in candidates {
-                let txn = self.prep.delete_container(&path, now_ms);
+                let txn = self.prep.delete_container(&path, now.wall_ms);
                 self.append(txn, None, effects);
             }
         }
@@ -201,5 +212,155 @@ impl Sequencer {
 
     pub fn password(&self, session_id: i64) -> [u8; 16] {
         self.sessions.password(session_id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pipeline::Origin;
+    use crate::proto::{op, CreateRequest, CreateTtlRequest, SetDataRequest};
+
+    const TICK_MS: i64 = 2_000;
+    const TIMEOUT_MS: i32 = 4_000;
+    const CONTAINER_CHECK_INTERVAL_MS: i64 = 60_000;
+    /// A wall-clock reading, far from every elapsed-clock reading used here.
+    const WALL_MS: i64 = 1_700_000_000_000;
+    const HOUR_MS: i64 = 3_600_000;
+    const DAY_MS: i64 = 24 * HOUR_MS;
+
+    fn now(elapsed_ms: i64, wall_ms: i64) -> Now {
+        Now { elapsed_ms, wall_ms }
+    }
+
+    fn sequencer(at: Now) -> Sequencer {
+        let config = SequencerConfig {
+            tick_ms: TICK_MS,
+            extended_types_enabled: true,
+            server_id: 1,
+            password_secret: 7,
+            container_check_interval_ms: CONTAINER_CHECK_INTERVAL_MS,
+            container_deletes_per_check_max: 100,
+            snap_count: 100_000,
+            random_seed: 1,
+        };
+        Sequencer::new(DataTree::new(), config, at)
+    }
+
+    fn origin(opcode: i32) -> Origin {
+        Origin { server: 1, connection: 1, xid: 1, opcode }
+    }
+
+    /// Steps `input` at `at`; the one txn it appends.
+    fn step(sequencer: &mut Sequencer, at: Now, input: ToSequencer) -> Arc<Txn> {
+        let mut effects = Vec::new();
+        sequencer.step(at, input, &mut effects);
+        match effects.as_slice() {
+            [Effect::Append(Committed::Txn { txn, .. })] => txn.clone(),
+            other => panic!("expected one txn, got {other:?}"),
+        }
+    }
+
+    fn create_session(sequencer: &mut Sequencer, at: Now) -> i64 {
+        step(sequencer, at, ToSequencer::CreateSession { origin: origin(op::CREATE_SESSION), timeout_ms: TIMEOUT_MS }).session_id
+    }
+
+    fn write(session_id: i64, request: Request) -> ToSequencer {
+        ToSequencer::Write { origin: origin(request.opcode()), session_id, request, auth: vec![] }
+    }
+
+    fn touch(sequencer: &mut Sequencer, at: Now, session_id: i64) {
+        let mut effects = Vec::new();
+        sequencer.step(at, ToSequencer::Touch { session_ids: vec![session_id] }, &mut effects);
+        assert!(effects.is_empty());
+    }
+
+    /// What a tick at `at` does: the sessions it expires with their
+    /// closeSession's time, and the nodes it deletes.
+    fn tick(sequencer: &mut Sequencer, at: Now) -> (Vec<(i64, i64)>, Vec<String>) {
+        let mut effects = Vec::new();
+        sequencer.tick(at, &mut effects);
+        let (mut expired, mut deleted) = (Vec::new(), Vec::new());
+        for effect in effects {
+            let Effect::Append(Committed::Txn { txn, origin: None }) = effect else { continue };
+            match &txn.body {
+                TxnBody::CloseSession => expired.push((txn.session_id, txn.time_ms)),
+                TxnBody::Delete { path } => deleted.push(path.clone()),
+                other => panic!("unexpected txn from a tick: {other:?}"),
+            }
+        }
+        (expired, deleted)
+    }
+
+    #[test]
+    fn a_backward_wall_step_does_not_delay_expiry() {
+        let mut sequencer = sequencer(now(10_000, WALL_MS));
+        let session = create_session(&mut sequencer, now(10_000, WALL_MS));
+        touch(&mut sequencer, now(11_000, WALL_MS + 1_000), session);
+        // Its client falls silent; then NTP steps the wall clock back an hour.
+        // The session's time runs out 4 s (rounded up to a tick) after the
+        // last touch on the elapsed clock: at 16 000. On the wall clock it
+        // would only run out an hour later.
+        assert_eq!(tick(&mut sequencer, now(15_999, WALL_MS + 5_999 - HOUR_MS)).0, vec![]);
+        let closed_at_wall = WALL_MS + 6_000 - HOUR_MS;
+        assert_eq!(tick(&mut sequencer, now(16_000, closed_at_wall)).0, vec![(session, closed_at_wall)]);
+        assert_eq!(sequencer.session_count(), 0);
+    }
+
+    #[test]
+    fn a_forward_wall_step_does_not_expire_a_session_early() {
+        let mut sequencer = sequencer(now(10_000, WALL_MS));
+        let session = create_session(&mut sequencer, now(10_000, WALL_MS));
+        // A day forward: on the wall clock the session would be long dead.
+        assert_eq!(tick(&mut sequencer, now(11_000, WALL_MS + 1_000 + DAY_MS)).0, vec![]);
+        touch(&mut sequencer, now(12_000, WALL_MS + 2_000 + DAY_MS), session);
+        assert_eq!(tick(&mut sequencer, now(17_999, WALL_MS + 7_999 + DAY_MS)).0, vec![]);
+        assert_eq!(tick(&mut sequencer, now(18_000, WALL_MS + 8_000 + DAY_MS)).0, vec![(session, WALL_MS + 8_000 + DAY_MS)]);
+    }
+
+    #[test]
+    fn txn_times_and_znode_times_follow_the_wall_clock_even_backwards() {
+        let mut sequencer = sequencer(now(10_000, WALL_MS));
+        let session = create_session(&mut sequencer, now(10_000, WALL_MS));
+        let create = CreateRequest { path: "/a".into(), data: None, acl: crate::tree::open_acl_unsafe(), flags: 0 };
+        let request = Request::Create { opcode: op::CREATE, request: create };
+        let txn = step(&mut sequencer, now(10_500, WALL_MS + 500), write(session, request));
+        assert_eq!(txn.time_ms, WALL_MS + 500);
+        // NTP steps the wall clock back an hour: the next change's mtime is
+        // earlier than the node's ctime, as in ZooKeeper.
+        let request = Request::SetData(SetDataRequest { path: "/a".into(), data: None, version: -1 });
+        let stepped_back = WALL_MS + 1_000 - HOUR_MS;
+        let txn = step(&mut sequencer, now(11_000, stepped_back), write(session, request));
+        assert_eq!(txn.time_ms, stepped_back);
+        let stat = sequencer.tree().get("/a").expect("created").stat;
+        assert_eq!((stat.ctime, stat.mtime), (WALL_MS + 500, stepped_back));
+    }
+
+    #[test]
+    fn session_ids_are_seeded_from_the_wall_clock() {
+        // ZooKeeper's initializeNextSessionId: server id in the top byte, the
+        // wall clock's ms below it, so a restart (whose elapsed clock starts
+        // over) does not hand out the ids of the run before.
+        for elapsed_ms in [0, 10_000] {
+            let at = now(elapsed_ms, WALL_MS);
+            let session = create_session(&mut sequencer(at), at);
+            assert_eq!(session, ((WALL_MS << 24) as u64 >> 8) as i64 | (1 << 56));
+        }
+    }
+
+    #[test]
+    fn ttl_age_is_on_the_wall_clock_and_the_check_interval_on_the_elapsed_clock() {
+        let mut sequencer = sequencer(now(10_000, WALL_MS));
+        let session = create_session(&mut sequencer, now(10_000, WALL_MS));
+        let create = CreateTtlRequest { path: "/t".into(), data: None, acl: crate::tree::open_acl_unsafe(), flags: 5, ttl: 1_000 };
+        step(&mut sequencer, now(10_000, WALL_MS), write(session, Request::CreateTtl(create)));
+        // A minute passed on the elapsed clock but only 500 ms on the wall
+        // clock since its mtime: not expired (ContainerManager compares the
+        // wall clock with mtime).
+        assert_eq!(tick(&mut sequencer, now(70_000, WALL_MS + 500)).1, Vec::<String>::new());
+        // The wall clock steps an hour forward: the node's TTL has passed,
+        // but the next check is a minute of elapsed time after the last.
+        assert_eq!(tick(&mut sequencer, now(70_001, WALL_MS + HOUR_MS)).1, Vec::<String>::new());
+        assert_eq!(tick(&mut sequencer, now(130_000, WALL_MS + HOUR_MS)).1, vec!["/t".to_string()]);
     }
 }

@@ -399,13 +399,15 @@ impl Shard {
                             out.push(ShardOutput::Frame { connection: origin.connection, frame });
                             out.push(ShardOutput::WriteDone { connection: origin.connection });
                         }
-                        // Every connection of the closed or expired session goes.
-                        let closing: Vec<ConnectionId> = self
+                        // Every connection of the closed or expired session
+                        // goes, in id order (not hash order: reproducible).
+                        let mut closing: Vec<ConnectionId> = self
                             .connections
                             .iter()
                             .filter(|(_, info)| info.session_id == txn.session_id)
                             .map(|(connection, _)| *connection)
                             .collect();
+                        closing.sort_unstable();
                         for connection in closing {
                             out.push(ShardOutput::Close { connection });
                         }

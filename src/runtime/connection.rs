@@ -13,7 +13,7 @@ use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpStream;
 
 use super::shard::{ConnectionHandle, ParkedRead, Pending, ShardRuntime};
-use super::wall_clock_ms;
+use super::{elapsed_ms, wall_clock_ms};
 use crate::limits;
 use crate::pipeline::auth::{authenticate, AuthOutcome};
 use crate::pipeline::shard::{expired_connect_response, reply_frame};
@@ -303,7 +303,7 @@ async fn handle_request(runtime: &ShardRuntime, handle: &ConnectionHandle, conne
         }
         handle.writes_in_flight.set(handle.writes_in_flight.get() + 1);
         handle.pending.borrow_mut().push_back(Pending::Write);
-        handle.write_started_ms.borrow_mut().push_back(wall_clock_ms());
+        handle.write_started_ms.borrow_mut().push_back(elapsed_ms());
         let message = match request {
             Request::Sync(request) => ToSequencer::Sync { origin, path: request.path },
             request => {
@@ -320,7 +320,7 @@ async fn handle_request(runtime: &ShardRuntime, handle: &ConnectionHandle, conne
         return false;
     }
     let reply_xid = if let Request::Ping = request { xid::PING } else { header.xid };
-    let started_ms = wall_clock_ms();
+    let started_ms = elapsed_ms();
     let applied_at_least = runtime.shared.commits_sent[runtime.index].load(std::sync::atomic::Ordering::Acquire);
     if handle.pending.borrow().is_empty() && runtime.commits_applied.get() >= applied_at_least {
         runtime.serve_read(connection, handle, reply_xid, &request, started_ms);

@@ -4,6 +4,8 @@
 //! txn log (group commit, as standalone), truncation and snapshot install,
 //! and the committed stream to the shards. Every decision is the peer's; on
 //! the leader, the sequencer (Prep, sessions, zxids) feeds its proposals.
+//! The peer times everything on the elapsed clock (`runtime::elapsed_ms`);
+//! the sequencer gets both clocks (`pipeline::Now`).
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
@@ -21,10 +23,10 @@ use super::notify::Notify;
 use super::peer_net::{LinkId, NetEvent, PeerNet};
 use super::sequencer::Outlet;
 use super::shard::SharedState;
-use super::{wall_clock_ms, SequencerParts, ServerOptions};
+use super::{elapsed_ms, wall_clock_ms, SequencerParts, ServerOptions};
 use crate::limits;
 use crate::pipeline::sequencer::Effect as SequencerEffect;
-use crate::pipeline::{Committed, Entry, Origin, Sequencer, SequencerConfig, ToSequencer};
+use crate::pipeline::{Committed, Entry, Now, Origin, Sequencer, SequencerConfig, ToSequencer};
 use crate::storage::log::BatchEncoder;
 use crate::tree::DataTree;
 use crate::txn::Txn;
@@ -194,6 +196,7 @@ struct Driver {
     held_forwards: VecDeque<ToSequencer>,
     /// Learner: txns applied since the last snapshot point.
     applied_since_snapshot: u64,
+    /// Elapsed-clock time of the last tick that stepped the peer in full.
     last_full_tick_ms: i64,
 }
 
@@ -300,13 +303,13 @@ impl Driver {
                 events.await
             };
             let Some(input) = input else { return Ok(()) };
-            let now = wall_clock_ms();
+            let now = super::now();
             let mut effects = Vec::new();
             match input {
                 Input::Net(event) => self.on_net(now, event, &mut effects),
                 Input::Internal(Internal::Tick) => self.on_tick(now, &mut effects),
-                Input::Internal(Internal::Logged(zxid)) => self.peer.on_logged(now as u64, zxid, &mut effects),
-                Input::Internal(Internal::Synced) => self.peer.on_synced(now as u64, &mut effects),
+                Input::Internal(Internal::Logged(zxid)) => self.peer.on_logged(now.elapsed_u64(), zxid, &mut effects),
+                Input::Internal(Internal::Synced) => self.peer.on_synced(now.elapsed_u64(), &mut effects),
                 Input::Internal(Internal::LogFailed(error)) => {
                     tracing::error!(%error, "transaction log write failed: this server cannot take part in the ensemble; stopping");
                     return Err(std::io::Error::other(format!("transaction log write failed: {error}")));
@@ -316,7 +319,7 @@ impl Driver {
             self.perform(effects).await?;
             if !self.held_forwards.is_empty() && self.peer.can_propose() {
                 let mut effects = Vec::new();
-                self.release_held_forwards(wall_clock_ms(), &mut effects);
+                self.release_held_forwards(super::now(), &mut effects);
                 self.perform(effects).await?;
             }
         }
@@ -332,22 +335,22 @@ impl Driver {
         }
     }
 
-    fn on_tick(&mut self, now: i64, effects: &mut Vec<PeerEffect>) {
+    fn on_tick(&mut self, now: Now, effects: &mut Vec<PeerEffect>) {
         let half_tick = (self.options.config.tick_time_ms as i64 / 2).max(1);
         // Until it serves, a server steps its peer every election tick (leader
         // retries and handshakes are timed in tens of milliseconds).
-        if self.peer.is_serving() && now - self.last_full_tick_ms < half_tick {
+        if self.peer.is_serving() && now.elapsed_ms - self.last_full_tick_ms < half_tick {
             return;
         }
-        self.last_full_tick_ms = now;
-        self.peer.on_tick(now as u64, effects);
+        self.last_full_tick_ms = now.elapsed_ms;
+        self.peer.on_tick(now.elapsed_u64(), effects);
         if let Some(sequencer) = self.sequencer.as_mut() {
             let mut out = Vec::new();
             sequencer.tick(now, &mut out);
             if let Ok(mut published) = self.shared.sequencer.lock() {
                 published.session_count = sequencer.session_count();
                 published.zxid = sequencer.zxid_last();
-                published.sessions = sequencer.session_expiries();
+                published.sessions = sequencer.session_expiries(now);
             }
             self.sequenced(now, out, effects);
         }
@@ -366,12 +369,12 @@ impl Driver {
 
     /// The sequencer's output on the leader: txns become proposals; replies
     /// wait for the proposals before them.
-    fn sequenced(&mut self, now: i64, out: Vec<SequencerEffect>, effects: &mut Vec<PeerEffect>) {
+    fn sequenced(&mut self, now: Now, out: Vec<SequencerEffect>, effects: &mut Vec<PeerEffect>) {
         for effect in out {
             match effect {
                 SequencerEffect::Append(Committed::Txn { txn, origin }) => {
                     let zxid = txn.zxid;
-                    match self.peer.propose(now as u64, Entry { txn, origin }, effects) {
+                    match self.peer.propose(now.elapsed_u64(), Entry { txn, origin }, effects) {
                         Ok(proposed) => assert_eq!(proposed, zxid, "the sequencer and the leader disagree on zxids"),
                         Err(error) => {
                             tracing::warn!(?error, zxid = format_args!("{zxid:#x}"), "proposal refused");
@@ -394,7 +397,7 @@ impl Driver {
         self.peer.reply(origin.server, Committed::Failed { origin, err }, effects);
     }
 
-    fn on_request(&mut self, now: i64, request: ToSequencer, effects: &mut Vec<PeerEffect>) {
+    fn on_request(&mut self, now: Now, request: ToSequencer, effects: &mut Vec<PeerEffect>) {
         if !self.peer.is_serving() {
             // Our connections are being closed (Reset); the client retries elsewhere.
             return;
@@ -422,8 +425,8 @@ impl Driver {
         }
     }
 
-    fn on_net(&mut self, now: i64, event: NetEvent, effects: &mut Vec<PeerEffect>) {
-        let now_ms = now as u64;
+    fn on_net(&mut self, now: Now, event: NetEvent, effects: &mut Vec<PeerEffect>) {
+        let now_ms = now.elapsed_u64();
         match event {
             NetEvent::Notification { notification, .. } => self.peer.on_notification(now_ms, notification, effects),
             NetEvent::QuorumAccepted { link } => {
@@ -457,11 +460,12 @@ impl Driver {
                     }
                 }
             }
-            NetEvent::QuorumMessage { link, msg } => self.on_quorum_message(now_ms, link, msg, effects),
+            NetEvent::QuorumMessage { link, msg } => self.on_quorum_message(now, link, msg, effects),
         }
     }
 
-    fn on_quorum_message(&mut self, now_ms: u64, link: LinkId, msg: PeerMessage, effects: &mut Vec<PeerEffect>) {
+    fn on_quorum_message(&mut self, now: Now, link: LinkId, msg: PeerMessage, effects: &mut Vec<PeerEffect>) {
+        let now_ms = now.elapsed_u64();
         // From our leader?
         if let Some((leader_link, leader)) = self.leader_link {
             if leader_link == link {
@@ -543,7 +547,6 @@ impl Driver {
                     self.held_forwards.push_back(request.from_server(sid));
                     return;
                 }
-                let now = now_ms as i64;
                 if let Some(sequencer) = self.sequencer.as_mut() {
                     let mut out = Vec::new();
                     sequencer.step(now, request.from_server(sid), &mut out);
@@ -573,7 +576,7 @@ impl Driver {
     async fn perform(&mut self, effects: Vec<PeerEffect>) -> std::io::Result<()> {
         let mut queue: VecDeque<PeerEffect> = effects.into();
         while let Some(effect) = queue.pop_front() {
-            let now = wall_clock_ms() as u64;
+            let now = elapsed_ms() as u64;
             let mut more = Vec::new();
             match effect {
                 Effect::Notify { to, notification } => self.net.send_notification(to, notification),
@@ -719,7 +722,7 @@ impl Driver {
                 snap_count: config.snap_count,
                 random_seed: self.secret ^ wall_clock_ms() as u64,
             };
-            let mut sequencer = Sequencer::new(self.tree.clone(), sequencer_config, wall_clock_ms());
+            let mut sequencer = Sequencer::new(self.tree.clone(), sequencer_config, super::now());
             let base = self.peer.last_proposed().unwrap_or(make_zxid(epoch, 0));
             sequencer.set_zxid_last(base);
             self.sequencer = Some(sequencer);
@@ -730,7 +733,7 @@ impl Driver {
 
     /// Forwarded requests held while the leader could not propose, in order,
     /// for as long as it can.
-    fn release_held_forwards(&mut self, now: i64, effects: &mut Vec<PeerEffect>) {
+    fn release_held_forwards(&mut self, now: Now, effects: &mut Vec<PeerEffect>) {
         while self.peer.can_propose() {
             let Some(request) = self.held_forwards.pop_front() else { break };
             let Some(sequencer) = self.sequencer.as_mut() else { break };
@@ -796,7 +799,7 @@ impl Driver {
         );
         let history = crate::pipeline::replayed_history(replayed_tail);
         let mut effects = Vec::new();
-        self.peer.start_looking(wall_clock_ms() as u64, last, accepted, current, history, &mut effects);
+        self.peer.start_looking(elapsed_ms() as u64, last, accepted, current, history, &mut effects);
         Box::pin(self.perform(effects)).await
     }
 }

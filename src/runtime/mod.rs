@@ -21,8 +21,8 @@ pub mod testkit;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use glommio::channels::shared_channel::{self, SharedReceiver, SharedSender};
 use glommio::{LocalExecutorBuilder, Placement};
@@ -30,7 +30,7 @@ use hashbrown::HashMap;
 
 use crate::config::Config;
 use crate::limits;
-use crate::pipeline::{Committed, ToSequencer};
+use crate::pipeline::{Committed, Now, ToSequencer};
 use crate::tree::DataTree;
 
 pub use shard::SharedState;
@@ -45,8 +45,33 @@ pub struct ServerOptions {
     pub test_fail_log_after_bytes: Option<u64>,
 }
 
+/// The wall clock, ms since the Unix epoch. NTP may step it either way, so it
+/// is read only for values users see (txn times, znode ctime/mtime and what
+/// is compared with them, four-letter-word timestamps) and to seed session
+/// ids; everything that times something uses [`elapsed_ms`].
 pub fn wall_clock_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |elapsed| elapsed.as_millis() as i64)
+}
+
+/// Where [`elapsed_ms`] starts. Far from 0, so that a time kept as 0 ("never",
+/// as an initial `last_full_tick_ms`) reads as long ago, as it did when the
+/// runtime timed on the wall clock; far below where i64 ms would overflow.
+const ELAPSED_ORIGIN_MS: i64 = 1_000_000_000_000;
+
+/// The elapsed clock, ms: monotonic (an `Instant`, CLOCK_MONOTONIC), never
+/// stepped by NTP, so a timeout measured on it is the time that passed. Its
+/// origin is arbitrary (the first call in the process, plus
+/// `ELAPSED_ORIGIN_MS`): only differences mean anything, and it starts over
+/// with the process, so it is never stored.
+pub fn elapsed_ms() -> i64 {
+    static ORIGIN: OnceLock<Instant> = OnceLock::new();
+    let origin = *ORIGIN.get_or_init(Instant::now);
+    ELAPSED_ORIGIN_MS + origin.elapsed().as_millis() as i64
+}
+
+/// Both clocks, for the sequencer (see `pipeline::Now`).
+pub fn now() -> Now {
+    Now { elapsed_ms: elapsed_ms(), wall_ms: wall_clock_ms() }
 }
 
 /// A fresh random secret: the kernel's randomness, or clock and pid if that fails.
@@ -130,7 +155,7 @@ pub fn run(options: ServerOptions) -> std::io::Result<()> {
         sequencer: Mutex::new(shard::SequencerPublished::default()),
         cores,
         options: options.clone(),
-        started_ms: wall_clock_ms(),
+        started_ms: elapsed_ms(),
         serving: AtomicBool::new(!ensemble),
         role: Mutex::new(shard::RolePublished { ensemble, ..Default::default() }),
     });
@@ -290,7 +315,7 @@ fn four_letter_word(runtime: &shard::ShardRuntime, word: &str) -> String {
         return crate::fourlw::not_whitelisted(word);
     }
     runtime.publish_now();
-    let now_ms = wall_clock_ms();
+    let now_ms = elapsed_ms();
     let config = &runtime.options.config;
     let shared = &runtime.shared;
     let role = shared.role.lock().unwrap_or_else(|poison| poison.into_inner()).clone();

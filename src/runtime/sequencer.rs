@@ -110,7 +110,7 @@ pub async fn run(options: ServerOptions, secret: u64, parts: SequencerParts, sha
         snap_count: config.snap_count,
         random_seed: secret ^ wall_clock_ms() as u64,
     };
-    let sequencer = Rc::new(RefCell::new(Sequencer::new(tree, sequencer_config, wall_clock_ms())));
+    let sequencer = Rc::new(RefCell::new(Sequencer::new(tree, sequencer_config, super::now())));
     let queue = Rc::new(LogQueue::default());
     glommio::spawn_local(log_task(log, queue.clone(), sequencer.clone(), outlet)).detach();
 
@@ -147,17 +147,17 @@ pub async fn run(options: ServerOptions, secret: u64, parts: SequencerParts, sha
         while queue.pending_bytes.get() > limits::LOG_PENDING_BYTES_MAX {
             queue.space_wake.notified().await;
         }
-        let now_ms = wall_clock_ms();
+        let now = super::now();
         {
             let mut sequencer = sequencer.borrow_mut();
             match input {
-                Input::Message(message) => sequencer.step(now_ms, message, &mut effects),
+                Input::Message(message) => sequencer.step(now, message, &mut effects),
                 Input::Tick => {
-                    sequencer.tick(now_ms, &mut effects);
+                    sequencer.tick(now, &mut effects);
                     if let Ok(mut published) = shared.sequencer.lock() {
                         published.session_count = sequencer.session_count();
                         published.zxid = sequencer.zxid_last();
-                        published.sessions = sequencer.session_expiries();
+                        published.sessions = sequencer.session_expiries(now);
                     }
                 }
             }

@@ -32,6 +32,7 @@ pub struct SharedState {
     pub sequencer: Mutex<SequencerPublished>,
     pub cores: usize,
     pub options: ServerOptions,
+    /// Elapsed-clock ms when the server started (`mntr`'s uptime).
     pub started_ms: i64,
     /// Whether clients are served: always standalone; in an ensemble only
     /// after the server synced with its leader (UPTODATE).
@@ -134,6 +135,7 @@ pub enum Pending {
 pub struct ParkedRead {
     pub xid: i32,
     pub request: crate::proto::Request,
+    /// Elapsed-clock ms when it arrived (for its latency).
     pub started_ms: i64,
     /// Items sent to this shard when the read arrived: it must see them all
     /// (writes other clients were already answered for, on any shard).
@@ -157,12 +159,14 @@ pub struct ConnectionHandle {
     /// Wakes the reader: a write answered, the queue drained, or closing.
     pub reader_wake: Notify,
     pub stats: RefCell<ConnectionPublished>,
-    /// When each in-flight write was received, oldest first (replies come in order).
+    /// When each in-flight write was received (elapsed-clock ms), oldest first
+    /// (replies come in order).
     pub write_started_ms: RefCell<VecDeque<i64>>,
 }
 
 impl ConnectionHandle {
-    pub fn new(remote: SocketAddr, now_ms: i64) -> ConnectionHandle {
+    /// `wall_ms`: when it was accepted, as `cons` shows it (`est=`).
+    pub fn new(remote: SocketAddr, wall_ms: i64) -> ConnectionHandle {
         ConnectionHandle {
             remote,
             outbound: RefCell::new(VecDeque::new()),
@@ -177,7 +181,7 @@ impl ConnectionHandle {
             reader_wake: Notify::default(),
             stats: RefCell::new(ConnectionPublished {
                 remote: format!("/{remote}"),
-                established_ms: now_ms,
+                established_ms: wall_ms,
                 latency_ms_min: u64::MAX,
                 ..Default::default()
             }),
@@ -185,9 +189,11 @@ impl ConnectionHandle {
         }
     }
 
-    /// Records a reply sent for a request received at `started_ms`.
+    /// Records a reply sent for a request received at `started_ms`, both on
+    /// the elapsed clock: a latency must not change with an NTP step (and
+    /// `lresp` is elapsed-clock ms, as ZooKeeper's is nanoTime's).
     pub fn record_response(&self, started_ms: i64, zxid: i64) {
-        let now_ms = super::wall_clock_ms();
+        let now_ms = super::elapsed_ms();
         let latency = (now_ms - started_ms).max(0) as u64;
         let mut stats = self.stats.borrow_mut();
         stats.last_latency_ms = latency;

@@ -2,7 +2,10 @@
 //! bucketed by tick as ZooKeeper's ExpiryQueue does: a session touched at `now`
 //! expires at the first tick boundary after `now + timeout`, so one check per
 //! tick finds every expired session without scanning them all. Also session id
-//! allocation and passwords. Pure: `now` is always an argument.
+//! allocation and passwords. Pure: `now` is always an argument, and it is the
+//! elapsed (monotonic) clock, never the wall clock, so that an NTP step
+//! neither delays nor hastens an expiry (ZooKeeper's ExpiryQueue runs on
+//! Time.currentElapsedTime too).
 
 use std::collections::BTreeMap;
 
@@ -99,7 +102,8 @@ pub struct SessionTracker {
 impl SessionTracker {
     /// `server_id` goes in the top byte of session ids and `start_ms` seeds the
     /// rest, as ZooKeeper's initializeNextSessionId does, so ids differ across
-    /// restarts and servers.
+    /// restarts and servers. `start_ms` is the wall clock: an elapsed clock
+    /// starts over with the process and would repeat a previous run's ids.
     pub fn new(tick_ms: i64, server_id: u8, start_ms: i64, password_secret: u64) -> SessionTracker {
         let mut next_session_id = ((start_ms << 24) as u64 >> 8) as i64 | ((server_id as i64) << 56);
         if next_session_id == i64::MIN {
@@ -178,7 +182,7 @@ impl SessionTracker {
         session_password(session_id, self.password_secret)
     }
 
-    /// Live sessions and the time their bucket expires, for `dump`.
+    /// Live sessions and the (elapsed-clock) time their bucket expires, for `dump`.
     pub fn expiries(&self) -> Vec<(i64, i64)> {
         let mut out: Vec<(i64, i64)> = self
             .sessions

@@ -215,6 +215,11 @@ impl Client {
         )
     }
 
+    /// The session it holds (it may have expired without its knowing).
+    pub fn session(&self) -> Option<i64> {
+        self.session.as_ref().map(|(id, _)| *id)
+    }
+
     fn session_id(&self) -> i64 {
         self.session.as_ref().map_or(0, |(id, _)| *id)
     }

@@ -6,7 +6,9 @@
 //! The simulator is their network (per-link FIFO with delay, links that
 //! break, partitions of any shape, clogged nodes), their disks (fsync
 //! latency, un-fsynced appends lost on a crash except for a prefix that made
-//! it, fsync failures that kill the process), their clocks (drift and jumps)
+//! it, fsync failures that kill the process), their clocks (a monotonic clock
+//! with drift that jumps ahead when the process pauses, and a wall clock
+//! that NTP steps back or forward)
 //! and their clients (sessions issuing every kind of data operation on a few
 //! znodes, with watches, reconnecting elsewhere on connection loss).
 //!
@@ -30,7 +32,7 @@ use bytes::Bytes;
 use self::client::{Client, ClientOut};
 use self::invariants::Invariants;
 use self::server::{ClientMsg, Disk, LinkId, Out, Server, ServerBugs, SimServerConfig, Wire};
-use crate::pipeline::ConnectionId;
+use crate::pipeline::{ConnectionId, Now};
 use crate::rng::Rng;
 use crate::zab::election::Notification;
 use crate::zab::peer::PeerConfig;
@@ -141,10 +143,15 @@ pub enum Planted {
     /// Recovery silently skips a corrupt log record (or an invalid snapshot
     /// with no older one) and starts, and no operator wipes the server.
     IgnoreCorruption,
+    /// The leader's sequencer times sessions on the wall clock (as the
+    /// runtime once did): a backward step delays expiry by the step, a
+    /// forward one expires live sessions early. No checker looks at when a
+    /// session expires; `tests/sim.rs`'s wall-clock schedule does.
+    SessionsOnWallClock,
 }
 
 impl Planted {
-    pub const ALL: [Planted; 7] = [
+    pub const ALL: [Planted; 8] = [
         Planted::CommitOnMinority,
         Planted::AckBeforeFsync,
         Planted::SkipTrunc,
@@ -152,6 +159,7 @@ impl Planted {
         Planted::WatchEventAfterReply,
         Planted::SetWatchesFromServerZxid,
         Planted::IgnoreCorruption,
+        Planted::SessionsOnWallClock,
     ];
 
     pub fn name(self) -> &'static str {
@@ -164,6 +172,7 @@ impl Planted {
             Planted::WatchEventAfterReply => "watch-event-after-reply",
             Planted::SetWatchesFromServerZxid => "set-watches-from-server-zxid",
             Planted::IgnoreCorruption => "ignore-corruption",
+            Planted::SessionsOnWallClock => "sessions-on-wall-clock",
         }
     }
 
@@ -177,6 +186,7 @@ impl Planted {
             "watch-event-after-reply" => Planted::WatchEventAfterReply,
             "set-watches-from-server-zxid" => Planted::SetWatchesFromServerZxid,
             "ignore-corruption" => Planted::IgnoreCorruption,
+            "sessions-on-wall-clock" => Planted::SessionsOnWallClock,
             other => return Err(format!("unknown planted bug {other:?}")),
         })
     }
@@ -204,6 +214,15 @@ pub enum Action {
     /// connections, and reconnect as usual), until `ResumeClients`.
     PauseClients,
     ResumeClients,
+    /// NTP steps `server`'s wall clock by `by_ms` (negative: back); its
+    /// monotonic clock does not move.
+    StepWallClock { server: ServerId, by_ms: i64 },
+    /// A client goes silent (its process hangs): its connection closes and
+    /// it neither reconnects nor sends anything until `StartClient`, so its
+    /// session gets no heartbeat and must expire. The faults' end starts it
+    /// again too.
+    StopClient(u32),
+    StartClient(u32),
 }
 
 /// The quorum messages an `Action::OnSend` can wait for.
@@ -370,6 +389,13 @@ const SNAPSHOT_CORRUPTION_PER_MILLE: u64 = 250;
 /// between looks while wiping it is not yet safe.
 const OPERATOR_DELAY_MS: (u64, u64) = (500, 2_000);
 const OPERATOR_RETRY_MS: (u64, u64) = (200, 800);
+/// Where the simulated wall clocks start: ms since the Unix epoch (late 2023).
+const WALL_CLOCK_START_MS: i64 = 1_700_000_000_000;
+/// An NTP step of a wall clock, either way; and, now and then, a large one
+/// back (a server that booted with a bad clock and was corrected).
+const WALL_STEP_MS: (u64, u64) = (100, 3_000);
+const WALL_STEP_BACK_LARGE_MS: (u64, u64) = (3_000, 60_000);
+const WALL_STEP_BACK_LARGE_PER_MILLE: u64 = 200;
 /// Trace lines kept (the hash covers all of them).
 const TRACE_LINES_MAX: usize = 200_000;
 
@@ -425,11 +451,16 @@ struct Node {
     server: Server,
     up: bool,
     incarnation: u64,
-    /// Local clock: global time × (1 + drift) + offset.
+    /// Monotonic (elapsed) clock: global time × (1 + drift) + offset. It
+    /// only goes forward; a "clock jump" moves the offset ahead (the
+    /// process or its VM was paused).
     drift_ppm: i64,
     offset_ms: u64,
     clogged_until: u64,
     last_local: u64,
+    /// Wall clock: the monotonic clock plus this. NTP steps it either way
+    /// ("wall clock step"); the core must time nothing on it.
+    wall_offset_ms: i64,
     disk_state: DiskState,
 }
 
@@ -468,6 +499,8 @@ pub struct Sim {
     armed_sends: Vec<SendTrigger>,
     /// Scripted: clients issue no operations.
     clients_paused: bool,
+    /// Scripted: clients that are silent (`Action::StopClient`).
+    stopped_clients: BTreeSet<u32>,
     invariants: Invariants,
     report: Report,
 }
@@ -501,16 +534,21 @@ impl Sim {
                 watch_event_after_reply: config.planted == Planted::WatchEventAfterReply,
                 set_watches_from_server_zxid: config.planted == Planted::SetWatchesFromServerZxid,
                 ignore_corruption: config.planted == Planted::IgnoreCorruption,
+                sessions_on_wall_clock: config.planted == Planted::SessionsOnWallClock,
             };
             let drift_ppm = if config.faults.clock { rng.between(0, 40_000) as i64 - 20_000 } else { 0 };
+            let offset_ms = rng.between(0, 10_000);
             let node = Node {
                 server: Server::new(id, server_config, Disk::new(), secret, bugs),
                 up: true,
                 incarnation: 1,
                 drift_ppm,
-                offset_ms: rng.between(0, 10_000),
+                offset_ms,
                 clogged_until: 0,
                 last_local: 0,
+                // The wall clocks start in agreement (NTP-synchronised),
+                // whatever the monotonic clocks' origins.
+                wall_offset_ms: WALL_CLOCK_START_MS - offset_ms as i64,
                 disk_state: DiskState::Healthy,
             };
             nodes.insert(id, node);
@@ -535,6 +573,7 @@ impl Sim {
             armed_epoch_crash: None,
             armed_sends: Vec::new(),
             clients_paused: false,
+            stopped_clients: BTreeSet::new(),
             invariants: Invariants::default(),
             report,
         }
@@ -557,12 +596,38 @@ impl Sim {
         }
     }
 
-    fn local_now(&mut self, id: ServerId) -> u64 {
+    /// `id`'s clocks now: its monotonic clock (for all timing) and its wall clock.
+    fn local_now(&mut self, id: ServerId) -> Now {
         let node = self.nodes.get_mut(&id).expect("known server");
         let scaled = (self.now as i128 * (1_000_000 + node.drift_ppm as i128) / 1_000_000) as u64;
-        // A clock never runs backwards for the core (the runtime's is monotonic).
+        // The elapsed clock never runs backwards (the runtime's is monotonic).
         node.last_local = node.last_local.max(scaled + node.offset_ms);
-        node.last_local
+        Now { elapsed_ms: node.last_local as i64, wall_ms: node.last_local as i64 + node.wall_offset_ms }
+    }
+
+    /// NTP steps `id`'s wall clock by `by_ms` (negative: back).
+    fn step_wall_clock(&mut self, id: ServerId, by_ms: i64) {
+        let direction = if by_ms < 0 { "back" } else { "forward" };
+        self.trace(|| format!("wall clock of {id} steps {direction} {} ms", by_ms.unsigned_abs()));
+        self.nodes.get_mut(&id).expect("known").wall_offset_ms += by_ms;
+    }
+
+    /// A client goes silent: its connections close, and it sleeps until started.
+    fn stop_client(&mut self, client: u32) {
+        let session = self.clients[client as usize].session();
+        self.trace(|| format!("client {client} stops (session {:#x})", session.unwrap_or(0)));
+        self.stopped_clients.insert(client);
+        let conns: Vec<u64> = self.conns.iter().filter(|(_, c)| c.client == client && c.alive).map(|(k, _)| *k).collect();
+        for conn in conns {
+            self.close_client_conn(conn, true);
+        }
+    }
+
+    fn start_client(&mut self, client: u32) {
+        if self.stopped_clients.remove(&client) {
+            self.trace(|| format!("client {client} starts"));
+            self.schedule(self.now + 1, Event::ClientWake { client });
+        }
     }
 
     fn can_talk(&self, a: ServerId, b: ServerId) -> bool {
@@ -846,6 +911,10 @@ impl Sim {
                 self.client_out(c.client, out);
             }
             Event::ClientWake { client } => {
+                if self.stopped_clients.contains(&client) {
+                    // Silent: `start_client` wakes it again.
+                    return;
+                }
                 let now = self.now;
                 self.clients[client as usize].step = self.report.steps;
                 let out = self.clients[client as usize].on_wake(now, self.faults_on && !self.clients_paused);
@@ -876,6 +945,9 @@ impl Sim {
                     }
                     Action::PauseClients => self.clients_paused = true,
                     Action::ResumeClients => self.clients_paused = false,
+                    Action::StepWallClock { server, by_ms } => self.step_wall_clock(server, by_ms),
+                    Action::StopClient(client) => self.stop_client(client),
+                    Action::StartClient(client) => self.start_client(client),
                     _ => {}
                 }
             }
@@ -901,6 +973,9 @@ impl Sim {
                     if !self.up(id) && self.nodes[&id].disk_state != DiskState::Refused {
                         self.restart(id);
                     }
+                }
+                for client in std::mem::take(&mut self.stopped_clients) {
+                    self.trace(|| format!("client {client} starts"));
                 }
                 for client in 0..self.config.clients {
                     self.clients[client as usize].start_probe(self.now);
@@ -1001,6 +1076,7 @@ impl Sim {
                     let zxid = self.nodes[&id].server.tree().last_processed_zxid();
                     self.trace(|| format!("looking {id} at {zxid:#x}: {reason}"))
                 }
+                Out::SessionExpired { session_id } => self.trace(|| format!("leader {id} expires session {session_id:#x}")),
                 Out::Fatal(message) => self.report.violations.push(format!("Server {id}: {message}")),
                 Out::RecoveryWarning { kind, text } => {
                     *self.report.faults.entry(kind).or_default() += 1;
@@ -1369,7 +1445,7 @@ impl Sim {
             kinds.push("link break");
         }
         if f.clock {
-            kinds.push("clock jump");
+            kinds.extend(["clock jump", "wall clock step"]);
         }
         if f.corruption {
             kinds.push("corruption");
@@ -1419,10 +1495,22 @@ impl Sim {
                 self.break_link(link);
             }
             "clock jump" => {
+                // The process (or its VM) was paused: its monotonic clock,
+                // and the wall clock with it, is ahead from now on.
                 let Some(&id) = self.rng.choose(&ids) else { return };
                 let jump = self.rng.between(100, 3_000);
-                self.trace(|| format!("clock of {id} jumps {jump} ms"));
+                self.trace(|| format!("monotonic clock of {id} jumps ahead {jump} ms (paused)"));
                 self.nodes.get_mut(&id).expect("known").offset_ms += jump;
+            }
+            "wall clock step" => {
+                let Some(&id) = self.rng.choose(&ids) else { return };
+                let by_ms = if self.rng.chance(WALL_STEP_BACK_LARGE_PER_MILLE) {
+                    -(self.rng.between(WALL_STEP_BACK_LARGE_MS.0, WALL_STEP_BACK_LARGE_MS.1) as i64)
+                } else {
+                    let step = self.rng.between(WALL_STEP_MS.0, WALL_STEP_MS.1) as i64;
+                    if self.rng.chance(500) { -step } else { step }
+                };
+                self.step_wall_clock(id, by_ms);
             }
             "corruption" => {
                 if !self.corrupt() {

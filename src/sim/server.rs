@@ -11,7 +11,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use crate::pipeline::sequencer::Effect as SequencerEffect;
-use crate::pipeline::{Committed, ConnectionId, Entry, Origin, Sequencer, SequencerConfig, Shard, ShardConfig, ShardOutput, ToSequencer};
+use crate::pipeline::{Committed, ConnectionId, Entry, Now, Origin, Sequencer, SequencerConfig, Shard, ShardConfig, ShardOutput, ToSequencer};
 use crate::proto::{op, ConnectRequest, ErrorCode, Request};
 use crate::tree::DataTree;
 use crate::zab::election::{Notification, ServerState};
@@ -70,6 +70,9 @@ pub enum Out {
     Serving { state: ServerState, epoch: u32 },
     /// The peer decided to rebuild: it went back to LOOKING.
     Looking { reason: String },
+    /// This server's sequencer (it leads) expired a session: it proposes
+    /// the closeSession.
+    SessionExpired { session_id: i64 },
     /// The simulated core broke a rule the runtime would crash on.
     Fatal(String),
     /// Recovery refused the disk: the process stops (a fatal storage error,
@@ -358,6 +361,21 @@ pub struct ServerBugs {
     /// Recovery skips a corrupt record (or an invalid snapshot with no
     /// older one) and goes on, instead of refusing to start.
     pub ignore_corruption: bool,
+    /// Give the leader's sequencer the wall clock as its elapsed clock, as
+    /// the runtime once did: its sessions then expire by the wall clock, late
+    /// after a backward step and early after a forward one.
+    pub sessions_on_wall_clock: bool,
+}
+
+impl ServerBugs {
+    /// The clocks the leader's sequencer gets.
+    fn sequencer_clock(&self, now: Now) -> Now {
+        if self.sessions_on_wall_clock {
+            Now { elapsed_ms: now.wall_ms, wall_ms: now.wall_ms }
+        } else {
+            now
+        }
+    }
 }
 
 pub struct Server {
@@ -435,7 +453,7 @@ impl Server {
 
     /// Start (or restart after a crash): recover from disk and elect.
     /// A disk recovery refuses leaves the server down (`Out::Refused`).
-    pub fn boot(&mut self, now: u64, out: &mut Vec<Out>) {
+    pub fn boot(&mut self, now: Now, out: &mut Vec<Out>) {
         match self.reload(out) {
             Ok(history) => self.start_looking(now, history, out),
             Err(error) => out.push(Out::Refused(error)),
@@ -444,11 +462,11 @@ impl Server {
 
     /// Elect with the state `reload` rebuilt and its committed log for DIFF
     /// (`runtime::ensemble::Driver::start_looking`).
-    fn start_looking(&mut self, now: u64, history: Vec<(i64, Entry)>, out: &mut Vec<Out>) {
+    fn start_looking(&mut self, now: Now, history: Vec<(i64, Entry)>, out: &mut Vec<Out>) {
         let last = self.shard.tree().last_processed_zxid();
         let (accepted, current) = (self.disk.accepted_epoch, self.disk.current_epoch);
         let mut effects = Vec::new();
-        self.peer.start_looking(now, last, accepted.max(current), current, history, &mut effects);
+        self.peer.start_looking(now.elapsed_u64(), last, accepted.max(current), current, history, &mut effects);
         self.perform(now, effects, out);
     }
 
@@ -462,20 +480,20 @@ impl Server {
 
     // ---- inputs ----------------------------------------------------------
 
-    pub fn on_tick(&mut self, now: u64, out: &mut Vec<Out>) {
+    pub fn on_tick(&mut self, now: Now, out: &mut Vec<Out>) {
         let mut effects = Vec::new();
-        self.peer.on_tick(now, &mut effects);
+        self.peer.on_tick(now.elapsed_u64(), &mut effects);
         while self.peer.can_propose() {
             let Some(request) = self.held.pop_front() else { break };
             let Some(sequencer) = self.sequencer.as_mut() else { break };
             let mut seq_out = Vec::new();
-            sequencer.step(now as i64, request, &mut seq_out);
-            self.sequenced(now, seq_out, &mut effects);
+            sequencer.step(self.bugs.sequencer_clock(now), request, &mut seq_out);
+            self.sequenced(now, seq_out, &mut effects, out);
         }
         if let Some(sequencer) = self.sequencer.as_mut() {
             let mut seq_out = Vec::new();
-            sequencer.tick(now as i64, &mut seq_out);
-            self.sequenced(now, seq_out, &mut effects);
+            sequencer.tick(self.bugs.sequencer_clock(now), &mut seq_out);
+            self.sequenced(now, seq_out, &mut effects, out);
         }
         // Session activity, as a learner's PING carries it.
         let sessions: Vec<i64> = self.conns.values().filter(|c| c.established).map(|c| c.session_id).collect();
@@ -485,18 +503,18 @@ impl Server {
         self.perform(now, effects, out);
     }
 
-    pub fn on_notification(&mut self, now: u64, notification: Notification, out: &mut Vec<Out>) {
+    pub fn on_notification(&mut self, now: Now, notification: Notification, out: &mut Vec<Out>) {
         let mut effects = Vec::new();
-        self.peer.on_notification(now, notification, &mut effects);
+        self.peer.on_notification(now.elapsed_u64(), notification, &mut effects);
         self.perform(now, effects, out);
     }
 
     /// A learner's connection to `leader` opened.
-    pub fn on_link_connected(&mut self, now: u64, link: LinkId, leader: ServerId, out: &mut Vec<Out>) {
+    pub fn on_link_connected(&mut self, now: Now, link: LinkId, leader: ServerId, out: &mut Vec<Out>) {
         let mut effects = Vec::new();
         if self.peer.leader() == Some(leader) && self.peer.state() != ServerState::Leading && self.leader_link.is_none() {
             self.leader_link = Some((link, leader));
-            self.peer.on_leader_connected(now, &mut effects);
+            self.peer.on_leader_connected(now.elapsed_u64(), &mut effects);
         } else {
             out.push(Out::CloseLink { link });
         }
@@ -507,7 +525,7 @@ impl Server {
         self.links.insert(link, None);
     }
 
-    pub fn on_connect_failed(&mut self, now: u64, leader: ServerId, out: &mut Vec<Out>) {
+    pub fn on_connect_failed(&mut self, now: Now, leader: ServerId, out: &mut Vec<Out>) {
         let mut effects = Vec::new();
         if self.peer.leader() == Some(leader) && self.leader_link.is_none() {
             self.peer.on_leader_unreachable(&mut effects);
@@ -515,31 +533,31 @@ impl Server {
         self.perform(now, effects, out);
     }
 
-    pub fn on_link_closed(&mut self, now: u64, link: LinkId, out: &mut Vec<Out>) {
+    pub fn on_link_closed(&mut self, now: Now, link: LinkId, out: &mut Vec<Out>) {
         let mut effects = Vec::new();
         if let Some((leader_link, leader)) = self.leader_link {
             if leader_link == link {
                 self.leader_link = None;
-                self.peer.on_link_closed(now, leader, &mut effects);
+                self.peer.on_link_closed(now.elapsed_u64(), leader, &mut effects);
                 return self.perform(now, effects, out);
             }
         }
         if let Some(Some(sid)) = self.links.remove(&link) {
             if self.learners.get(&sid) == Some(&link) {
                 self.learners.remove(&sid);
-                self.peer.on_link_closed(now, sid, &mut effects);
+                self.peer.on_link_closed(now.elapsed_u64(), sid, &mut effects);
             }
         }
         self.perform(now, effects, out);
     }
 
-    pub fn on_wire(&mut self, now: u64, link: LinkId, wire: Wire, out: &mut Vec<Out>) {
+    pub fn on_wire(&mut self, now: Now, link: LinkId, wire: Wire, out: &mut Vec<Out>) {
         let mut effects = Vec::new();
         self.on_wire_inner(now, link, wire, &mut effects, out);
         self.perform(now, effects, out);
     }
 
-    fn on_wire_inner(&mut self, now: u64, link: LinkId, wire: Wire, effects: &mut Vec<PeerEffect>, out: &mut Vec<Out>) {
+    fn on_wire_inner(&mut self, now: Now, link: LinkId, wire: Wire, effects: &mut Vec<PeerEffect>, out: &mut Vec<Out>) {
         if let Some((leader_link, leader)) = self.leader_link {
             if leader_link == link {
                 let msg = match wire {
@@ -557,7 +575,7 @@ impl Server {
                         return;
                     }
                 };
-                return self.peer.on_message(now, leader, msg, effects);
+                return self.peer.on_message(now.elapsed_u64(), leader, msg, effects);
             }
         }
         let Some(known) = self.links.get(&link).copied() else { return };
@@ -590,7 +608,7 @@ impl Server {
                 let Some(request) = request.0.borrow_mut().take() else { return };
                 self.on_request(now, request.from_server(sid), effects, out);
             }
-            Wire::Peer(msg) => self.peer.on_message(now, sid, msg, effects),
+            Wire::Peer(msg) => self.peer.on_message(now.elapsed_u64(), sid, msg, effects),
             Wire::Snap { .. } => {
                 self.links.remove(&link);
                 out.push(Out::CloseLink { link });
@@ -599,7 +617,7 @@ impl Server {
     }
 
     /// The pending appends reached the disk (one fsync).
-    pub fn on_flushed(&mut self, now: u64, out: &mut Vec<Out>) {
+    pub fn on_flushed(&mut self, now: Now, out: &mut Vec<Out>) {
         self.disk.flushing = false;
         if let Some(tree) = self.disk.pending_install.take() {
             self.disk.install(tree);
@@ -610,20 +628,20 @@ impl Server {
         let markers = std::mem::take(&mut self.disk.sync_markers);
         let mut effects = Vec::new();
         if let Some(zxid) = last {
-            self.peer.on_logged(now, zxid, &mut effects);
+            self.peer.on_logged(now.elapsed_u64(), zxid, &mut effects);
         }
         for _ in 0..markers {
-            self.peer.on_synced(now, &mut effects);
+            self.peer.on_synced(now.elapsed_u64(), &mut effects);
         }
         self.perform(now, effects, out);
     }
 
-    pub fn on_epoch_written(&mut self, now: u64, accepted: bool, out: &mut Vec<Out>) {
+    pub fn on_epoch_written(&mut self, now: Now, accepted: bool, out: &mut Vec<Out>) {
         let mut effects = Vec::new();
         if accepted {
-            self.peer.on_persisted_accepted_epoch(now, &mut effects);
+            self.peer.on_persisted_accepted_epoch(now.elapsed_u64(), &mut effects);
         } else {
-            self.peer.on_persisted_current_epoch(now, &mut effects);
+            self.peer.on_persisted_current_epoch(now.elapsed_u64(), &mut effects);
         }
         self.perform(now, effects, out);
     }
@@ -648,7 +666,7 @@ impl Server {
         }
     }
 
-    pub fn on_client(&mut self, now: u64, connection: ConnectionId, msg: ClientMsg, out: &mut Vec<Out>) {
+    pub fn on_client(&mut self, now: Now, connection: ConnectionId, msg: ClientMsg, out: &mut Vec<Out>) {
         if !self.conns.contains_key(&connection) {
             return;
         }
@@ -667,7 +685,7 @@ impl Server {
         self.perform(now, effects, out);
     }
 
-    fn handshake(&mut self, now: u64, connection: ConnectionId, request: ConnectRequest, effects: &mut Vec<PeerEffect>, out: &mut Vec<Out>) {
+    fn handshake(&mut self, now: Now, connection: ConnectionId, request: ConnectRequest, effects: &mut Vec<PeerEffect>, out: &mut Vec<Out>) {
         if !self.peer.is_serving() || request.last_zxid_seen > self.shard.tree().last_processed_zxid() {
             // Not serving, or the client has seen a newer state: it tries another server.
             self.drop_client(connection, out);
@@ -698,7 +716,7 @@ impl Server {
 
     /// Runs a connection's queued requests: writes go to the sequencer, a
     /// read waits until this connection's writes are answered.
-    fn drain_connection(&mut self, now: u64, connection: ConnectionId, effects: &mut Vec<PeerEffect>, out: &mut Vec<Out>) {
+    fn drain_connection(&mut self, now: Now, connection: ConnectionId, effects: &mut Vec<PeerEffect>, out: &mut Vec<Out>) {
         loop {
             let Some(conn) = self.conns.get_mut(&connection) else { return };
             if !conn.established {
@@ -767,7 +785,7 @@ impl Server {
 
     // ---- the leader's sequencer (runtime::ensemble) ------------------------
 
-    fn on_request(&mut self, now: u64, request: ToSequencer, effects: &mut Vec<PeerEffect>, out: &mut Vec<Out>) {
+    fn on_request(&mut self, now: Now, request: ToSequencer, effects: &mut Vec<PeerEffect>, out: &mut Vec<Out>) {
         if !self.peer.is_serving() {
             return;
         }
@@ -783,8 +801,8 @@ impl Server {
                     return;
                 }
                 let mut seq_out = Vec::new();
-                sequencer.step(now as i64, request, &mut seq_out);
-                self.sequenced(now, seq_out, effects);
+                sequencer.step(self.bugs.sequencer_clock(now), request, &mut seq_out);
+                self.sequenced(now, seq_out, effects, out);
             }
             _ => {
                 let Some((link, _)) = self.leader_link else { return };
@@ -794,12 +812,16 @@ impl Server {
         }
     }
 
-    fn sequenced(&mut self, now: u64, seq_out: Vec<SequencerEffect>, effects: &mut Vec<PeerEffect>) {
+    fn sequenced(&mut self, now: Now, seq_out: Vec<SequencerEffect>, effects: &mut Vec<PeerEffect>, out: &mut Vec<Out>) {
         for effect in seq_out {
             match effect {
                 SequencerEffect::Append(Committed::Txn { txn, origin }) => {
                     let zxid = txn.zxid;
-                    match self.peer.propose(now, Entry { txn, origin }, effects) {
+                    // No client asked for a closeSession: the sequencer expired it.
+                    if origin.is_none() && matches!(txn.body, crate::txn::TxnBody::CloseSession) {
+                        out.push(Out::SessionExpired { session_id: txn.session_id });
+                    }
+                    match self.peer.propose(now.elapsed_u64(), Entry { txn, origin }, effects) {
                         Ok(proposed) => assert_eq!(proposed, zxid, "the sequencer and the leader disagree on zxids"),
                         Err(_) => {
                             if let Some(origin) = origin {
@@ -819,7 +841,7 @@ impl Server {
 
     // ---- effects ------------------------------------------------------------
 
-    fn perform(&mut self, now: u64, effects: Vec<PeerEffect>, out: &mut Vec<Out>) {
+    fn perform(&mut self, now: Now, effects: Vec<PeerEffect>, out: &mut Vec<Out>) {
         let mut queue: VecDeque<PeerEffect> = effects.into();
         while let Some(effect) = queue.pop_front() {
             let mut more = Vec::new();
@@ -843,7 +865,7 @@ impl Server {
                         let tree = Arc::new(self.shard.tree().clone());
                         let zxid = tree.last_processed_zxid();
                         out.push(Out::Send { link, wire: Wire::Snap { zxid, tree } });
-                        self.peer.on_snapshot_sent(now, to, zxid, &mut more);
+                        self.peer.on_snapshot_sent(now.elapsed_u64(), to, zxid, &mut more);
                     }
                 }
                 Effect::Disconnect { sid } => {
@@ -934,7 +956,7 @@ impl Server {
                             snap_count: 100_000,
                             random_seed: self.secret,
                         };
-                        let mut sequencer = Sequencer::new(self.shard.tree().clone(), config, now as i64);
+                        let mut sequencer = Sequencer::new(self.shard.tree().clone(), config, self.bugs.sequencer_clock(now));
                         sequencer.set_zxid_last(self.peer.last_proposed().unwrap_or(make_zxid(epoch, 0)));
                         self.sequencer = Some(sequencer);
                     }

@@ -183,6 +183,10 @@ impl WatchManager {
                     self.forget(*watcher, &trigger.path, table);
                 }
             }
+            // In watcher order, not the tables' hash order, which differs from
+            // one map to the next: ZooKeeper's order is its HashSet's, so any
+            // order will do, and a fixed one keeps a simulated run reproducible.
+            notified.sort_unstable();
             for watcher in &notified {
                 out.push(Notification { watcher: *watcher, event_type: trigger.event_type, path: trigger.path.clone() });
             }

@@ -29,8 +29,8 @@ use std::time::{Duration, Instant};
 
 mod common;
 use common::ensemble::{
-    create_body, load_data, ClientError, Ensemble, LoadReport, LoadWriter, Mode, Session, SessionKeeper, SyncMode,
-    EPHEMERAL, OK, OP_CREATE, PERSISTENT, SESSION_TIMEOUT_MS,
+    create_body, load_data, path_body, set_data_body, ClientError, Ensemble, LoadReport, LoadWriter, Mode, Session, SessionKeeper,
+    SyncMode, EPHEMERAL, OK, OP_CREATE, OP_SET_DATA, OP_SYNC, PERSISTENT, SESSION_TIMEOUT_MS,
 };
 
 /// Election plus sync, JVM start included.
@@ -66,6 +66,34 @@ fn write_many(session: &mut Session, parent: &str, prefix: &str, count: usize, w
         assert_eq!(*err, OK, "create {path}");
     }
     nodes.into_iter().map(|(path, _)| path).collect()
+}
+
+/// Pipelines setData and sync alternately on `path`: every reply must come
+/// in request order. A learner answers a sync when the leader's reply
+/// reaches it, and the leader must send that reply after the COMMIT (or
+/// INFORM) of the setData before it, or the sync overtakes the write.
+fn setdata_and_sync_answered_in_order(session: &mut Session, path: &str) {
+    let mut requests = Vec::new();
+    for i in 0..100 {
+        requests.push((OP_SET_DATA, set_data_body(path, format!("{i}").as_bytes(), -1)));
+        requests.push((OP_SYNC, path_body(path)));
+    }
+    let mut sent = std::collections::VecDeque::new();
+    let mut next = requests.iter();
+    loop {
+        while sent.len() < 8 {
+            let Some((opcode, body)) = next.next() else { break };
+            let xid = session.send(*opcode, body).unwrap_or_else(|e| panic!("send on {path}: {e:?}"));
+            sent.push_back((xid, *opcode));
+        }
+        let Some((xid, opcode)) = sent.pop_front() else { break };
+        let reply = session.recv(Duration::from_secs(10)).unwrap_or_else(|e| panic!("reply on {path}: {e:?}"));
+        assert_eq!(
+            (reply.xid, reply.err),
+            (xid, OK),
+            "{path}: the reply to xid {xid} (opcode {opcode}) was next; in flight after it: {sent:?}"
+        );
+    }
 }
 
 /// On every node: after `sync`, each path holds the data its last segment
@@ -589,6 +617,11 @@ fn observer_serves_and_is_not_in_quorum() {
     let mut through_observer = session(&ensemble, observer);
     create_ok(&mut through_observer, "/observed", b"", PERSISTENT);
     let mut paths = write_many(&mut through_observer, "/observed", "via-observer-", 20, 10);
+    create_ok(&mut through_observer, "/observed-syncs", b"", PERSISTENT);
+    let follower = followers_of(&ensemble, leader)[0];
+    setdata_and_sync_answered_in_order(&mut session(&ensemble, follower), "/observed-syncs");
+    setdata_and_sync_answered_in_order(&mut session(&ensemble, leader), "/observed-syncs");
+    setdata_and_sync_answered_in_order(&mut through_observer, "/observed-syncs");
     through_observer.sync("/").expect("sync");
     let (data, _) = through_observer.get_data(&paths[0]).expect("read").expect("present");
     assert_eq!(data, b"via-observer-0");

@@ -625,12 +625,14 @@ impl<T: Clone, R> Peer<T, R> {
         // last_proposed is (epoch, 0), which nothing ever commits.)
         let after = if b.has_outstanding() { b.last_proposed() } else { i64::MIN };
         l.replies.push_back((after, server, item));
-        Self::release_leader_replies(self.config.my_id, l, effects);
+        let committed = b.last_committed();
+        Self::release_leader_replies(self.config.my_id, l, committed, effects);
     }
 
-    fn release_leader_replies(my_id: ServerId, l: &mut Leading<T, R>, effects: &mut Vec<Effect<T, R>>) {
-        let Some(b) = l.broadcast.as_ref() else { return };
-        while l.replies.front().is_some_and(|(after, _, _)| *after <= b.last_committed()) {
+    /// Sends (or delivers) the replies waiting for commits up to `committed`,
+    /// whose COMMITs must already be on their way.
+    fn release_leader_replies(my_id: ServerId, l: &mut Leading<T, R>, committed: i64, effects: &mut Vec<Effect<T, R>>) {
+        while l.replies.front().is_some_and(|(after, _, _)| *after <= committed) {
             let (_, server, item) = l.replies.pop_front().expect("front exists");
             if server == my_id {
                 effects.push(Effect::Deliver(item));
@@ -813,17 +815,26 @@ impl<T: Clone, R> Peer<T, R> {
     }
 
     fn broadcast_effects(&mut self, now_ms: u64, out: Vec<broadcast::Effect<T>>, effects: &mut Vec<Effect<T, R>>) {
+        // Replies waiting for a commit leave right after what the commit
+        // sends, before the next commit's: a learner holds a reply until it
+        // applied the COMMIT last before it on the link, so a reply sent
+        // ahead of its COMMIT would pass the client's write it must follow,
+        // and one sent after a later COMMIT would wait for (and come after)
+        // a later write of the same client (ZooKeeper's leader too sends a
+        // COMMIT, then the syncs pending on it).
+        let mut committed: Option<i64> = None;
         for effect in out {
             match effect {
                 broadcast::Effect::Send { to, msg } => effects.push(Effect::Send { to, msg: from_broadcast(msg) }),
                 broadcast::Effect::LogAppend { zxid, txn } => effects.push(Effect::LogAppend { zxid, txn }),
                 broadcast::Effect::Commit { zxid, txn } => {
+                    if let (Some(previous), Role::Leading(l)) = (committed, &mut self.role) {
+                        Self::release_leader_replies(self.config.my_id, l, previous, effects);
+                    }
                     self.history.push_back((zxid, txn.clone()));
                     self.trim_history();
                     effects.push(Effect::Apply { zxid, txn });
-                    if let Role::Leading(l) = &mut self.role {
-                        Self::release_leader_replies(self.config.my_id, l, effects);
-                    }
+                    committed = Some(zxid);
                 }
                 broadcast::Effect::Apply { zxid, txn } => {
                     if let Role::Learning(l) = &mut self.role {
@@ -843,6 +854,9 @@ impl<T: Clone, R> Peer<T, R> {
                 }
                 broadcast::Effect::StepDown { reason } => self.look(reason, effects),
             }
+        }
+        if let (Some(last), Role::Leading(l)) = (committed, &mut self.role) {
+            Self::release_leader_replies(self.config.my_id, l, last, effects);
         }
         let _ = now_ms;
     }
@@ -1142,6 +1156,8 @@ mod tests {
         accepted: u32,
         current: u32,
         delivered: Vec<u64>,
+        /// How many txns it had applied at each delivery.
+        delivered_after: Vec<usize>,
         up: bool,
     }
 
@@ -1177,6 +1193,7 @@ mod tests {
                     accepted: 0,
                     current: 0,
                     delivered: Vec::new(),
+                    delivered_after: Vec::new(),
                     up: true,
                 };
                 nodes.insert(id, node);
@@ -1273,7 +1290,11 @@ mod tests {
                         assert!(node.applied.last().is_none_or(|(z, _)| *z < zxid), "applied out of order");
                         node.applied.push((zxid, txn));
                     }
-                    Effect::Deliver(item) => self.nodes.get_mut(&id).unwrap().delivered.push(item),
+                    Effect::Deliver(item) => {
+                        let node = self.nodes.get_mut(&id).unwrap();
+                        node.delivered.push(item);
+                        node.delivered_after.push(node.applied.len());
+                    }
                     Effect::Serve { .. } => {}
                     Effect::Look { .. } => self.restart_looking(id),
                 }
@@ -1619,6 +1640,39 @@ mod tests {
         assert!(out.is_empty(), "the reply waits for proposal 1 to commit");
         sim.run(500);
         assert_eq!(sim.nodes[&follower].delivered, vec![77]);
-        assert_eq!(sim.nodes[&follower].applied.len(), 1, "applied before the reply");
+        // The leader sends the reply after the COMMIT, so the follower
+        // holds it until it applied proposal 1 (found by the simulator as a
+        // sync answered before the client's setData ahead of it).
+        assert_eq!(sim.nodes[&follower].delivered_after, vec![1], "applied before the reply");
+    }
+
+    #[test]
+    fn a_reply_goes_between_the_commits_it_falls_between() {
+        // Proposals 1 and 2 commit together (the leader logs both in one
+        // write); the reply waits for 1 only, so the follower must get it
+        // after applying 1 and before applying 2: sent after COMMIT 2, it
+        // would wait for 2 and pass a later write of the same client.
+        let mut sim = Sim::new(&[1, 2, 3], &[]);
+        sim.run(2_000);
+        let leader = sim.leader().unwrap();
+        let follower = if leader == 1 { 2 } else { 1 };
+        // The other follower is down: the leader's own log write is needed
+        // for a quorum, and one write (reported once, at 2) logs both.
+        let other = [1, 2, 3].into_iter().find(|&id| id != leader && id != follower).unwrap();
+        sim.nodes.get_mut(&other).unwrap().up = false;
+        sim.propose(1);
+        let mut out = Vec::new();
+        sim.nodes.get_mut(&leader).unwrap().peer.reply(follower, 77, &mut out);
+        assert!(out.is_empty(), "the reply waits for proposal 1 to commit");
+        let second = sim.propose(2);
+        let before = sim.events.len();
+        sim.events.retain(|event| !matches!(event, Event::Logged { to, .. } if *to == leader));
+        assert_eq!(sim.events.len(), before - 2, "the leader's reports of logging 1 and 2 are held back");
+        sim.run(200);
+        assert!(sim.nodes[&follower].applied.len() < 2, "nothing commits before the leader logs");
+        sim.events.push_back(Event::Logged { to: leader, zxid: second });
+        sim.run(500);
+        assert_eq!(sim.nodes[&follower].applied.len(), 2);
+        assert_eq!(sim.nodes[&follower].delivered_after, vec![1], "delivered between applying 1 and 2");
     }
 }

@@ -72,8 +72,8 @@ enum Command {
         faults: String,
         /// Plant a known bug: commit-on-minority, ack-before-fsync, skip-trunc,
         /// newleader-before-persist, watch-event-after-reply,
-        /// set-watches-from-server-zxid, ignore-corruption, sessions-on-wall-clock
-        /// (caught only by tests/sim.rs's wall-clock schedule).
+        /// set-watches-from-server-zxid, ignore-corruption, reply-before-commit,
+        /// sessions-on-wall-clock (caught only by tests/sim.rs's wall-clock schedule).
         #[arg(long, default_value = "none")]
         plant: String,
         /// Print every event of the run (one seed).

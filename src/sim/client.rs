@@ -1,35 +1,46 @@
 //! Simulated ZooKeeper clients and the histories they record.
 //!
 //! A client holds one session at a time and one connection at a time, to a
-//! server it picks at random; it pipelines a few data operations on a small
-//! set of leaf znodes (so operations on one path contend), sets data, exists
-//! and child watches, and on connection loss reconnects elsewhere with its
+//! server it picks at random; it pipelines a few operations of every kind on
+//! a small set of znodes (so operations on one path contend): creates
+//! (persistent, ephemeral, sequential), deletes, setData, multis over
+//! several keys, setACL and getACL, reads, sync; it sets data, exists and
+//! child watches, and on connection loss reconnects elsewhere with its
 //! session id and last seen zxid, re-sending its watches with setWatches
-//! first, as the real clients do. Every operation is recorded: when it was
+//! first, as the real clients do. Now and then it closes its session, or
+//! abandons it (goes silent, so the servers expire it) and starts a new one. Every operation is recorded: when it was
 //! issued, and — if a definite reply came — when, at which zxid, with what
 //! outcome. Operations whose connection was lost stay open: they may or may
 //! not have taken effect. Each session's requests, replies, watch events and
 //! reconnects are recorded as well, in the order the client saw them, for
 //! `session_order`.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use bytes::Bytes;
 
-use super::invariants::Invariants;
+use super::invariants::{Invariants, LoggedClose};
 use super::linearizable;
 use super::server::ClientMsg;
 use super::session_order::{self, EventType, SessionEvent, SessionHistory, WatchRequest};
-use crate::proto::codes::{event, xid};
+use super::linearizable::Access;
+use crate::proto::codes::{event, perms, xid};
 use crate::proto::{
-    op, ConnectRequest, ConnectResponse, CreateRequest, DeleteRequest, ErrorCode, GetChildrenResponse, GetDataResponse, Jute,
-    PathWatchRequest, Reader, ReplyHeader, Request, SetDataRequest, SetWatches, StatResponse, WatcherEvent,
+    op, Acl, CheckVersionRequest, ConnectRequest, ConnectResponse, CreateRequest, DeleteRequest, ErrorCode, GetAclResponse,
+    GetChildrenResponse, GetDataResponse, Id, Jute, MultiOp, MultiRequest, MultiResponse, MultiResult, PathRequest, PathResponse,
+    PathWatchRequest, Reader, ReplyHeader, Request, SetAclRequest, SetDataRequest, SetWatches, StatResponse, WatcherEvent,
 };
 use crate::rng::Rng;
+use crate::txn::TxnBody;
 use crate::zab::ServerId;
 
 /// Leaf znodes the clients contend on.
 pub const KEYS: u32 = 3;
+/// Sequential creates name their nodes this prefix and the parent's ("/")
+/// next sequence number.
+pub const SEQUENTIAL_PREFIX: &str = "/s-";
+/// Sequential nodes a client remembers (its own, acknowledged) to delete.
+const SEQUENTIAL_OWN_MAX: usize = 8;
 /// Requests a client keeps outstanding.
 const IN_FLIGHT_MAX: usize = 3;
 /// A request unanswered this long means the connection is dead (the
@@ -53,7 +64,10 @@ pub enum ClientOut {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum OpKind {
-    Create { data: Bytes },
+    /// `ephemeral`: owned by the session, deleted when it ends.
+    Create { data: Bytes, ephemeral: bool },
+    /// Of `SEQUENTIAL_PREFIX`: the server appends the sequence number.
+    CreateSequential { data: Bytes, ephemeral: bool },
     Delete { version: i32 },
     SetData { data: Bytes, version: i32 },
     GetData { watch: bool },
@@ -61,11 +75,35 @@ pub enum OpKind {
     /// Of a key (no children: only its delete fires a child watch) or of
     /// "/", the keys' parent.
     GetChildren { watch: bool },
+    SetAcl { access: Access, version: i32 },
+    GetAcl,
+    Sync,
+    /// One op on each of several distinct keys, all or none.
+    Multi { parts: Vec<(String, MultiPart)> },
+    CloseSession,
+}
+
+/// One op of a multi.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MultiPart {
+    Create { data: Bytes },
+    Delete { version: i32 },
+    SetData { data: Bytes, version: i32 },
+    Check { version: i32 },
 }
 
 impl OpKind {
     pub fn is_write(&self) -> bool {
-        matches!(self, OpKind::Create { .. } | OpKind::Delete { .. } | OpKind::SetData { .. })
+        matches!(
+            self,
+            OpKind::Create { .. }
+                | OpKind::CreateSequential { .. }
+                | OpKind::Delete { .. }
+                | OpKind::SetData { .. }
+                | OpKind::SetAcl { .. }
+                | OpKind::Multi { .. }
+                | OpKind::CloseSession
+        )
     }
 
     /// The watch it asks for, as `session_order` names it.
@@ -82,14 +120,27 @@ impl OpKind {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
     Created,
+    /// A sequential create, and the name it got.
+    CreatedAt { path: String },
     Deleted,
     Set { version: i32 },
     Data { data: Bytes, version: i32 },
     Exists { version: i32 },
     Children { count: usize },
+    AclSet { aversion: i32 },
+    Acl { access: Access, aversion: i32 },
+    Checked,
+    Synced,
+    Closed,
+    /// Every part succeeded, each with its own outcome.
+    MultiDone { parts: Vec<Outcome> },
+    /// Part `index` failed with `err` (NoNode, NodeExists or BadVersion);
+    /// nothing changed.
+    MultiFailed { index: usize, err: Box<Outcome> },
     NoNode,
     NodeExists,
     BadVersion,
+    NoAuth,
 }
 
 #[derive(Debug, Clone)]
@@ -155,11 +206,17 @@ pub struct Client {
     last_zxid: i64,
     next_xid: i32,
     /// Indices into `history.ops`, in send order.
-    outstanding: std::collections::VecDeque<usize>,
+    outstanding: VecDeque<usize>,
     counter: u64,
     probe: Probe,
     /// When the probe began: a write issued since then must be answered.
     probe_started: u64,
+    /// Sequential nodes this client created, newest last.
+    own_sequential: VecDeque<String>,
+    /// A closeSession is on its way: send nothing more on this session.
+    closing: bool,
+    /// Whether it closes and abandons sessions (`SimConfig::session_churn`).
+    session_churn: bool,
     /// The session's standard watches not yet fired, by the list ZooKeeper's
     /// client keeps them in (ZKWatchManager): getData and exists that found
     /// the node, exists that did not, getChildren. setWatches re-sends them.
@@ -170,7 +227,7 @@ pub struct Client {
 }
 
 impl Client {
-    pub fn new(id: u32, servers: Vec<ServerId>, seed: u64) -> Client {
+    pub fn new(id: u32, servers: Vec<ServerId>, seed: u64, session_churn: bool) -> Client {
         Client {
             step: 0,
             id,
@@ -184,6 +241,9 @@ impl Client {
             counter: 0,
             probe: Probe::Off,
             probe_started: 0,
+            own_sequential: VecDeque::new(),
+            closing: false,
+            session_churn,
             data_watches: BTreeSet::new(),
             exist_watches: BTreeSet::new(),
             child_watches: BTreeSet::new(),
@@ -252,12 +312,14 @@ impl Client {
                     out.push(ClientOut::Close { conn });
                     self.lost();
                 } else if self.outstanding.len() < IN_FLIGHT_MAX && self.history.ops.len() < OPS_MAX {
-                    if self.probe == Probe::Wanted {
+                    if self.closing {
+                        // The closeSession's reply ends the session.
+                    } else if self.probe == Probe::Wanted {
                         if !self.outstanding.iter().any(|&i| self.history.ops[i].kind.is_write() && self.history.ops[i].invoke >= self.probe_started) {
                             let data = self.unique_data();
                             self.issue(now, conn, format!("/k{}", self.id % KEYS), OpKind::SetData { data, version: -1 }, &mut out);
                         }
-                    } else if busy {
+                    } else if busy && !self.closing {
                         self.random_op(now, conn, &mut out);
                     }
                 }
@@ -275,36 +337,122 @@ impl Client {
     }
 
     fn random_op(&mut self, now: u64, conn: u64, out: &mut Vec<ClientOut>) {
-        let path = format!("/k{}", self.rng.below(KEYS as u64));
-        let roll = self.rng.below(100);
-        let kind = if roll < 25 {
-            OpKind::Create { data: self.unique_data() }
-        } else if roll < 50 {
-            let version = if self.rng.chance(500) { -1 } else { self.rng.below(4) as i32 };
-            OpKind::SetData { data: self.unique_data(), version }
-        } else if roll < 62 {
-            let version = if self.rng.chance(600) { -1 } else { self.rng.below(4) as i32 };
-            OpKind::Delete { version }
-        } else if roll < 86 {
-            OpKind::GetData { watch: self.rng.chance(400) }
-        } else if roll < 94 {
-            OpKind::Exists { watch: self.rng.chance(500) }
-        } else {
+        let path = self.random_key();
+        let roll = self.rng.below(1000);
+        let (path, kind) = if roll < 200 {
+            (path, OpKind::Create { data: self.unique_data(), ephemeral: self.rng.chance(300) })
+        } else if roll < 400 {
+            (path, OpKind::SetData { data: self.unique_data(), version: self.random_version(500) })
+        } else if roll < 490 {
+            (path, OpKind::Delete { version: self.random_version(600) })
+        } else if roll < 690 {
+            (path, OpKind::GetData { watch: self.rng.chance(400) })
+        } else if roll < 770 {
+            (path, OpKind::Exists { watch: self.rng.chance(500) })
+        } else if roll < 820 {
             let path = if self.rng.chance(500) { "/".to_string() } else { path };
-            let kind = OpKind::GetChildren { watch: self.rng.chance(600) };
-            return self.issue(now, conn, path, kind, out);
+            (path, OpKind::GetChildren { watch: self.rng.chance(600) })
+        } else if roll < 850 {
+            let kind = OpKind::CreateSequential { data: self.unique_data(), ephemeral: self.rng.chance(500) };
+            (SEQUENTIAL_PREFIX.to_string(), kind)
+        } else if roll < 870 {
+            // One of its own sequential nodes, if it has one.
+            let Some(own) = self.rng.choose(self.own_sequential.make_contiguous()).cloned() else { return };
+            (own, OpKind::Delete { version: self.random_version(800) })
+        } else if roll < 910 {
+            self.random_multi()
+        } else if roll < 935 {
+            let access = if self.rng.chance(700) { Access::Open } else { Access::NoWrite };
+            (path, OpKind::SetAcl { access, version: self.random_version(600) })
+        } else if roll < 955 {
+            (path, OpKind::GetAcl)
+        } else if roll < 985 {
+            (path, OpKind::Sync)
+        } else if !self.session_churn {
+            (path, OpKind::Sync)
+        } else if roll < 992 {
+            self.closing = true;
+            (path, OpKind::CloseSession)
+        } else {
+            self.abandon(conn, out);
+            return;
         };
         self.issue(now, conn, path, kind, out);
+    }
+
+    fn random_key(&mut self) -> String {
+        format!("/k{}", self.rng.below(KEYS as u64))
+    }
+
+    /// -1 with probability `any_per_mille`, else a small version.
+    fn random_version(&mut self, any_per_mille: u64) -> i32 {
+        if self.rng.chance(any_per_mille) {
+            -1
+        } else {
+            self.rng.below(4) as i32
+        }
+    }
+
+    /// One op on each of two or three distinct keys, named by its first key
+    /// (`SessionEvent::Sent` takes any one of its paths).
+    fn random_multi(&mut self) -> (String, OpKind) {
+        let mut keys: Vec<u64> = (0..u64::from(KEYS)).collect();
+        let count = 2 + self.rng.below(u64::from(KEYS) - 1) as usize;
+        for i in 0..count {
+            let j = i + self.rng.below((keys.len() - i) as u64) as usize;
+            keys.swap(i, j);
+        }
+        keys.truncate(count);
+        let parts = keys
+            .into_iter()
+            .map(|key| {
+                let part = match self.rng.below(4) {
+                    0 => MultiPart::Create { data: self.unique_data() },
+                    1 => MultiPart::Delete { version: self.random_version(500) },
+                    2 => MultiPart::SetData { data: self.unique_data(), version: self.random_version(500) },
+                    _ => MultiPart::Check { version: self.random_version(300) },
+                };
+                (format!("/k{key}"), part)
+            })
+            .collect::<Vec<_>>();
+        (parts[0].0.clone(), OpKind::Multi { parts })
+    }
+
+    /// Goes silent: drops the connection and forgets the session, which the
+    /// servers then expire; the next connection starts a new one.
+    fn abandon(&mut self, conn: u64, out: &mut Vec<ClientOut>) {
+        out.push(ClientOut::Close { conn });
+        self.end_session();
+        self.lost();
+    }
+
+    /// The session is over (closed, expired or abandoned): its watches and
+    /// sequential nodes go with it.
+    fn end_session(&mut self) {
+        self.session = None;
+        self.data_watches.clear();
+        self.exist_watches.clear();
+        self.child_watches.clear();
+        self.own_sequential.clear();
     }
 
     fn issue(&mut self, now: u64, conn: u64, path: String, kind: OpKind, out: &mut Vec<ClientOut>) {
         let xid = self.next_xid;
         self.next_xid += 1;
+        // CreateMode flags: 1 ephemeral, 2 sequential.
+        let create = |path: &str, data: &Bytes, flags: i32| CreateRequest {
+            path: path.to_string(),
+            data: Some(data.clone()),
+            acl: acl_of(Access::Open),
+            flags,
+        };
         let request = match &kind {
-            OpKind::Create { data } => Request::Create {
-                opcode: op::CREATE,
-                request: CreateRequest { path: path.clone(), data: Some(data.clone()), acl: crate::tree::open_acl_unsafe(), flags: 0 },
-            },
+            OpKind::Create { data, ephemeral } => {
+                Request::Create { opcode: op::CREATE, request: create(&path, data, i32::from(*ephemeral)) }
+            }
+            OpKind::CreateSequential { data, ephemeral } => {
+                Request::Create { opcode: op::CREATE, request: create(&path, data, 2 | i32::from(*ephemeral)) }
+            }
             OpKind::Delete { version } => Request::Delete(DeleteRequest { path: path.clone(), version: *version }),
             OpKind::SetData { data, version } => {
                 Request::SetData(SetDataRequest { path: path.clone(), data: Some(data.clone()), version: *version })
@@ -312,6 +460,29 @@ impl Client {
             OpKind::GetData { watch } => Request::GetData(PathWatchRequest { path: path.clone(), watch: *watch }),
             OpKind::Exists { watch } => Request::Exists(PathWatchRequest { path: path.clone(), watch: *watch }),
             OpKind::GetChildren { watch } => Request::GetChildren(PathWatchRequest { path: path.clone(), watch: *watch }),
+            OpKind::SetAcl { access, version } => {
+                Request::SetAcl(SetAclRequest { path: path.clone(), acl: acl_of(*access), version: *version })
+            }
+            OpKind::GetAcl => Request::GetAcl(PathRequest { path: path.clone() }),
+            OpKind::Sync => Request::Sync(PathRequest { path: path.clone() }),
+            OpKind::Multi { parts } => Request::Multi(MultiRequest {
+                ops: parts
+                    .iter()
+                    .map(|(path, part)| match part {
+                        MultiPart::Create { data } => MultiOp::Create { opcode: op::CREATE, request: create(path, data, 0) },
+                        MultiPart::Delete { version } => {
+                            MultiOp::Delete { opcode: op::DELETE, request: DeleteRequest { path: path.clone(), version: *version } }
+                        }
+                        MultiPart::SetData { data, version } => MultiOp::SetData(SetDataRequest {
+                            path: path.clone(),
+                            data: Some(data.clone()),
+                            version: *version,
+                        }),
+                        MultiPart::Check { version } => MultiOp::Check(CheckVersionRequest { path: path.clone(), version: *version }),
+                    })
+                    .collect(),
+            }),
+            OpKind::CloseSession => Request::CloseSession,
         };
         let kind_of = if kind.is_write() { session_order::OpKind::Write } else { session_order::OpKind::Read };
         self.record(SessionEvent::Sent { xid, kind: kind_of, path: path.clone(), watch: kind.watch() });
@@ -324,6 +495,7 @@ impl Client {
     /// The connection is gone: outstanding operations stay open.
     fn lost(&mut self) {
         self.outstanding.clear();
+        self.closing = false;
         self.state = State::Idle;
     }
 
@@ -363,7 +535,7 @@ impl Client {
                 };
                 if response.timeout_ms <= 0 || response.session_id == 0 {
                     // Expired: start over with a new session.
-                    self.session = None;
+                    self.end_session();
                     self.lost();
                     return vec![ClientOut::Close { conn }];
                 }
@@ -373,12 +545,12 @@ impl Client {
                     }
                 }
                 let resumed = self.session.as_ref().is_some_and(|(old, _)| *old == response.session_id);
+                if !resumed {
+                    self.end_session();
+                }
                 self.session = Some((response.session_id, response.password));
                 self.state = State::Connected { conn };
                 if !resumed {
-                    self.data_watches.clear();
-                    self.exist_watches.clear();
-                    self.child_watches.clear();
                     self.history.sessions.push(SessionHistory { session_id: response.session_id, events: Vec::new() });
                     return Vec::new();
                 }
@@ -431,8 +603,8 @@ impl Client {
         let op = &self.history.ops[index];
         if op.xid != header.xid {
             self.history.violations.push(format!(
-                "FIFO: client {} session {session:#x} expected the reply to xid {} but got xid {}",
-                self.id, op.xid, header.xid
+                "FIFO: client {} session {session:#x} expected the reply to xid {} ({:?}) but got xid {}",
+                self.id, op.xid, op.kind, header.xid
             ));
             return vec![ClientOut::Close { conn }];
         }
@@ -456,9 +628,12 @@ impl Client {
         if let Some(watches) = watches {
             watches.insert(op.path.clone());
         }
-        let outcome = match ErrorCode::from_code(header.err) {
-            Some(ErrorCode::Ok) => match &op.kind {
+        let outcome = match (&op.kind, err) {
+            (OpKind::Multi { .. }, ErrorCode::Ok) => multi_outcome(&mut reader),
+            (OpKind::Multi { .. }, _) => None,
+            (_, ErrorCode::Ok) => match &op.kind {
                 OpKind::Create { .. } => Some(Outcome::Created),
+                OpKind::CreateSequential { .. } => PathResponse::decode(&mut reader).ok().map(|r| Outcome::CreatedAt { path: r.path }),
                 OpKind::Delete { .. } => Some(Outcome::Deleted),
                 OpKind::SetData { .. } => StatResponse::decode(&mut reader).ok().map(|r| Outcome::Set { version: r.stat.version }),
                 OpKind::GetData { .. } => GetDataResponse::decode(&mut reader)
@@ -468,17 +643,47 @@ impl Client {
                 OpKind::GetChildren { .. } => {
                     GetChildrenResponse::decode(&mut reader).ok().map(|r| Outcome::Children { count: r.children.len() })
                 }
+                OpKind::SetAcl { .. } => StatResponse::decode(&mut reader).ok().map(|r| Outcome::AclSet { aversion: r.stat.aversion }),
+                OpKind::GetAcl => match GetAclResponse::decode(&mut reader) {
+                    Ok(r) => match access_of(&r.acl) {
+                        Some(access) => Some(Outcome::Acl { access, aversion: r.stat.aversion }),
+                        None => {
+                            self.history.violations.push(format!("client {}: getACL of {} answered {:?}, an ACL no client set", self.id, op.path, r.acl));
+                            None
+                        }
+                    },
+                    Err(_) => None,
+                },
+                OpKind::Sync => Some(Outcome::Synced),
+                OpKind::CloseSession => Some(Outcome::Closed),
+                OpKind::Multi { .. } => unreachable!("matched above"),
             },
-            Some(ErrorCode::NoNode) => Some(Outcome::NoNode),
-            Some(ErrorCode::NodeExists) => Some(Outcome::NodeExists),
-            Some(ErrorCode::BadVersion) => Some(Outcome::BadVersion),
-            Some(ErrorCode::SessionExpired) => {
-                self.session = None;
+            (_, ErrorCode::NoNode) => Some(Outcome::NoNode),
+            (_, ErrorCode::NodeExists) => Some(Outcome::NodeExists),
+            (_, ErrorCode::BadVersion) => Some(Outcome::BadVersion),
+            (_, ErrorCode::NoAuth) => Some(Outcome::NoAuth),
+            (_, ErrorCode::SessionExpired) => {
+                self.end_session();
                 self.lost();
                 return vec![ClientOut::Close { conn }];
             }
             _ => None,
         };
+        if let Some(Outcome::CreatedAt { path }) = &outcome {
+            if self.own_sequential.len() >= SEQUENTIAL_OWN_MAX {
+                self.own_sequential.pop_front();
+            }
+            self.own_sequential.push_back(path.clone());
+        }
+        if matches!(op.kind, OpKind::CloseSession) {
+            // Answered (closed, or already gone): the session is over, and
+            // the server closes the connection.
+            let index_result = outcome.map(|outcome| OpResult { at: now, step: self.step, zxid: header.zxid, outcome });
+            self.history.ops[index].result = index_result;
+            self.end_session();
+            self.lost();
+            return vec![ClientOut::Close { conn }];
+        }
         let is_write = op.kind.is_write();
         if let Some(outcome) = outcome {
             self.history.ops[index].result = Some(OpResult { at: now, step: self.step, zxid: header.zxid, outcome });
@@ -519,6 +724,50 @@ impl Client {
     }
 }
 
+/// The ACL the simulator sets for `access`.
+fn acl_of(access: Access) -> Vec<Acl> {
+    let perms = match access {
+        Access::Open => perms::ALL,
+        Access::NoWrite => perms::ALL & !perms::WRITE,
+    };
+    vec![Acl { perms, id: Id { scheme: "world".into(), id: "anyone".into() } }]
+}
+
+/// The `Access` an ACL the simulator set stands for.
+fn access_of(acl: &[Acl]) -> Option<Access> {
+    [Access::Open, Access::NoWrite].into_iter().find(|&access| acl_of(access) == acl)
+}
+
+/// A successful multi reply's outcome: every part's, or the first failure
+/// (ZooKeeper answers OK for the parts before it and RUNTIMEINCONSISTENCY
+/// after). Anything else is no definite outcome.
+fn multi_outcome(reader: &mut Reader) -> Option<Outcome> {
+    let response = MultiResponse::decode(reader).ok()?;
+    let failed = response.results.iter().position(|result| !matches!(result, MultiResult::Error { err: ErrorCode::Ok }) && matches!(result, MultiResult::Error { .. }));
+    if let Some(index) = failed {
+        let MultiResult::Error { err } = response.results[index] else { return None };
+        let err = match err {
+            ErrorCode::NoNode => Outcome::NoNode,
+            ErrorCode::NodeExists => Outcome::NodeExists,
+            ErrorCode::BadVersion => Outcome::BadVersion,
+            _ => return None,
+        };
+        return Some(Outcome::MultiFailed { index, err: Box::new(err) });
+    }
+    let parts = response
+        .results
+        .into_iter()
+        .map(|result| match result {
+            MultiResult::Create { .. } | MultiResult::Create2 { .. } => Some(Outcome::Created),
+            MultiResult::Delete => Some(Outcome::Deleted),
+            MultiResult::SetData { stat } => Some(Outcome::Set { version: stat.version }),
+            MultiResult::Check => Some(Outcome::Checked),
+            _ => None,
+        })
+        .collect::<Option<Vec<Outcome>>>()?;
+    Some(Outcome::MultiDone { parts })
+}
+
 fn value_of(data: &Bytes) -> u64 {
     <[u8; 8]>::try_from(&data[..]).map(u64::from_be_bytes).unwrap_or(u64::MAX)
 }
@@ -529,35 +778,107 @@ fn value_of(data: &Bytes) -> u64 {
 /// out; unanswered writes stay in, as may-or-may-not-have-happened (which
 /// txns committed is not fully known here: a leader's history can arrive
 /// through a snapshot).
-fn linearizability_entries(histories: &[&History]) -> Vec<linearizable::Entry> {
+fn linearizability_entries(histories: &[&History], closes: &[LoggedClose]) -> Vec<linearizable::Entry> {
     use linearizable::{Completion, Entry, Op as L, Outcome as O};
+    let in_model = |outcome: &Outcome| -> O {
+        match outcome {
+            Outcome::Created | Outcome::CreatedAt { .. } | Outcome::Deleted | Outcome::Checked | Outcome::Synced => O::Ok,
+            Outcome::Set { version } | Outcome::Exists { version } => O::Stat { version: *version },
+            Outcome::Data { data, version } => O::Data { data: value_of(data), version: *version },
+            Outcome::AclSet { aversion } => O::AclStat { aversion: *aversion },
+            Outcome::Acl { access, aversion } => O::Acl { access: *access, aversion: *aversion },
+            Outcome::NoNode => O::NoNode,
+            Outcome::NodeExists => O::NodeExists,
+            Outcome::BadVersion => O::BadVersion,
+            Outcome::NoAuth => O::NoAuth,
+            Outcome::Children { .. } | Outcome::Closed | Outcome::MultiDone { .. } | Outcome::MultiFailed { .. } => {
+                unreachable!("not a per-path outcome: {outcome:?}")
+            }
+        }
+    };
     let mut entries = Vec::new();
     for op in histories.iter().flat_map(|history| &history.ops) {
-        // getChildren is outside the per-znode model.
-        if (op.result.is_none() && !op.kind.is_write()) || matches!(op.kind, OpKind::GetChildren { .. }) {
-            continue;
-        }
-        let kind = match &op.kind {
-            OpKind::Create { data } => L::Create { data: value_of(data) },
+        let client = op.session as u64;
+        let completion = |outcome: &Outcome| op.result.as_ref().map(|result| Completion { time: result.step, outcome: in_model(outcome) });
+        let mut push = |path: &str, kind: L, completed: Option<Completion>| {
+            entries.push(Entry { client, path: path.to_string(), op: kind, invoked: op.invoke_step, completed });
+        };
+        let outcome = op.result.as_ref().map(|result| &result.outcome);
+        let create = |data: &Bytes, ephemeral: bool| match ephemeral {
+            true => L::CreateEphemeral { data: value_of(data), owner: client },
+            false => L::Create { data: value_of(data) },
+        };
+        let single = match &op.kind {
+            OpKind::Create { data, ephemeral } => create(data, *ephemeral),
             OpKind::Delete { version } => L::Delete { version: *version },
             OpKind::SetData { data, version } => L::SetData { data: value_of(data), version: *version },
             OpKind::GetData { .. } => L::GetData,
             OpKind::Exists { .. } => L::Exists,
-            OpKind::GetChildren { .. } => continue,
+            OpKind::SetAcl { access, version } => L::SetAcl { access: *access, version: *version },
+            OpKind::GetAcl => L::GetAcl,
+            OpKind::Sync => L::Sync,
+            // A sequential create joins its node's history once its name is
+            // known; one never answered names a node no one else touches.
+            OpKind::CreateSequential { data, ephemeral } => {
+                if let Some(Outcome::CreatedAt { path }) = outcome {
+                    push(path, create(data, *ephemeral), completion(&Outcome::Created));
+                }
+                continue;
+            }
+            // Each part on its own path (distinct paths, one part each):
+            // all took effect, or only the failing one's answer is known.
+            OpKind::Multi { parts } => {
+                let part_op = |part: &MultiPart| match part {
+                    MultiPart::Create { data } => L::Create { data: value_of(data) },
+                    MultiPart::Delete { version } => L::Delete { version: *version },
+                    MultiPart::SetData { data, version } => L::SetData { data: value_of(data), version: *version },
+                    MultiPart::Check { version } => L::Check { version: *version },
+                };
+                match outcome {
+                    None => parts.iter().for_each(|(path, part)| push(path, part_op(part), None)),
+                    Some(Outcome::MultiDone { parts: outcomes }) => {
+                        for ((path, part), outcome) in parts.iter().zip(outcomes) {
+                            push(path, part_op(part), completion(outcome));
+                        }
+                    }
+                    Some(Outcome::MultiFailed { index, err }) => {
+                        let (path, part) = &parts[*index];
+                        push(path, part_op(part), completion(err));
+                    }
+                    Some(other) => unreachable!("a multi answered {other:?}"),
+                }
+                continue;
+            }
+            // getChildren is outside the per-znode model; closeSession
+            // enters as the committed txn (below), whoever asked for it.
+            OpKind::GetChildren { .. } | OpKind::CloseSession => continue,
         };
-        let completed = op.result.as_ref().map(|result| Completion {
-            time: result.step,
-            outcome: match &result.outcome {
-                Outcome::Created | Outcome::Deleted => O::Ok,
-                Outcome::Set { version } | Outcome::Exists { version } => O::Stat { version: *version },
-                Outcome::Data { data, version } => O::Data { data: value_of(data), version: *version },
-                Outcome::Children { .. } => unreachable!("getChildren is left out above"),
-                Outcome::NoNode => O::NoNode,
-                Outcome::NodeExists => O::NodeExists,
-                Outcome::BadVersion => O::BadVersion,
-            },
-        });
-        entries.push(Entry { client: op.session as u64, path: op.path.clone(), op: kind, invoked: op.invoke_step, completed });
+        // An unanswered read changes nothing: leave it out.
+        match outcome {
+            Some(outcome) => push(&op.path, single, completion(outcome)),
+            None if op.kind.is_write() => push(&op.path, single, None),
+            None => {}
+        }
+    }
+    // A closeSession takes effect between its first log and first commit,
+    // on every path its session created an ephemeral on.
+    let mut ephemeral_paths: BTreeMap<u64, BTreeSet<String>> = BTreeMap::new();
+    for entry in &entries {
+        if let L::CreateEphemeral { owner, .. } = entry.op {
+            ephemeral_paths.entry(owner).or_default().insert(entry.path.clone());
+        }
+    }
+    for close in closes {
+        let session = close.session_id as u64;
+        for path in ephemeral_paths.get(&session).into_iter().flatten() {
+            entries.push(Entry {
+                client: session,
+                path: path.clone(),
+                op: L::CloseSession { session },
+                invoked: close.logged,
+                completed: close.committed.map(|time| Completion { time, outcome: O::Ok }),
+            });
+        }
     }
     linearizable::relax_reads_for_any_server(&mut entries);
     entries
@@ -566,7 +887,7 @@ fn linearizability_entries(histories: &[&History]) -> Vec<linearizable::Entry> {
 /// The checks on what clients saw, after a run.
 pub fn check_histories(histories: &[&History], invariants: &Invariants) -> Vec<String> {
     let mut violations = Vec::new();
-    match linearizable::check(&linearizability_entries(histories)) {
+    match linearizable::check(&linearizability_entries(histories, &invariants.logged_closes())) {
         linearizable::Verdict::Linearizable => {}
         linearizable::Verdict::Violation(violation) => violations.push(format!("Linearizability: {}", violation.explanation)),
         linearizable::Verdict::TooExpensive { path, ops, steps, states } => {
@@ -596,7 +917,16 @@ pub fn check_histories(histories: &[&History], invariants: &Invariants) -> Vec<S
                 continue;
             }
             match invariants.committed(result.zxid) {
-                Some(txn) if txn.session_id == op.session && txn.cxid == op.xid => {}
+                Some(txn) if txn.session_id == op.session && txn.cxid == op.xid => {
+                    if let Outcome::CreatedAt { path } = &result.outcome {
+                        if !matches!(&txn.body, TxnBody::Create(create) if create.path == *path) {
+                            violations.push(format!(
+                                "SequentialNames: client {} was told it created {path} at {:#x}, but the txn committed there is {:?}",
+                                op.client, result.zxid, txn.body
+                            ));
+                        }
+                    }
+                }
                 Some(txn) => violations.push(format!(
                     "AckedWriteLost: client {} write {:?} on {} acked at {:#x}, but {:#x} is committed as session {:#x} cxid {}",
                     op.client, op.kind, op.path, result.zxid, result.zxid, txn.session_id, txn.cxid
@@ -608,5 +938,28 @@ pub fn check_histories(histories: &[&History], invariants: &Invariants) -> Vec<S
             }
         }
     }
+    violations.extend(check_sequential_names(histories));
     violations
+}
+
+/// Sequential names: every acknowledged sequential create got a distinct
+/// name, with a sequence number higher than any created at a lower zxid
+/// (the parent's cversion only grows).
+fn check_sequential_names(histories: &[&History]) -> Option<String> {
+    let mut created: Vec<(i64, &str, u32)> = Vec::new();
+    for op in histories.iter().flat_map(|history| &history.ops) {
+        let Some(OpResult { zxid, outcome: Outcome::CreatedAt { path }, .. }) = &op.result else { continue };
+        let number = path.strip_prefix(SEQUENTIAL_PREFIX).filter(|digits| digits.len() == 10).and_then(|digits| digits.parse().ok());
+        let Some(number) = number else {
+            return Some(format!("SequentialNames: client {} was told it created {path}, not {SEQUENTIAL_PREFIX} and ten digits", op.client));
+        };
+        created.push((*zxid, path, number));
+    }
+    created.sort_unstable();
+    created.windows(2).find(|pair| pair[1].2 <= pair[0].2).map(|pair| {
+        format!(
+            "SequentialNames: {} created at {:#x} after {} at {:#x}: sequence numbers must grow with the zxid",
+            pair[1].1, pair[1].0, pair[0].1, pair[0].0
+        )
+    })
 }

@@ -28,7 +28,7 @@ use crate::proto::codes::event;
 use crate::sim::server::Disk;
 use crate::sim::session_order::{Change, ChangeKind};
 use crate::tree::DataTree;
-use crate::txn::Txn;
+use crate::txn::{Txn, TxnBody};
 use crate::zab::election::ServerState;
 use crate::zab::ServerId;
 
@@ -48,7 +48,27 @@ pub struct Invariants {
     /// zxid name one txn), with the txn it followed: the contents of the txns
     /// a committed snapshot holds, which may never have been delivered.
     logged: BTreeMap<i64, (i64, Arc<Txn>)>,
+    /// The simulator's event number, set before each event: when things
+    /// happened, in the clients' time.
+    pub step: u64,
+    /// When each zxid was first logged (by its leader, right after proposing
+    /// it) and first committed (delivered, or established by a leader).
+    first_logged: BTreeMap<i64, u64>,
+    first_committed: BTreeMap<i64, u64>,
     violations: Vec<String>,
+}
+
+/// A closeSession some server logged (an expiry, or a client's request),
+/// with the window in which it took effect: in the order that places every
+/// committed write at its commit, between its first log and its first
+/// commit; `committed` is `None` if no server was seen committing it (it
+/// may still be, inside a committed snapshot, or never be).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LoggedClose {
+    pub session_id: i64,
+    pub zxid: i64,
+    pub logged: u64,
+    pub committed: Option<u64>,
 }
 
 impl Invariants {
@@ -64,7 +84,22 @@ impl Invariants {
 
     /// A server appended `txn` to its log, after `prev`.
     pub fn on_logged(&mut self, prev: i64, txn: Arc<Txn>) {
+        self.first_logged.entry(txn.zxid).or_insert(self.step);
         self.logged.entry(txn.zxid).or_insert((prev, txn));
+    }
+
+    /// Every closeSession any server logged, in zxid order.
+    pub fn logged_closes(&self) -> Vec<LoggedClose> {
+        self.logged
+            .iter()
+            .filter(|(_, (_, txn))| matches!(txn.body, TxnBody::CloseSession))
+            .map(|(&zxid, (_, txn))| LoggedClose {
+                session_id: txn.session_id,
+                zxid,
+                logged: self.first_logged[&zxid],
+                committed: self.first_committed.get(&zxid).copied(),
+            })
+            .collect()
     }
 
     /// The highest committed zxid: a txn delivered or established, or a
@@ -162,6 +197,7 @@ impl Invariants {
             Some(_) => {}
             None => {
                 self.committed.insert(zxid, txn.clone());
+                self.first_committed.insert(zxid, self.step);
             }
         }
     }

@@ -1,12 +1,17 @@
 //! Linearizability of znode operations: a Wing–Gong–Lowe checker, partitioned
 //! by path.
 //!
-//! The simulator records every client operation on a set of **leaf znodes
-//! under a persistent parent** (no children, no ephemerals, no sequential
-//! names), each with its invocation time and, if the client saw one, its
-//! reply. Such znodes are independent registers, so the whole history is
-//! linearizable exactly when each path's sub-history is (Herlihy and Wing's
-//! locality; Lowe's "P-compositionality"), and each path is checked alone.
+//! The simulator records every client operation on **znodes without
+//! children under a persistent parent**, each with its invocation time and,
+//! if the client saw one, its reply. Such znodes are independent registers
+//! (data, version, ACL and its version, ephemeral owner), so the whole
+//! history is linearizable exactly when each path's sub-history is (Herlihy
+//! and Wing's locality; Lowe's "P-compositionality"), and each path is
+//! checked alone. What spans paths is projected onto each: a multi becomes
+//! its ops on their own paths (one op per path; the atomicity across paths
+//! is the txn's, checked by replay and digests), a committed closeSession
+//! becomes an op on every path its session created an ephemeral on, and a
+//! sequential create joins the history under the name it was given.
 //!
 //! Per path the search is over WGL's configurations: which operations are
 //! placed in the linearization so far, and the model state. An operation may
@@ -73,11 +78,17 @@ const _: () = assert!(SEARCH_STATES_MAX as u64 <= SEARCH_STEPS_MAX, "every confi
 /// ZooKeeper's version argument meaning "any version".
 pub const VERSION_ANY: i32 = -1;
 
-/// An operation on one leaf znode, with ZooKeeper's arguments.
+/// An operation on one znode without children, with ZooKeeper's arguments.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Op {
+    /// A persistent node with an open ACL.
     Create {
         data: Value,
+    },
+    /// An ephemeral node of session `owner`, with an open ACL.
+    CreateEphemeral {
+        data: Value,
+        owner: ClientId,
     },
     /// `version` is the expected data version, or `VERSION_ANY`.
     Delete {
@@ -89,26 +100,72 @@ pub enum Op {
     },
     GetData,
     Exists,
+    /// A multi's version check: it fails as setData would, changes nothing.
+    Check {
+        version: i32,
+    },
+    /// `version` is the expected ACL version (aversion), or `VERSION_ANY`.
+    SetAcl {
+        access: Access,
+        version: i32,
+    },
+    GetAcl,
+    /// A committed closeSession (asked for, or an expiry): it deletes the
+    /// node if it is `session`'s ephemeral, and answers `Ok` either way.
+    CloseSession {
+        session: ClientId,
+    },
+    /// sync: answers `Ok` and changes nothing here; it matters to
+    /// `relax_reads_for_any_server`, as a barrier for later reads.
+    Sync,
 }
 
-/// What the server answered. Create and delete answer `Ok`; setData and
-/// exists answer a `Stat` (only its data version matters here: after setData
-/// it is the new version); getData answers the data and its version.
+/// The ACLs the simulator sets, as the permissions that matter here.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Access {
+    /// world:anyone with every permission.
+    Open,
+    /// world:anyone without WRITE: setData answers NOAUTH.
+    NoWrite,
+}
+
+/// What the server answered. Create, delete, check, closeSession and sync
+/// answer `Ok`; setData and exists answer a `Stat` (only its data version
+/// matters here: after setData it is the new version); getData answers the
+/// data and its version; setACL a Stat whose ACL version matters; getACL
+/// the ACL and its version.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Outcome {
     Ok,
     Stat { version: i32 },
     Data { data: Value, version: i32 },
+    AclStat { aversion: i32 },
+    Acl { access: Access, aversion: i32 },
     NoNode,
     NodeExists,
     BadVersion,
+    NoAuth,
 }
 
-/// A present znode: its data and data version.
+/// A present znode: what the model keeps of it, generic over how its data
+/// is represented (the search merges data no read returned).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct Node {
-    pub data: Value,
+pub struct Znode<D> {
+    pub data: D,
     pub version: i32,
+    pub aversion: i32,
+    pub access: Access,
+    /// The owning session of an ephemeral; 0 for a persistent node.
+    pub owner: ClientId,
+}
+
+pub type Node = Znode<Value>;
+
+impl<D> Znode<D> {
+    /// A persistent node with an open ACL that was never given a new one.
+    pub fn new(data: D, version: i32) -> Znode<D> {
+        Znode { data, version, aversion: 0, access: Access::Open, owner: 0 }
+    }
 }
 
 /// One path's state: absent, or present.
@@ -218,17 +275,19 @@ impl Op {
     /// ZooKeeper's answer to this operation on a node in `state`, and the
     /// state after it.
     pub fn apply(self, state: NodeState) -> (Outcome, NodeState) {
-        let (outcome, after) =
-            model_step(ModelOp::from_op(self, |value| value), state.map(|node| (node.data, node.version)));
+        let (outcome, after) = model_step(ModelOp::from_op(self, |value| value), state);
         let outcome = match outcome {
             ModelOutcome::Ok => Outcome::Ok,
             ModelOutcome::Stat { version } => Outcome::Stat { version },
             ModelOutcome::Data { data, version } => Outcome::Data { data, version },
+            ModelOutcome::AclStat { aversion } => Outcome::AclStat { aversion },
+            ModelOutcome::Acl { access, aversion } => Outcome::Acl { access, aversion },
             ModelOutcome::NoNode => Outcome::NoNode,
             ModelOutcome::NodeExists => Outcome::NodeExists,
             ModelOutcome::BadVersion => Outcome::BadVersion,
+            ModelOutcome::NoAuth => Outcome::NoAuth,
         };
-        (outcome, after.map(|(data, version)| Node { data, version }))
+        (outcome, after)
     }
 }
 
@@ -242,7 +301,10 @@ impl Op {
 /// completed read's invocation back to the invocation of the latest write by
 /// the same client (any path, any outcome) that completed before the read
 /// was sent, or to 0 if none. Sound: the read's state lies in the zxid order
-/// after that write's proposal, which is after the write's invocation. What
+/// after that write's proposal, which is after the write's invocation. A
+/// completed sync counts as such a write: the server answering it had first
+/// applied every txn the leader committed before it saw the sync, which it
+/// saw after the sync was sent. What
 /// it gives up: a read may now be ordered just before its client's own last
 /// write, so read-your-writes on data is left to the zxid checks of
 /// `session_order`. `client` must be the session id (a new session promises
@@ -276,8 +338,9 @@ pub fn relax_reads_for_any_server(history: &mut [Entry]) {
     }
 }
 
+/// An operation a follower answers from its own replica.
 fn is_read(op: Op) -> bool {
-    matches!(op, Op::GetData | Op::Exists)
+    matches!(op, Op::GetData | Op::Exists | Op::GetAcl)
 }
 
 /// Checks every path of `history` with the default bounds; every path starts
@@ -341,22 +404,39 @@ pub fn check_with_limits(history: &[Entry], limits: SearchLimits) -> Verdict {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 enum ModelOp<D> {
-    Create { data: D },
+    Create { data: D, owner: ClientId },
     Delete { version: i32 },
     SetData { data: D, version: i32 },
     GetData,
     Exists,
+    Check { version: i32 },
+    SetAcl { access: Access, version: i32 },
+    GetAcl,
+    CloseSession { session: ClientId },
+    Sync,
 }
 
 impl<D> ModelOp<D> {
     fn from_op(op: Op, data: impl Fn(Value) -> D) -> ModelOp<D> {
         match op {
-            Op::Create { data: value } => ModelOp::Create { data: data(value) },
+            Op::Create { data: value } => ModelOp::Create { data: data(value), owner: 0 },
+            Op::CreateEphemeral { data: value, owner } => ModelOp::Create { data: data(value), owner },
             Op::Delete { version } => ModelOp::Delete { version },
             Op::SetData { data: value, version } => ModelOp::SetData { data: data(value), version },
             Op::GetData => ModelOp::GetData,
             Op::Exists => ModelOp::Exists,
+            Op::Check { version } => ModelOp::Check { version },
+            Op::SetAcl { access, version } => ModelOp::SetAcl { access, version },
+            Op::GetAcl => ModelOp::GetAcl,
+            Op::CloseSession { session } => ModelOp::CloseSession { session },
+            Op::Sync => ModelOp::Sync,
         }
+    }
+
+    /// Whether it never changes the node: without a reply it may as well
+    /// never have happened.
+    fn changes_nothing(&self) -> bool {
+        matches!(self, ModelOp::GetData | ModelOp::Exists | ModelOp::Check { .. } | ModelOp::GetAcl | ModelOp::Sync)
     }
 }
 
@@ -365,41 +445,73 @@ enum ModelOutcome<D> {
     Ok,
     Stat { version: i32 },
     Data { data: D, version: i32 },
+    AclStat { aversion: i32 },
+    Acl { access: Access, aversion: i32 },
     NoNode,
     NodeExists,
     BadVersion,
+    NoAuth,
 }
 
-type ModelState<D> = Option<(D, i32)>;
+type ModelState<D> = Option<Znode<D>>;
 
-/// ZooKeeper's semantics for a leaf znode (PrepRequestProcessor and
-/// DataTree): NoNode is checked before the version; -1 matches any version;
-/// the next version skips -1 when it wraps (ZOOKEEPER-4743, as
-/// `pipeline::prep` does).
+/// The version after `current`: +1, skipping -1 when it wraps
+/// (ZOOKEEPER-4743, as `pipeline::prep` does).
+fn next_version(current: i32) -> i32 {
+    let next = current.wrapping_add(1);
+    if next == VERSION_ANY {
+        0
+    } else {
+        next
+    }
+}
+
+/// ZooKeeper's semantics for a znode without children (PrepRequestProcessor
+/// and DataTree): NoNode is checked first, then the ACL (setData needs
+/// WRITE; setACL needs ADMIN, and delete DELETE on the parent, which every
+/// ACL here grants), then the version; -1 matches any version. A
+/// closeSession deletes its own ephemerals.
 fn model_step<D: Copy>(op: ModelOp<D>, state: ModelState<D>) -> (ModelOutcome<D>, ModelState<D>) {
     let version_matches = |expected: i32, current: i32| expected == VERSION_ANY || expected == current;
     match (op, state) {
-        (ModelOp::Create { data }, None) => (ModelOutcome::Ok, Some((data, 0))),
+        (ModelOp::Create { data, owner }, None) => {
+            (ModelOutcome::Ok, Some(Znode { data, version: 0, aversion: 0, access: Access::Open, owner }))
+        }
         (ModelOp::Create { .. }, Some(_)) => (ModelOutcome::NodeExists, state),
+        (ModelOp::CloseSession { session }, Some(node)) if node.owner == session => (ModelOutcome::Ok, None),
+        (ModelOp::CloseSession { .. } | ModelOp::Sync, _) => (ModelOutcome::Ok, state),
         (_, None) => (ModelOutcome::NoNode, None),
-        (ModelOp::Delete { version }, Some((_, current))) => {
-            if version_matches(version, current) {
+        (ModelOp::Delete { version }, Some(node)) => {
+            if version_matches(version, node.version) {
                 (ModelOutcome::Ok, None)
             } else {
                 (ModelOutcome::BadVersion, state)
             }
         }
-        (ModelOp::SetData { data, version }, Some((_, current))) => {
-            if version_matches(version, current) {
-                let next = current.wrapping_add(1);
-                let next = if next == VERSION_ANY { 0 } else { next };
-                (ModelOutcome::Stat { version: next }, Some((data, next)))
+        (ModelOp::SetData { .. }, Some(node)) if node.access == Access::NoWrite => (ModelOutcome::NoAuth, state),
+        (ModelOp::SetData { data, version }, Some(node)) => {
+            if version_matches(version, node.version) {
+                let version = next_version(node.version);
+                (ModelOutcome::Stat { version }, Some(Znode { data, version, ..node }))
             } else {
                 (ModelOutcome::BadVersion, state)
             }
         }
-        (ModelOp::GetData, Some((data, version))) => (ModelOutcome::Data { data, version }, state),
-        (ModelOp::Exists, Some((_, version))) => (ModelOutcome::Stat { version }, state),
+        (ModelOp::Check { version }, Some(node)) => {
+            let outcome = if version_matches(version, node.version) { ModelOutcome::Ok } else { ModelOutcome::BadVersion };
+            (outcome, state)
+        }
+        (ModelOp::SetAcl { access, version }, Some(node)) => {
+            if version_matches(version, node.aversion) {
+                let aversion = next_version(node.aversion);
+                (ModelOutcome::AclStat { aversion }, Some(Znode { access, aversion, ..node }))
+            } else {
+                (ModelOutcome::BadVersion, state)
+            }
+        }
+        (ModelOp::GetData, Some(node)) => (ModelOutcome::Data { data: node.data, version: node.version }, state),
+        (ModelOp::Exists, Some(node)) => (ModelOutcome::Stat { version: node.version }, state),
+        (ModelOp::GetAcl, Some(node)) => (ModelOutcome::Acl { access: node.access, aversion: node.aversion }, state),
     }
 }
 
@@ -632,7 +744,7 @@ impl<'h> PathSearch<'h> {
                 }),
                 // A read without a reply changes nothing: it may simply
                 // never have happened.
-                None if matches!(op, ModelOp::GetData | ModelOp::Exists) => {}
+                None if op.changes_nothing() => {}
                 None => {
                     let class = *class_of.entry(op).or_insert_with(|| {
                         let any_version = matches!(
@@ -744,7 +856,9 @@ impl<'h> PathSearch<'h> {
             // that places it later can move it here, since nothing it must
             // follow is unplaced and moving it earlier changes no other
             // operation's state. So it is the only successor worth searching.
-            if after == state {
+            // Not a closeSession: its outcome is Ok whether or not it
+            // deletes, so later it may change what it leaves alone now.
+            if after == state && !matches!(op.op, ModelOp::CloseSession { .. }) {
                 out.truncate(first);
                 out.push((successor, true));
                 return Ok(());
@@ -911,9 +1025,12 @@ impl<'h> PathSearch<'h> {
         for config in live().filter(|config| config.key.first_open == furthest) {
             // Show the real data of the write, not the merged value.
             let writer = config.writer;
-            let node = config.key.state.map(|(data, version)| Node {
-                data: data.or_else(|| writer.and_then(|w| written_value(history[w].op))).unwrap_or(0),
-                version,
+            let node = config.key.state.map(|node| Znode {
+                data: node.data.or_else(|| writer.and_then(|w| written_value(history[w].op))).unwrap_or(0),
+                version: node.version,
+                aversion: node.aversion,
+                access: node.access,
+                owner: node.owner,
             });
             if states_before.len() < EXPLANATION_STATES_MAX && !states_before.iter().any(|(seen, _)| *seen == node) {
                 states_before.push((node, writer));
@@ -938,7 +1055,16 @@ impl<'h> PathSearch<'h> {
         for (node, writer) in &states_before {
             let what = match node {
                 None => "absent".to_string(),
-                Some(node) => format!("data {} version {}", node.data, node.version),
+                Some(node) => {
+                    let mut what = format!("data {} version {}", node.data, node.version);
+                    if node.aversion != 0 || node.access != Access::Open {
+                        let _ = write!(what, " ACL {:?} aversion {}", node.access, node.aversion);
+                    }
+                    if node.owner != 0 {
+                        let _ = write!(what, " ephemeral of {:#x}", node.owner);
+                    }
+                    what
+                }
             };
             match writer {
                 Some(w) => {
@@ -966,15 +1092,18 @@ fn outcome_in_model(outcome: Outcome) -> ModelOutcome<Data> {
         Outcome::Ok => ModelOutcome::Ok,
         Outcome::Stat { version } => ModelOutcome::Stat { version },
         Outcome::Data { data, version } => ModelOutcome::Data { data: Some(data), version },
+        Outcome::AclStat { aversion } => ModelOutcome::AclStat { aversion },
+        Outcome::Acl { access, aversion } => ModelOutcome::Acl { access, aversion },
         Outcome::NoNode => ModelOutcome::NoNode,
         Outcome::NodeExists => ModelOutcome::NodeExists,
         Outcome::BadVersion => ModelOutcome::BadVersion,
+        Outcome::NoAuth => ModelOutcome::NoAuth,
     }
 }
 
 fn written_value(op: Op) -> Option<Value> {
     match op {
-        Op::Create { data } | Op::SetData { data, .. } => Some(data),
+        Op::Create { data } | Op::CreateEphemeral { data, .. } | Op::SetData { data, .. } => Some(data),
         _ => None,
     }
 }

@@ -48,7 +48,7 @@ fn assert_violation(history: &[Entry]) -> Violation {
 
 #[test]
 fn model_follows_zookeeper() {
-    let node = |data, version| Some(Node { data, version });
+    let node = |data, version| Some(Node::new(data, version));
     assert_eq!(Create { data: 1 }.apply(None), (Outcome::Ok, node(1, 0)));
     assert_eq!(Create { data: 2 }.apply(node(1, 0)), (NodeExists, node(1, 0)));
     assert_eq!(set(2).apply(node(1, 0)), (Stat { version: 1 }, node(2, 1)));
@@ -224,7 +224,7 @@ fn catches_a_stale_read_after_a_completed_write() {
     let violation = assert_violation(&history);
     assert_eq!(violation.path, A);
     assert_eq!(violation.stuck, 3);
-    assert_eq!(violation.states_before, vec![(Some(Node { data: 2, version: 1 }), Some(1))]);
+    assert_eq!(violation.states_before, vec![(Some(Node::new(2, 1)), Some(1))]);
     assert!(violation.concurrent.is_empty());
     assert!(violation.explanation.contains("#3 client 3 GetData @6..@7 -> Data { data: 1, version: 0 }"));
     assert!(violation.explanation.contains("data 2 version 1, left by #1 client 1 SetData"));
@@ -663,4 +663,92 @@ fn timing_large_histories() {
             other => panic!("{other}"),
         }
     }
+}
+
+// ---------------------------------------------------------------------------
+// Ephemerals, ACLs, multi checks and sync.
+
+#[test]
+fn model_follows_zookeeper_for_ephemerals_acls_checks_and_sync() {
+    let (outcome, ephemeral) = Op::CreateEphemeral { data: 1, owner: 7 }.apply(None);
+    assert_eq!(outcome, Outcome::Ok);
+    assert_eq!(ephemeral, Some(Znode { owner: 7, ..Node::new(1, 0) }));
+    assert_eq!(Op::CloseSession { session: 8 }.apply(ephemeral), (Outcome::Ok, ephemeral), "not its owner");
+    assert_eq!(Op::CloseSession { session: 7 }.apply(ephemeral), (Outcome::Ok, None));
+    assert_eq!(Op::CloseSession { session: 7 }.apply(None), (Outcome::Ok, None));
+
+    let open = Some(Node::new(1, 0));
+    let no_write = Some(Znode { access: Access::NoWrite, aversion: 1, ..Node::new(1, 0) });
+    assert_eq!(Op::SetAcl { access: Access::NoWrite, version: 0 }.apply(open), (Outcome::AclStat { aversion: 1 }, no_write));
+    assert_eq!(Op::SetAcl { access: Access::Open, version: 0 }.apply(no_write), (BadVersion, no_write));
+    assert_eq!(Op::SetAcl { access: Access::Open, version: 0 }.apply(None), (NoNode, None));
+    assert_eq!(Op::GetAcl.apply(no_write), (Outcome::Acl { access: Access::NoWrite, aversion: 1 }, no_write));
+    // NoNode, then the ACL, then the version (PrepRequestProcessor's order).
+    assert_eq!(set(2).apply(no_write), (Outcome::NoAuth, no_write));
+    assert_eq!(SetData { data: 2, version: 5 }.apply(no_write), (Outcome::NoAuth, no_write));
+    assert_eq!(set(2).apply(None), (NoNode, None));
+    // Delete needs DELETE on the parent only.
+    assert_eq!(Delete { version: 0 }.apply(no_write), (Outcome::Ok, None));
+
+    assert_eq!(Op::Check { version: 0 }.apply(open), (Outcome::Ok, open));
+    assert_eq!(Op::Check { version: VERSION_ANY }.apply(open), (Outcome::Ok, open));
+    assert_eq!(Op::Check { version: 3 }.apply(open), (BadVersion, open));
+    assert_eq!(Op::Check { version: 0 }.apply(None), (NoNode, None));
+    assert_eq!(Op::Sync.apply(open), (Outcome::Ok, open));
+}
+
+#[test]
+fn an_ephemeral_must_go_with_its_session() {
+    // The close overlaps the create in real time, but deletes only what
+    // exists when it takes effect: placed first, it would delete nothing,
+    // and the node would live on (its Ok outcome does not tell).
+    let create = done(1, A, Op::CreateEphemeral { data: 1, owner: 1 }, 0, 2, Outcome::Ok);
+    let close = done(1, A, Op::CloseSession { session: 1 }, 1, 4, Outcome::Ok);
+    assert_linearizable(&[create.clone(), close, done(2, A, Exists, 5, 6, NoNode)]);
+    // Once the close returned after the create did, the node is gone.
+    let close = done(1, A, Op::CloseSession { session: 1 }, 3, 4, Outcome::Ok);
+    let violation = assert_violation(&[create.clone(), close, done(2, A, Exists, 5, 6, Stat { version: 0 })]);
+    assert_eq!(violation.stuck, 2);
+    // Another session's close leaves it alone.
+    let other = done(1, A, Op::CloseSession { session: 9 }, 1, 4, Outcome::Ok);
+    assert_linearizable(&[create.clone(), other, done(2, A, Exists, 5, 6, Stat { version: 0 })]);
+    // A close no one saw commit may have happened, or not.
+    let unknown = lost(1, A, Op::CloseSession { session: 1 }, 1);
+    assert_linearizable(&[create.clone(), unknown.clone(), done(2, A, Exists, 5, 6, NoNode)]);
+    assert_linearizable(&[create, unknown, done(2, A, Exists, 5, 6, Stat { version: 0 })]);
+}
+
+#[test]
+fn a_read_after_a_sync_sees_every_write_completed_before_the_sync() {
+    let writes = [done(1, A, Create { data: 1 }, 0, 1, Outcome::Ok), done(1, A, set(2), 2, 3, Stat { version: 1 })];
+    let stale_read = done(2, A, GetData, 6, 7, Data { data: 1, version: 0 });
+    // Without a sync a follower may answer from before the setData.
+    let mut history = writes.to_vec();
+    history.push(stale_read.clone());
+    relax_reads_for_any_server(&mut history);
+    assert_linearizable(&history);
+    // After one, it may not.
+    let mut history = writes.to_vec();
+    history.push(done(2, A, Op::Sync, 4, 5, Outcome::Ok));
+    history.push(stale_read);
+    relax_reads_for_any_server(&mut history);
+    assert_eq!(history[3].invoked, 4, "the read is relaxed back to its session's sync only");
+    assert_violation(&history);
+}
+
+#[test]
+fn setacl_decides_what_setdata_answers() {
+    let history = [
+        done(1, A, Create { data: 1 }, 0, 1, Outcome::Ok),
+        done(1, A, Op::SetAcl { access: Access::NoWrite, version: 0 }, 2, 3, Outcome::AclStat { aversion: 1 }),
+        done(2, A, set(2), 4, 5, Stat { version: 1 }),
+    ];
+    assert_violation(&history);
+    let history = [
+        done(1, A, Create { data: 1 }, 0, 1, Outcome::Ok),
+        done(1, A, Op::SetAcl { access: Access::NoWrite, version: 0 }, 2, 3, Outcome::AclStat { aversion: 1 }),
+        done(2, A, set(2), 4, 5, Outcome::NoAuth),
+        done(2, A, Op::GetAcl, 6, 7, Outcome::Acl { access: Access::NoWrite, aversion: 1 }),
+    ];
+    assert_linearizable(&history);
 }

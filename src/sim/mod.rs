@@ -148,10 +148,13 @@ pub enum Planted {
     /// forward one expires live sessions early. No checker looks at when a
     /// session expires; `tests/sim.rs`'s wall-clock schedule does.
     SessionsOnWallClock,
+    /// The leader sends a reply a commit releases ahead of that COMMIT, so
+    /// a learner answers a sync before the client's write sent before it.
+    ReplyBeforeCommit,
 }
 
 impl Planted {
-    pub const ALL: [Planted; 8] = [
+    pub const ALL: [Planted; 9] = [
         Planted::CommitOnMinority,
         Planted::AckBeforeFsync,
         Planted::SkipTrunc,
@@ -160,6 +163,7 @@ impl Planted {
         Planted::SetWatchesFromServerZxid,
         Planted::IgnoreCorruption,
         Planted::SessionsOnWallClock,
+        Planted::ReplyBeforeCommit,
     ];
 
     pub fn name(self) -> &'static str {
@@ -173,6 +177,7 @@ impl Planted {
             Planted::SetWatchesFromServerZxid => "set-watches-from-server-zxid",
             Planted::IgnoreCorruption => "ignore-corruption",
             Planted::SessionsOnWallClock => "sessions-on-wall-clock",
+            Planted::ReplyBeforeCommit => "reply-before-commit",
         }
     }
 
@@ -187,6 +192,7 @@ impl Planted {
             "set-watches-from-server-zxid" => Planted::SetWatchesFromServerZxid,
             "ignore-corruption" => Planted::IgnoreCorruption,
             "sessions-on-wall-clock" => Planted::SessionsOnWallClock,
+            "reply-before-commit" => Planted::ReplyBeforeCommit,
             other => return Err(format!("unknown planted bug {other:?}")),
         })
     }
@@ -281,6 +287,10 @@ pub struct SimConfig {
     /// epoch_counter_start`): 0, or near 2^32 to make leaders run out of
     /// zxids and roll over to a new epoch (ZOOKEEPER-1277).
     pub epoch_counter_start: u32,
+    /// Clients now and then close or abandon their sessions and start new
+    /// ones (each a txn). Schedules that count the txns of an epoch turn it
+    /// off.
+    pub session_churn: bool,
 }
 
 impl SimConfig {
@@ -297,6 +307,7 @@ impl SimConfig {
             trace: false,
             script: Vec::new(),
             epoch_counter_start: 0,
+            session_churn: true,
         }
     }
 }
@@ -554,7 +565,7 @@ impl Sim {
             nodes.insert(id, node);
         }
         let servers: Vec<ServerId> = nodes.keys().copied().collect();
-        let clients = (0..config.clients).map(|id| Client::new(id, servers.clone(), rng.next_u64())).collect();
+        let clients = (0..config.clients).map(|id| Client::new(id, servers.clone(), rng.next_u64(), config.session_churn)).collect();
         let report = Report { seed: config.seed, ..Report::default() };
         Sim {
             config,
@@ -667,6 +678,7 @@ impl Sim {
             let event = self.queue.remove(&(at, seq)).expect("first exists");
             self.now = at;
             self.report.steps += 1;
+            self.invariants.step = self.report.steps;
             self.step(event);
             if !self.report.violations.is_empty() {
                 break;
@@ -899,6 +911,7 @@ impl Sim {
                 let Some(c) = self.conns.get(&conn) else { return };
                 let client = c.client;
                 let now = self.now;
+                self.trace(|| describe_reply(client, conn, &frame));
                 self.clients[client as usize].step = self.report.steps;
                 let out = self.clients[client as usize].on_frame(now, conn, frame);
                 self.client_out(client, out);
@@ -1281,6 +1294,9 @@ impl Sim {
                     self.schedule(at, Event::ClientConnOpened { conn });
                 }
                 ClientOut::Send { conn, msg } => {
+                    if let ClientMsg::Request { xid, request } = &msg {
+                        self.trace(|| format!("client {client} connection {conn} sends xid {xid} {}", crate::proto::op::name(request.opcode())));
+                    }
                     if self.conns.get(&conn).is_some_and(|c| c.alive) {
                         let at = self.client_delay(conn, true);
                         self.schedule(at, Event::ToServer { conn, msg });
@@ -1523,6 +1539,16 @@ impl Sim {
     }
 }
 
+/// "client 2 connection 7 gets xid 12 zxid 0x100000004 err 0" (a reply
+/// header; a handshake's answer has none).
+fn describe_reply(client: u32, conn: u64, frame: &Bytes) -> String {
+    let mut reader = crate::proto::Reader::new(frame.slice(4.min(frame.len())..));
+    match <crate::proto::ReplyHeader as crate::proto::Jute>::decode(&mut reader) {
+        Ok(header) => format!("client {client} connection {conn} gets xid {} zxid {:#x} err {}", header.xid, header.zxid, header.err),
+        Err(_) => format!("client {client} connection {conn} gets a frame"),
+    }
+}
+
 fn describe_wire(wire: &Wire) -> String {
     match wire {
         Wire::Peer(msg) => match msg {
@@ -1546,6 +1572,7 @@ fn planted_peer_bugs(planted: Planted) -> crate::zab::peer::PlantedBugs {
         commit_on_minority: planted == Planted::CommitOnMinority,
         ack_before_fsync: planted == Planted::AckBeforeFsync,
         newleader_before_persist: planted == Planted::NewLeaderBeforePersist,
+        reply_before_commit: planted == Planted::ReplyBeforeCommit,
     }
 }
 

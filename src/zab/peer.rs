@@ -60,6 +60,9 @@ pub struct PlantedBugs {
     /// A learner ACKs NEWLEADER without waiting for the synced txns to be
     /// durable (the ZOOKEEPER-3911 / 4646 class).
     pub newleader_before_persist: bool,
+    /// The leader sends the replies a commit releases before the COMMIT
+    /// itself (a learner answers a sync ahead of the write before it).
+    pub reply_before_commit: bool,
 }
 
 /// Messages on a quorum link (leader <-> one learner).
@@ -830,6 +833,9 @@ impl<T: Clone, R> Peer<T, R> {
                 broadcast::Effect::Commit { zxid, txn } => {
                     if let (Some(previous), Role::Leading(l)) = (committed, &mut self.role) {
                         Self::release_leader_replies(self.config.my_id, l, previous, effects);
+                    }
+                    if let (true, Role::Leading(l)) = (self.config.planted.reply_before_commit, &mut self.role) {
+                        Self::release_leader_replies(self.config.my_id, l, zxid, effects);
                     }
                     self.history.push_back((zxid, txn.clone()));
                     self.trim_history();

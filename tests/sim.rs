@@ -20,6 +20,7 @@ fn seed_budget_passes_with_every_fault() {
     let seeds = env_u64("SIM_SEEDS", 500);
     let mut totals = (0u64, 0u64, 0u64, 0u64);
     let mut faults = std::collections::BTreeMap::new();
+    let mut ops = std::collections::BTreeMap::new();
     for seed in first..first + seeds {
         let config = SimConfig::new(seed);
         let report = sim::run(config.clone());
@@ -31,6 +32,35 @@ fn seed_budget_passes_with_every_fault() {
         for (kind, count) in &report.faults {
             *faults.entry(*kind).or_insert(0u64) += count;
         }
+        for (kind, (sent, answered)) in &report.ops {
+            let total: &mut (u64, u64) = ops.entry(*kind).or_default();
+            total.0 += sent;
+            total.1 += answered;
+        }
+    }
+    println!("{seeds} seeds: client operations (sent, answered) {ops:?}");
+    // Every kind of operation is issued and answered, and the outcomes
+    // that exercise ACLs, failed multis and session expiry are reached.
+    for kind in [
+        "create",
+        "create ephemeral",
+        "create sequential",
+        "delete",
+        "setData",
+        "getData",
+        "exists",
+        "getChildren",
+        "setACL",
+        "getACL",
+        "sync",
+        "multi",
+        "closeSession",
+        "NOAUTH answer",
+        "multi done",
+        "multi failed",
+        "session expired",
+    ] {
+        assert!(ops.get(kind).is_some_and(|&(_, answered)| answered > 0), "no {kind} answered: {ops:?}");
     }
     println!(
         "{seeds} seeds: {} steps, {} simulated s, {} client ops, {} acked writes; faults {faults:?}",

@@ -884,6 +884,52 @@ fn linearizability_entries(histories: &[&History], closes: &[LoggedClose]) -> Ve
     entries
 }
 
+/// Per kind of operation (and a few outcomes worth knowing were reached):
+/// (sent, answered). "session expired" counts the committed closeSessions
+/// no client asked for.
+pub fn op_counts(histories: &[&History], closes: &[LoggedClose]) -> BTreeMap<&'static str, (u64, u64)> {
+    let mut counts: BTreeMap<&'static str, (u64, u64)> = BTreeMap::new();
+    let mut count = |name: &'static str, answered: bool| {
+        let entry = counts.entry(name).or_default();
+        entry.0 += 1;
+        entry.1 += u64::from(answered);
+    };
+    let mut requested_closes = BTreeSet::new();
+    for op in histories.iter().flat_map(|history| &history.ops) {
+        let name = match &op.kind {
+            OpKind::Create { ephemeral: false, .. } => "create",
+            OpKind::Create { ephemeral: true, .. } => "create ephemeral",
+            OpKind::CreateSequential { .. } => "create sequential",
+            OpKind::Delete { .. } => "delete",
+            OpKind::SetData { .. } => "setData",
+            OpKind::GetData { .. } => "getData",
+            OpKind::Exists { .. } => "exists",
+            OpKind::GetChildren { .. } => "getChildren",
+            OpKind::SetAcl { .. } => "setACL",
+            OpKind::GetAcl => "getACL",
+            OpKind::Sync => "sync",
+            OpKind::Multi { .. } => "multi",
+            OpKind::CloseSession => {
+                requested_closes.insert(op.session);
+                "closeSession"
+            }
+        };
+        count(name, op.result.is_some());
+        match op.result.as_ref().map(|result| &result.outcome) {
+            Some(Outcome::NoAuth) => count("NOAUTH answer", true),
+            Some(Outcome::MultiFailed { .. }) => count("multi failed", true),
+            Some(Outcome::MultiDone { .. }) => count("multi done", true),
+            _ => {}
+        }
+    }
+    for close in closes.iter().filter(|close| close.committed.is_some()) {
+        if !requested_closes.contains(&close.session_id) {
+            count("session expired", true);
+        }
+    }
+    counts
+}
+
 /// The checks on what clients saw, after a run.
 pub fn check_histories(histories: &[&History], invariants: &Invariants) -> Vec<String> {
     let mut violations = Vec::new();

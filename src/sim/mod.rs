@@ -323,6 +323,9 @@ pub struct Report {
     pub faults: BTreeMap<&'static str, u64>,
     pub client_ops: u64,
     pub acked_writes: u64,
+    /// Per kind of client operation (and a few outcomes): how many were
+    /// sent, and how many got a definite answer (`client::op_counts`).
+    pub ops: BTreeMap<&'static str, (u64, u64)>,
     pub elections: u64,
     pub violations: Vec<String>,
     pub trace: Vec<String>,
@@ -742,6 +745,7 @@ impl Sim {
         let histories: Vec<&client::History> = self.clients.iter().map(|client| client.history()).collect();
         self.report.client_ops = histories.iter().map(|h| h.ops.len() as u64).sum();
         self.report.acked_writes = histories.iter().map(|h| h.acked_writes()).sum();
+        self.report.ops = client::op_counts(&histories, &self.invariants.logged_closes());
         for violation in client::check_histories(&histories, &self.invariants) {
             self.report.violations.push(violation);
         }

@@ -8,9 +8,9 @@
 //! child watches, and on connection loss reconnects elsewhere with its
 //! session id and last seen zxid, re-sending its watches with setWatches
 //! first, as the real clients do. Now and then it closes its session, or
-//! abandons it (goes silent, so the servers expire it) and starts a new one. Every operation is recorded: when it was
-//! issued, and — if a definite reply came — when, at which zxid, with what
-//! outcome. Operations whose connection was lost stay open: they may or may
+//! abandons it (goes silent, so the servers expire it) and starts a new
+//! one. Every operation is recorded: when it was issued, and — if a
+//! definite reply came — when, at which zxid, with what outcome. Operations whose connection was lost stay open: they may or may
 //! not have taken effect. Each session's requests, replies, watch events and
 //! reconnects are recorded as well, in the order the client saw them, for
 //! `session_order`.
@@ -134,8 +134,8 @@ pub enum Outcome {
     Closed,
     /// Every part succeeded, each with its own outcome.
     MultiDone { parts: Vec<Outcome> },
-    /// Part `index` failed with `err` (NoNode, NodeExists or BadVersion);
-    /// nothing changed.
+    /// Part `index` failed with `err` (NoNode, NodeExists, BadVersion or
+    /// NoAuth); nothing changed.
     MultiFailed { index: usize, err: Box<Outcome> },
     NoNode,
     NodeExists,
@@ -743,13 +743,14 @@ fn access_of(acl: &[Acl]) -> Option<Access> {
 /// after). Anything else is no definite outcome.
 fn multi_outcome(reader: &mut Reader) -> Option<Outcome> {
     let response = MultiResponse::decode(reader).ok()?;
-    let failed = response.results.iter().position(|result| !matches!(result, MultiResult::Error { err: ErrorCode::Ok }) && matches!(result, MultiResult::Error { .. }));
+    let failed = response.results.iter().position(|result| matches!(result, MultiResult::Error { err } if *err != ErrorCode::Ok));
     if let Some(index) = failed {
         let MultiResult::Error { err } = response.results[index] else { return None };
         let err = match err {
             ErrorCode::NoNode => Outcome::NoNode,
             ErrorCode::NodeExists => Outcome::NodeExists,
             ErrorCode::BadVersion => Outcome::BadVersion,
+            ErrorCode::NoAuth => Outcome::NoAuth,
             _ => return None,
         };
         return Some(Outcome::MultiFailed { index, err: Box::new(err) });

@@ -797,6 +797,10 @@ fn linearizability_entries(histories: &[&History], closes: &[LoggedClose]) -> Ve
             }
         }
     };
+    // An ephemeral of a session no server ever logged closing lives like a
+    // persistent node for the whole history: entering it as one lets the
+    // search treat unanswered creates of all such sessions alike.
+    let closing: BTreeSet<u64> = closes.iter().map(|close| close.session_id as u64).collect();
     let mut entries = Vec::new();
     for op in histories.iter().flat_map(|history| &history.ops) {
         let client = op.session as u64;
@@ -805,7 +809,7 @@ fn linearizability_entries(histories: &[&History], closes: &[LoggedClose]) -> Ve
             entries.push(Entry { client, path: path.to_string(), op: kind, invoked: op.invoke_step, completed });
         };
         let outcome = op.result.as_ref().map(|result| &result.outcome);
-        let create = |data: &Bytes, ephemeral: bool| match ephemeral {
+        let create = |data: &Bytes, ephemeral: bool| match ephemeral && closing.contains(&client) {
             true => L::CreateEphemeral { data: value_of(data), owner: client },
             false => L::Create { data: value_of(data) },
         };

@@ -9,6 +9,10 @@
 #
 # ENSEMBLE=1 runs two 3-node ensembles on loopback instead (connections
 # spread over each ensemble's three servers); RATE=N offers N ops/s.
+# Standalone only: SNAP=N starts the servers with --snap-count N; PREFILL=N
+# first creates N znodes of 100 bytes under /prefill on each server, and the
+# workloads then run on those keys (e.g. PREFILL=1000000 SNAP=2000 ... set:
+# writes while snapshots of a big tree are taken).
 #
 # Prints one line per run and, per workload, the mean ops/s and CPU µs/op of
 # each build and their ratio (new ÷ old). Uses target/release/warden-loadgen.
@@ -81,13 +85,23 @@ for build in old new; do
         mkdir -p "$WORK/$build"
         port=$(free_port)
         "$binary" server --client-port "$port" --client-port-address 127.0.0.1 --data-dir "$WORK/$build" \
-            --max-client-cnxns 0 > "$WORK/$build.log" 2>&1 &
+            --max-client-cnxns 0 ${SNAP:+--snap-count "$SNAP"} > "$WORK/$build.log" 2>&1 &
         PIDS+=($!)
         PIDLIST[$build]=$!
         SERVERS[$build]="127.0.0.1:$port"
         wait_serving "$port"
     fi
 done
+
+PREFILL="${PREFILL:-0}"
+KEY_ARGS=()
+if [[ $PREFILL -gt 0 ]]; then
+    for build in old new; do
+        "$LG" --server "${SERVERS[$build]}" --workload populate --count "$PREFILL" --value-bytes 100 --parent /prefill \
+            --connections 4 --in-flight 64 --seconds 900 > /dev/null
+    done
+    KEY_ARGS=(--parent /prefill --keys "$PREFILL" --skip-setup)
+fi
 
 setup=standalone
 [[ $ENSEMBLE == 1 ]] && setup="3-node ensembles"
@@ -98,9 +112,10 @@ for workload in "${WORKLOADS[@]}"; do
         order="old new"
         (( round % 2 == 0 )) && order="new old"
         for build in $order; do
+            keys=(--parent "/ab-$workload" --keys 1000)
+            [[ ${#KEY_ARGS[@]} -gt 0 ]] && keys=("${KEY_ARGS[@]}")
             line=$("$LG" --server "${SERVERS[$build]}" --pids "${PIDLIST[$build]}" --json --workload "$workload" \
-                --parent "/ab-$workload" --keys 1000 --connections "$CONNS" --in-flight "$INFLIGHT" --seconds "$SECS" \
-                --rate "$RATE")
+                "${keys[@]}" --connections "$CONNS" --in-flight "$INFLIGHT" --seconds "$SECS" --rate "$RATE")
             echo "$workload $build $line" >> "$RESULTS"
             echo "$workload #$round $build: $line"
         done

@@ -25,8 +25,34 @@ const PICK_TRIES_PER_PORT: usize = 50;
 /// port taken by a concurrent test (tests of one binary run in parallel).
 static HANDED_OUT: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
 
-/// `count` distinct TCP ports on 127.0.0.1 that are free now, and that no
-/// earlier call in this process returned.
+/// Locks on `<tmp>/warden-test-ports/<port>.lock` for every port handed out,
+/// held until the process exits (the kernel drops them even if it crashes):
+/// test processes running at the same time (two suites, or a suite and a
+/// developer's run) never hand out each other's ports either. The files
+/// stay (empty, one per port ever picked, so at most one per port below the
+/// ephemeral range).
+static PORT_LOCKS: std::sync::Mutex<Vec<std::fs::File>> = std::sync::Mutex::new(Vec::new());
+
+/// Reserves `port` against other processes; false if one holds it.
+fn lock_port(port: u16) -> bool {
+    use std::os::fd::AsRawFd;
+    let dir = std::env::temp_dir().join("warden-test-ports");
+    let _ = std::fs::create_dir_all(&dir);
+    let Ok(file) = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(dir.join(format!("{port}.lock"))) else {
+        // No lock files here (read-only tmp): reserve within this process only.
+        return true;
+    };
+    // SAFETY: flock on a descriptor this function owns.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        return false;
+    }
+    PORT_LOCKS.lock().unwrap_or_else(|poison| poison.into_inner()).push(file);
+    true
+}
+
+/// `count` distinct TCP ports on 127.0.0.1 that are free now, that no earlier
+/// call in this process returned, and that no other live process using this
+/// function holds.
 ///
 /// They are picked below the ephemeral range when there is room: a port
 /// chosen inside it can be handed out, before the server under test binds it,
@@ -51,7 +77,9 @@ pub fn free_ports(count: usize) -> Vec<u16> {
             continue;
         }
         if let Ok(listener) = TcpListener::bind(("127.0.0.1", port)) {
-            held.push(listener);
+            if lock_port(port) {
+                held.push(listener);
+            }
         }
     }
     while held.len() < count {
@@ -85,5 +113,13 @@ mod tests {
         // Freed again, but never handed out twice in one process.
         let again = free_ports(12);
         assert!(again.iter().all(|port| !ports.contains(port)), "{ports:?} then {again:?}");
+    }
+
+    #[test]
+    fn a_handed_out_port_is_locked_against_other_processes() {
+        let port = free_port();
+        // Another open file description of the same lock file, as another
+        // process would have, cannot take it.
+        assert!(!lock_port(port), "port {port} is reserved by this process");
     }
 }

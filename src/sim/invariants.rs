@@ -45,17 +45,24 @@ pub struct Invariants {
     next: BTreeMap<i64, i64>,
     digests: BTreeMap<i64, u64>,
     /// Every txn any server logged, by zxid (one leader per epoch makes a
-    /// zxid name one txn), with the txn it followed: the contents of the txns
-    /// a committed snapshot holds, which may never have been delivered.
-    logged: BTreeMap<i64, (i64, Arc<Txn>)>,
+    /// zxid name one txn), with the txn it followed and when it was first
+    /// logged (by its leader, right after proposing it): the contents of the
+    /// txns a committed snapshot holds, which may never have been delivered.
+    logged: BTreeMap<i64, Logged>,
     /// The simulator's event number, set before each event: when things
     /// happened, in the clients' time.
     pub step: u64,
-    /// When each zxid was first logged (by its leader, right after proposing
-    /// it) and first committed (delivered, or established by a leader).
-    first_logged: BTreeMap<i64, u64>,
+    /// When each zxid was first committed (delivered, or established by a
+    /// leader).
     first_committed: BTreeMap<i64, u64>,
     violations: Vec<String>,
+}
+
+/// A logged txn, the zxid it followed, and the step it was first logged at.
+struct Logged {
+    prev: i64,
+    txn: Arc<Txn>,
+    step: u64,
 }
 
 /// A closeSession some server logged (an expiry, or a client's request),
@@ -84,19 +91,19 @@ impl Invariants {
 
     /// A server appended `txn` to its log, after `prev`.
     pub fn on_logged(&mut self, prev: i64, txn: Arc<Txn>) {
-        self.first_logged.entry(txn.zxid).or_insert(self.step);
-        self.logged.entry(txn.zxid).or_insert((prev, txn));
+        let step = self.step;
+        self.logged.entry(txn.zxid).or_insert(Logged { prev, txn, step });
     }
 
     /// Every closeSession any server logged, in zxid order.
     pub fn logged_closes(&self) -> Vec<LoggedClose> {
         self.logged
             .iter()
-            .filter(|(_, (_, txn))| matches!(txn.body, TxnBody::CloseSession))
-            .map(|(&zxid, (_, txn))| LoggedClose {
-                session_id: txn.session_id,
+            .filter(|(_, logged)| matches!(logged.txn.body, TxnBody::CloseSession))
+            .map(|(&zxid, logged)| LoggedClose {
+                session_id: logged.txn.session_id,
                 zxid,
-                logged: self.first_logged[&zxid],
+                logged: logged.step,
                 committed: self.first_committed.get(&zxid).copied(),
             })
             .collect()
@@ -165,11 +172,11 @@ impl Invariants {
                 let mut chain = Vec::new();
                 let mut at = snapshot;
                 while at > from {
-                    let Some((prev, txn)) = self.logged.get(&at) else {
+                    let Some(logged) = self.logged.get(&at) else {
                         return Err(format!("the committed snapshot at {snapshot:#x} holds {at:#x}, which no server logged"));
                     };
-                    chain.push(txn);
-                    at = *prev;
+                    chain.push(&logged.txn);
+                    at = logged.prev;
                 }
                 if at != from {
                     return Err(format!("the committed snapshot at {snapshot:#x} does not follow the committed {from:#x}"));

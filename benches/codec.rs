@@ -120,7 +120,7 @@ fn create_txns() -> Vec<Txn> {
             time_ms: 1_700_000_000_000,
             body: TxnBody::Create(CreateTxn {
                 opcode: op::CREATE,
-                path,
+                path: path.into(),
                 data: Some(Bytes::from_static(&[b'd'; 100])),
                 acl: open_acl_unsafe(),
                 ephemeral_owner: 0,

@@ -24,7 +24,7 @@ fn create_txn(zxid: i64, path: String, data: Option<Bytes>, parent_cversion: i32
         time_ms: 1_700_000_000_000 + zxid,
         body: TxnBody::Create(CreateTxn {
             opcode: op::CREATE,
-            path,
+            path: path.into(),
             data,
             acl: open_acl_unsafe(),
             ephemeral_owner: 0,

@@ -4,6 +4,8 @@
 //! are txns too (`TxnBody::Error`), so errors consume a zxid and are ordered
 //! with everything else, as in ZooKeeper.
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 
 use crate::proto::{Acl, ErrorCode};
@@ -37,7 +39,9 @@ pub enum TxnBody {
 pub struct CreateTxn {
     /// create, create2, createContainer or createTTL: decides the reply's shape.
     pub opcode: i32,
-    pub path: String,
+    /// Shared: every replica's tree keys the new znode, and lists it among
+    /// its parent's children, with this one allocation.
+    pub path: Arc<str>,
     pub data: Option<Bytes>,
     pub acl: Vec<Acl>,
     /// The session for ephemerals, `CONTAINER_OWNER` for containers, a TTL

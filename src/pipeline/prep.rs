@@ -278,7 +278,7 @@ impl Prep {
         self.overlay.insert(node_path.clone(), Some(ChangeRecord { stat, child_count: 0, acl: acl.clone().into() }));
         Ok(TxnBody::Create(CreateTxn {
             opcode,
-            path: node_path,
+            path: node_path.into(),
             data: request.data.clone(),
             acl,
             ephemeral_owner: owner,

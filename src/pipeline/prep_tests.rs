@@ -43,10 +43,10 @@ fn sequential_suffix_counts_creates_not_deletes() {
     prep.prep(0, 1, 0, &create("/p", 0), &[], true);
     prep.prep(0, 1, 0, &create("/p/a", 0), &[], true);
     let first = prep.prep(0, 1, 0, &create("/p/s-", 2), &[], true);
-    assert!(matches!(&first.body, TxnBody::Create(c) if c.path == "/p/s-0000000001"));
+    assert!(matches!(&first.body, TxnBody::Create(c) if &*c.path == "/p/s-0000000001"));
     prep.prep(0, 1, 0, &Request::Delete(DeleteRequest { path: "/p/a".into(), version: -1 }), &[], true);
     let second = prep.prep(0, 1, 0, &create("/p/s-", 2), &[], true);
-    assert!(matches!(&second.body, TxnBody::Create(c) if c.path == "/p/s-0000000002"));
+    assert!(matches!(&second.body, TxnBody::Create(c) if &*c.path == "/p/s-0000000002"));
 }
 
 #[test]

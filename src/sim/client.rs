@@ -970,7 +970,7 @@ pub fn check_histories(histories: &[&History], invariants: &Invariants) -> Vec<S
             match invariants.committed(result.zxid) {
                 Some(txn) if txn.session_id == op.session && txn.cxid == op.xid => {
                     if let Outcome::CreatedAt { path } = &result.outcome {
-                        if !matches!(&txn.body, TxnBody::Create(create) if create.path == *path) {
+                        if !matches!(&txn.body, TxnBody::Create(create) if *create.path == **path) {
                             violations.push(format!(
                                 "SequentialNames: client {} was told it created {path} at {:#x}, but the txn committed there is {:?}",
                                 op.client, result.zxid, txn.body

@@ -82,7 +82,7 @@ fn decode_body(reader: &mut Reader, top_level: bool) -> DecodeResult<TxnBody> {
         op::CLOSE_SESSION => TxnBody::CloseSession,
         op::CREATE => TxnBody::Create(CreateTxn {
             opcode: reader.read_i32()?,
-            path: reader.read_string()?,
+            path: reader.read_string()?.into(),
             data: reader.read_buffer_opt()?,
             acl: Vec::<Acl>::decode(reader)?,
             ephemeral_owner: reader.read_i64()?,

@@ -39,10 +39,63 @@ pub struct Node {
     pub children: Children,
 }
 
-/// A node's child names. Most znodes are leaves, so the set is allocated
-/// only while a node has children: 8 bytes per leaf instead of 32.
+/// A node's children. Most znodes are leaves, so the set is allocated only
+/// while a node has children: 8 bytes per leaf instead of 32.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Children(Option<Box<HashSet<Box<str>>>>);
+pub struct Children(Option<Box<HashSet<ChildName>>>);
+
+/// A child, held as its full path (the allocation its own key in the tree
+/// uses, which every replica shares), standing for its name: it is hashed,
+/// compared and looked up by the last component.
+#[derive(Debug, Clone)]
+pub struct ChildName(Arc<str>);
+
+impl ChildName {
+    pub fn name(&self) -> &str {
+        // A plain backward scan: names are short, and memrchr's set-up cost
+        // showed in profiles of creates (every hash and compare calls this).
+        let start = self.0.bytes().rposition(|byte| byte == b'/').map_or(0, |slash| slash + 1);
+        &self.0[start..]
+    }
+
+    pub fn path(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::ops::Deref for ChildName {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        self.name()
+    }
+}
+
+impl std::fmt::Display for ChildName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::borrow::Borrow<str> for ChildName {
+    fn borrow(&self) -> &str {
+        self.name()
+    }
+}
+
+impl std::hash::Hash for ChildName {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.name().hash(state)
+    }
+}
+
+impl PartialEq for ChildName {
+    fn eq(&self, other: &Self) -> bool {
+        self.name() == other.name()
+    }
+}
+
+impl Eq for ChildName {}
 
 impl Children {
     pub fn len(&self) -> usize {
@@ -53,7 +106,7 @@ impl Children {
         self.len() == 0
     }
 
-    pub fn iter(&self) -> impl Iterator<Item = &Box<str>> {
+    pub fn iter(&self) -> impl Iterator<Item = &ChildName> {
         self.0.iter().flat_map(|names| names.iter())
     }
 
@@ -61,8 +114,9 @@ impl Children {
         self.0.as_ref().is_some_and(|names| names.contains(name))
     }
 
-    pub fn insert(&mut self, name: Box<str>) -> bool {
-        self.0.get_or_insert_with(Default::default).insert(name)
+    /// Adds the child whose full path is `path`.
+    pub fn insert(&mut self, path: Arc<str>) -> bool {
+        self.0.get_or_insert_with(Default::default).insert(ChildName(path))
     }
 
     pub fn remove(&mut self, name: &str) -> bool {
@@ -151,7 +205,8 @@ pub struct DataTree {
     /// Boxed: a table entry is 24 bytes instead of 168, so the empty slots
     /// a hash table keeps cost little (the node table was most of a replica's
     /// memory).
-    nodes: HashMap<Box<str>, Box<Node>>,
+    /// Keyed by the path the creating txn allocated, shared by every replica.
+    nodes: HashMap<Arc<str>, Box<Node>>,
     /// ACL lists are interned: most znodes share a handful of lists.
     acl_cache: HashMap<Vec<Acl>, Arc<[Acl]>>,
     ephemerals: HashMap<i64, BTreeSet<String>>,
@@ -188,16 +243,16 @@ impl DataTree {
             stat: StatPersisted::default(),
             children: Children::default(),
         };
-        tree.nodes.insert("/".into(), Box::new(system_node(open.clone(), Some(Bytes::new()))));
-        tree.nodes.insert(ZOOKEEPER_PATH.into(), Box::new(system_node(open.clone(), Some(Bytes::new()))));
-        tree.nodes.insert(QUOTA_PATH.into(), Box::new(system_node(open.clone(), Some(Bytes::new()))));
+        for node_path in ["/", ZOOKEEPER_PATH, QUOTA_PATH] {
+            tree.nodes.insert(node_path.into(), Box::new(system_node(open.clone(), Some(Bytes::new()))));
+        }
         let read_only = tree.intern_acl(&read_acl_unsafe());
         let mut config = system_node(read_only, Some(Bytes::new()));
         config.stat.aversion = -1;
         tree.nodes.insert(CONFIG_PATH.into(), Box::new(config));
-        tree.link_child("/", "zookeeper");
-        tree.link_child(ZOOKEEPER_PATH, "quota");
-        tree.link_child(ZOOKEEPER_PATH, "config");
+        for node_path in [ZOOKEEPER_PATH, QUOTA_PATH, CONFIG_PATH] {
+            tree.link_child(node_path.into());
+        }
         tree
     }
 
@@ -215,9 +270,15 @@ impl DataTree {
         }
     }
 
-    fn link_child(&mut self, parent: &str, child: &str) {
-        if let Some(node) = self.nodes.get_mut(parent) {
-            node.children.insert(child.into());
+    /// Lists `node_path` among its parent's children; false if there is no parent.
+    fn link_child(&mut self, node_path: Arc<str>) -> bool {
+        let (parent, _) = path::split(&node_path);
+        match self.nodes.get_mut(parent) {
+            Some(parent) => {
+                parent.children.insert(node_path);
+                true
+            }
+            None => false,
         }
     }
 
@@ -291,12 +352,12 @@ impl DataTree {
             return self.nodes.len() - 1;
         }
         let mut count = 0;
-        let mut pending = vec![path.to_owned()];
+        let mut pending = vec![path];
         while let Some(parent) = pending.pop() {
-            if let Some(node) = self.nodes.get(parent.as_str()) {
+            if let Some(node) = self.nodes.get(parent) {
                 for child in node.children.iter() {
                     count += 1;
-                    pending.push(path::join(&parent, child));
+                    pending.push(child.path());
                 }
             }
         }
@@ -416,11 +477,11 @@ impl DataTree {
     }
 
     fn create_node(&mut self, create: &CreateTxn, zxid: i64, time_ms: i64, triggers: &mut Vec<Trigger>) -> ApplyResult {
-        let (parent_path, child_name) = path::split(&create.path);
+        let (parent_path, _) = path::split(&create.path);
         if !self.nodes.contains_key(parent_path) {
             return ApplyResult::error(ErrorCode::NoNode);
         }
-        if self.nodes.contains_key(create.path.as_str()) {
+        if self.nodes.contains_key(&*create.path) {
             return ApplyResult::error(ErrorCode::NodeExists);
         }
         let acl = self.intern_acl(&create.acl);
@@ -430,7 +491,7 @@ impl DataTree {
             parent.stat.cversion = create.parent_cversion;
             parent.stat.pzxid = zxid;
         }
-        parent.children.insert(child_name.into());
+        parent.children.insert(create.path.clone());
         let stat = StatPersisted {
             czxid: zxid,
             mzxid: zxid,
@@ -445,19 +506,19 @@ impl DataTree {
         let node = Node { data: create.data.clone(), acl, stat, children: Children::default() };
         self.data_bytes += create.data.as_ref().map_or(0, Bytes::len) as u64;
         let full_stat = node.full_stat();
-        self.nodes.insert(create.path.as_str().into(), Box::new(node));
+        self.nodes.insert(create.path.clone(), Box::new(node));
         let owner = create.ephemeral_owner;
         if ephemeral_owner::is_container(owner) {
-            self.containers.insert(create.path.clone());
+            self.containers.insert(create.path.to_string());
         } else if ephemeral_owner::ttl_ms(owner).is_some() {
-            self.ttls.insert(create.path.clone());
+            self.ttls.insert(create.path.to_string());
         } else if owner != 0 {
-            self.ephemerals.entry(owner).or_default().insert(create.path.clone());
+            self.ephemerals.entry(owner).or_default().insert(create.path.to_string());
         }
-        triggers.push(Trigger { path: create.path.clone(), event_type: event::NODE_CREATED });
+        triggers.push(Trigger { path: create.path.to_string(), event_type: event::NODE_CREATED });
         triggers.push(Trigger { path: parent_path.to_owned(), event_type: event::NODE_CHILDREN_CHANGED });
         let opcode = if create.opcode == op::CREATE { op::CREATE } else { op::CREATE2 };
-        ApplyResult { path: create.path.clone(), stat: Some(full_stat), ..ApplyResult::ok(opcode) }
+        ApplyResult { path: create.path.to_string(), stat: Some(full_stat), ..ApplyResult::ok(opcode) }
     }
 
     fn delete_node(&mut self, node_path: &str, zxid: i64, triggers: &mut Vec<Trigger>) -> Result<(), ErrorCode> {
@@ -560,14 +621,10 @@ impl DataTree {
         if !tree.nodes.contains_key("/") {
             return Err("no root node".into());
         }
-        let paths: Vec<Box<str>> = tree.nodes.keys().filter(|node_path| &***node_path != "/").cloned().collect();
+        let paths: Vec<Arc<str>> = tree.nodes.keys().filter(|node_path| &***node_path != "/").cloned().collect();
         for node_path in paths {
-            let (parent, child) = path::split(&node_path);
-            match tree.nodes.get_mut(parent) {
-                Some(parent_node) => {
-                    parent_node.children.insert(child.into());
-                }
-                None => return Err(format!("node {node_path:?} has no parent")),
+            if !tree.link_child(node_path.clone()) {
+                return Err(format!("node {node_path:?} has no parent"));
             }
         }
         Ok(tree)

@@ -171,3 +171,27 @@ fn nodes_stay_compact_and_leaves_allocate_no_child_set() {
     assert!(a.children.is_empty() && !a.children.contains("b"));
     assert_eq!(a.full_stat().num_children, 0);
 }
+
+/// Replicas share a znode's path: each keys the znode by the create txn's
+/// allocation and lists it in the parent's child set, copying nothing.
+#[test]
+fn replicas_share_the_create_txns_path() {
+    let create_txn = txn(2, create("/a", 0, 1));
+    let TxnBody::Create(body) = &create_txn.body else { unreachable!() };
+    let mut trees = [DataTree::new(), DataTree::new()];
+    let mut triggers = Vec::new();
+    for tree in &mut trees {
+        tree.apply(&create_txn, &mut triggers);
+    }
+    // The txn's own reference, plus a key and a child entry per tree.
+    assert_eq!(Arc::strong_count(&body.path), 1 + 2 * trees.len());
+    let root = trees[0].get("/").unwrap();
+    assert!(root.children.contains("a") && root.children.contains("zookeeper"));
+    let mut names: Vec<&str> = root.children.iter().map(|child| child.name()).collect();
+    names.sort_unstable();
+    assert_eq!(names, ["a", "zookeeper"]);
+    for tree in &mut trees {
+        tree.apply(&txn(3, TxnBody::Delete { path: "/a".into() }), &mut triggers);
+    }
+    assert_eq!(Arc::strong_count(&body.path), 1);
+}

@@ -49,7 +49,7 @@ fn create(prefix: &str, zxid: i64) -> Txn {
         time_ms: 0,
         body: TxnBody::Create(CreateTxn {
             opcode: 1,
-            path: format!("/{prefix}{zxid}"),
+            path: format!("/{prefix}{zxid}").into(),
             data: None,
             acl: crate::tree::open_acl_unsafe(),
             ephemeral_owner: 0,
@@ -531,7 +531,7 @@ fn replayed_tail_after_a_truncation_ends_at_its_point() {
         .replayed_tail
         .iter()
         .map(|txn| match &txn.body {
-            TxnBody::Create(create) => (txn.zxid, create.path.clone()),
+            TxnBody::Create(create) => (txn.zxid, create.path.to_string()),
             other => panic!("{other:?}"),
         })
         .collect();

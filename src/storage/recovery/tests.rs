@@ -12,7 +12,7 @@ fn create(zxid: i64) -> Txn {
         time_ms: 0,
         body: TxnBody::Create(crate::txn::CreateTxn {
             opcode: 1,
-            path: format!("/n{zxid}"),
+            path: format!("/n{zxid}").into(),
             data: None,
             acl: crate::tree::open_acl_unsafe(),
             ephemeral_owner: 0,

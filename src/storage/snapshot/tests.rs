@@ -425,7 +425,7 @@ fn million_node_timing() {
         zxid += 1;
         let create = CreateTxn {
             opcode: op::CREATE,
-            path: format!("/d{dir:04}"),
+            path: format!("/d{dir:04}").into(),
             data: None,
             acl: open_acl_unsafe(),
             ephemeral_owner: 0,
@@ -436,7 +436,7 @@ fn million_node_timing() {
             zxid += 1;
             let create = CreateTxn {
                 opcode: op::CREATE,
-                path: format!("/d{dir:04}/n{leaf:06}"),
+                path: format!("/d{dir:04}/n{leaf:06}").into(),
                 data: Some(value.clone()),
                 acl: open_acl_unsafe(),
                 ephemeral_owner: 0,

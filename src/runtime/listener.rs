@@ -15,9 +15,19 @@ fn check(result: libc::c_int) -> std::io::Result<libc::c_int> {
 
 /// A listening socket on `address`. With `share_port` (one per shard) the
 /// kernel spreads connections across the shards' sockets; without it the bind
-/// fails if anything listens there already, which is how start-up detects a
-/// port in use.
+/// fails if anything listens there already.
 pub fn bind(address: SocketAddr, share_port: bool) -> std::io::Result<OwnedFd> {
+    let socket = bind_only(address, share_port)?;
+    // SAFETY: a bound stream socket.
+    check(unsafe { libc::listen(socket.as_raw_fd(), 1024) })?;
+    Ok(socket)
+}
+
+/// A socket bound to `address` that does not listen: how start-up detects a
+/// port in use and resolves port 0 before the shards bind it. A listening
+/// probe would accept connections into its queue and reset them when it
+/// closes; a client that connected in that window saw its connection reset.
+pub fn bind_only(address: SocketAddr, share_port: bool) -> std::io::Result<OwnedFd> {
     let family = if address.is_ipv4() { libc::AF_INET } else { libc::AF_INET6 };
     // SAFETY: plain socket calls; every return is checked and the fd is owned below.
     let socket = unsafe { OwnedFd::from_raw_fd(check(libc::socket(family, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0))?) };
@@ -41,8 +51,6 @@ pub fn bind(address: SocketAddr, share_port: bool) -> std::io::Result<OwnedFd> {
     let (storage, length) = socket_address(address);
     // SAFETY: `storage` holds a valid sockaddr of `length` bytes.
     check(unsafe { libc::bind(socket.as_raw_fd(), &storage as *const libc::sockaddr_storage as *const libc::sockaddr, length) })?;
-    // SAFETY: a bound stream socket.
-    check(unsafe { libc::listen(socket.as_raw_fd(), 1024) })?;
     Ok(socket)
 }
 

@@ -128,7 +128,7 @@ pub fn run(options: ServerOptions) -> std::io::Result<()> {
     // Bind once up front, without sharing the port, so a port in use fails
     // loudly before any thread starts and port 0 resolves to one port that
     // every shard then shares.
-    let probe = listener::bind(address, false).map_err(|error| std::io::Error::new(error.kind(), format!("cannot bind {address}: {error}")))?;
+    let probe = listener::bind_only(address, false).map_err(|error| std::io::Error::new(error.kind(), format!("cannot bind {address}: {error}")))?;
     let address = SocketAddr::new(address.ip(), listener::local_port(&probe)?);
     drop(probe);
 

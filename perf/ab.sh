@@ -12,7 +12,8 @@
 # Standalone only: SNAP=N starts the servers with --snap-count N; PREFILL=N
 # first creates N znodes of 100 bytes under /prefill on each server, and the
 # workloads then run on those keys (e.g. PREFILL=1000000 SNAP=2000 ... set:
-# writes while snapshots of a big tree are taken).
+# writes while snapshots of a big tree are taken) and prints each server's
+# resident memory once they hold them.
 #
 # Prints one line per run and, per workload, the mean ops/s and CPU µs/op of
 # each build and their ratio (new ÷ old). Uses target/release/warden-loadgen.
@@ -101,6 +102,11 @@ if [[ $PREFILL -gt 0 ]]; then
             --connections 4 --in-flight 64 --seconds 900 > /dev/null
     done
     KEY_ARGS=(--parent /prefill --keys "$PREFILL" --skip-setup)
+    for build in old new; do
+        for pid in ${PIDLIST[$build]//,/ }; do
+            echo "$build: pid $pid $(grep VmRSS "/proc/$pid/status" | tr -s ' \t' ' ') after $PREFILL znodes"
+        done
+    done
 fi
 
 setup=standalone

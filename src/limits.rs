@@ -27,10 +27,19 @@ pub const MULTI_OPS_MAX: usize = 100_000;
 pub const SESSION_TOUCH_BATCH_MAX: usize = 4096;
 /// Containers and TTL nodes removed per container-manager check.
 pub const CONTAINER_DELETES_PER_CHECK_MAX: usize = 10_000;
-/// Committed txns waiting for the snapshot executor's replica. While a large
-/// snapshot is written this absorbs the writes that arrive meanwhile; past it
-/// the log waits (backpressure) rather than growing.
-pub const SNAPSHOTTER_QUEUE_MAX: usize = 1 << 17;
+/// Committed txns sent to the snapshot executor's replica in one message:
+/// fewer wake-ups of its thread, at the cost of the replica lagging by up to
+/// this many txns until a snapshot is asked for.
+pub const SNAPSHOTTER_TXNS_PER_SEND: usize = 256;
+/// Committed txns held on core 0 for the snapshot executor before the
+/// delivery waits for the feeder to send them.
+pub const SNAPSHOTTER_TXNS_PENDING_MAX: usize = 4 * SNAPSHOTTER_TXNS_PER_SEND;
+/// Messages (batches of txns) waiting for the snapshot executor's replica.
+/// While a large snapshot is written this absorbs the writes that arrive
+/// meanwhile (2^17 txns); past it the log waits (backpressure) rather than
+/// growing.
+pub const SNAPSHOTTER_QUEUE_MAX: usize = (1 << 17) / SNAPSHOTTER_TXNS_PER_SEND;
+const _: () = assert!(SNAPSHOTTER_TXNS_PER_SEND <= SNAPSHOTTER_TXNS_PENDING_MAX);
 /// Encoded bytes waiting for the log (written or being written); past this the
 /// sequencer stops taking requests until a batch is durable.
 pub const LOG_PENDING_BYTES_MAX: usize = 16 * 1024 * 1024;

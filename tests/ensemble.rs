@@ -400,6 +400,37 @@ fn lagging_follower_catches_up_by_diff_after_the_whole_ensemble_restarts() {
     println!("[restart-diff] took {:?}", started.elapsed());
 }
 
+/// Every member, the leader included, takes snapshots at its snapshot
+/// points when writes come one at a time. A leader's snapshot point comes
+/// when it proposes, before the txn commits; with the snapshot executor fed
+/// in batches, the leader once asked for a snapshot and then waited for a
+/// batch that a slow trickle of writes never filled (it took none).
+#[test]
+fn every_member_snapshots_at_a_low_write_rate() {
+    let name = "lowratesnap";
+    let mut ensemble = Ensemble::new(name, 3, 0);
+    ensemble.append_config("snapCount=10");
+    ensemble.start_all();
+    let leader = ensemble.wait_stable(STABLE_TIMEOUT);
+    let before: Vec<usize> = ensemble.voters().iter().map(|&id| ensemble.snapshot_files(id).len()).collect();
+    let mut writer = session(&ensemble, leader);
+    create_ok(&mut writer, "/snap", b"", 0);
+    for _ in 0..40 {
+        let err = writer.set_data("/snap", b"x", -1).expect("setData");
+        assert_eq!(err, OK, "setData");
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let counts: Vec<usize> = ensemble.voters().iter().map(|&id| ensemble.snapshot_files(id).len()).collect();
+        // 41 txns and a snapshot every 5 to 10 of them: at least 3 each.
+        if counts.iter().zip(&before).all(|(now, before)| now >= &(before + 3)) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "[{name}] snapshot files per node (leader {leader}): {before:?} -> {counts:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 #[test]
 fn wiped_follower_gets_snap() {
     let started = Instant::now();

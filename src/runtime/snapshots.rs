@@ -15,7 +15,8 @@ use crate::tree::DataTree;
 use crate::txn::Txn;
 
 pub enum Input {
-    Txn(Arc<Txn>),
+    /// Committed txns, in order.
+    Txns(Vec<Arc<Txn>>),
     /// Snapshot once the replica reaches this zxid (standalone: it already
     /// has; in an ensemble the txn may still be waiting for its quorum).
     Snapshot(i64),
@@ -66,9 +67,11 @@ pub async fn run(
                 break;
             }
             match input {
-                Input::Txn(txn) => {
-                    triggers.clear();
-                    tree.apply(&txn, &mut triggers);
+                Input::Txns(txns) => {
+                    for txn in &txns {
+                        triggers.clear();
+                        tree.apply(txn, &mut triggers);
+                    }
                 }
                 Input::Snapshot(zxid) => pending = Some(zxid),
                 Input::Reset(new_tree) => {

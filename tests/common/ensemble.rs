@@ -536,6 +536,27 @@ impl Ensemble {
         &self.dir
     }
 
+    /// Appends `line` (key=value) to every node's zoo.cfg; before `start`.
+    pub fn append_config(&self, line: &str) {
+        for node in &self.nodes {
+            let mut text = fs::read_to_string(node.config_path()).expect("read zoo.cfg");
+            text.push_str(line);
+            text.push('\n');
+            fs::write(node.config_path(), text).expect("write zoo.cfg");
+        }
+    }
+
+    /// The snapshot files in a node's data directory.
+    pub fn snapshot_files(&self, id: u32) -> Vec<String> {
+        let dir = self.node(id).data_dir().join("version-2");
+        let mut names: Vec<String> = fs::read_dir(dir)
+            .map(|entries| entries.filter_map(|entry| entry.ok()?.file_name().into_string().ok()).collect())
+            .unwrap_or_default();
+        names.retain(|name| name.starts_with("snapshot."));
+        names.sort();
+        names
+    }
+
     pub fn config_text(&self, id: u32) -> String {
         fs::read_to_string(self.node(id).config_path()).expect("read zoo.cfg")
     }

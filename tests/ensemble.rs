@@ -427,7 +427,7 @@ fn every_member_snapshots_at_a_low_write_rate() {
             break;
         }
         assert!(Instant::now() < deadline, "[{name}] snapshot files per node (leader {leader}): {before:?} -> {counts:?}");
-        std::thread::sleep(Duration::from_millis(100));
+        sleep(Duration::from_millis(100));
     }
 }
 

@@ -210,7 +210,11 @@ impl Server {
             if let Ok(Some(status)) = server.child.try_wait() {
                 return Err(format!("exited early with {status}; log:\n{}", server.log_tail()));
             }
-            if server_answers_srvr(server.addr()) {
+            // Ready once it answers srvr as a server does. A TCP connect alone
+            // is not proof: the suite saw connects succeed (to whatever held
+            // the port for an instant) before the server under test listened,
+            // and the first session then found nothing there.
+            if common::ensemble::four_letter(port, "srvr").is_some_and(|answer| answer.contains("Mode: ")) {
                 break;
             }
             if Instant::now() > deadline {
@@ -233,10 +237,6 @@ impl Server {
             }
         }
         Ok(server)
-    }
-
-    fn addr(&self) -> SocketAddr {
-        SocketAddr::from(([127, 0, 0, 1], self.port))
     }
 
     fn log_tail(&self) -> String {
@@ -487,21 +487,6 @@ fn try_handshake(
 
 fn handshake(port: u16, last_zxid: i64, timeout_ms: i32, session_id: i64, password: &[u8]) -> (Conn, Option<ConnectResponse>) {
     try_handshake(port, last_zxid, timeout_ms, session_id, password).expect("handshake: neither response nor close")
-}
-
-/// Whether a server on `address` answers `srvr` as a server does. A TCP
-/// connect alone is not proof: the suite saw connects succeed (to whatever
-/// held the port for an instant) before the server under test listened, and
-/// the first session then found nothing there.
-fn server_answers_srvr(address: SocketAddr) -> bool {
-    let Ok(mut stream) = TcpStream::connect_timeout(&address, Duration::from_millis(500)) else { return false };
-    let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
-    if stream.write_all(b"srvr").is_err() {
-        return false;
-    }
-    let mut reply = String::new();
-    let _ = stream.read_to_string(&mut reply);
-    reply.contains("Mode: ")
 }
 
 fn four_letter_word(port: u16, word: &str) -> String {

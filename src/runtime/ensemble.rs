@@ -180,9 +180,13 @@ struct Driver {
     log: Rc<Log>,
     outlet: Outlet,
     shared: Arc<SharedState>,
-    /// The data tree rebuilt from the log at the last reload (the leader's
-    /// sequencer starts from it).
-    tree: DataTree,
+    /// The data tree rebuilt from the log at the last reload or SNAP
+    /// install, held only until this server serves: a leader's sequencer
+    /// takes it, a learner drops it (its shards hold the state). Kept while
+    /// serving, it was one more full replica of the tree.
+    reloaded: Option<DataTree>,
+    /// Its last zxid: the log resumes after it and the election starts from it.
+    reloaded_zxid: i64,
     sequencer: Option<Sequencer>,
     /// Leader: learners' links by server id, and links not yet identified.
     learners: HashMap<ServerId, LinkId>,
@@ -262,7 +266,8 @@ pub async fn run(options: ServerOptions, secret: u64, mut parts: SequencerParts,
         log,
         outlet,
         shared,
-        tree,
+        reloaded_zxid: tree.last_processed_zxid(),
+        reloaded: Some(tree),
         sequencer: None,
         learners: HashMap::new(),
         links: HashMap::new(),
@@ -633,8 +638,8 @@ impl Driver {
                     let tree = self.dirs.install_snapshot(bytes).map_err(std::io::Error::other)?;
                     assert_eq!(tree.last_processed_zxid(), zxid, "SNAP header and snapshot disagree");
                     tracing::info!(zxid = format_args!("{zxid:#x}"), nodes = tree.node_count(), "installed the leader's snapshot (SNAP)");
-                    self.tree = tree;
-                    self.outlet.reset(&self.tree).await;
+                    self.outlet.reset(&tree).await;
+                    self.set_reloaded(tree);
                     self.open_log().await?;
                 }
                 Effect::Apply { zxid, txn } => {
@@ -645,7 +650,7 @@ impl Driver {
                     }
                 }
                 Effect::Deliver(item) => self.outlet.deliver(item, false).await,
-                Effect::Serve { state, epoch, leader } => self.serve(state, epoch, leader).await,
+                Effect::Serve { state, epoch, leader } => self.serve(state, epoch, leader).await?,
                 Effect::Look { reason } => {
                     tracing::warn!(%reason, "going back to LOOKING");
                     self.stop_serving();
@@ -708,9 +713,20 @@ impl Driver {
         }
     }
 
-    async fn serve(&mut self, state: ServerState, epoch: u32, leader: ServerId) {
+    async fn serve(&mut self, state: ServerState, epoch: u32, leader: ServerId) -> std::io::Result<()> {
         tracing::info!(?state, epoch, leader, "serving clients");
+        let reloaded = self.reloaded.take();
         if state == ServerState::Leading {
+            // Every election starts from a reload, so the tree is there; were
+            // it not, the log rebuilds the same state.
+            let tree = match reloaded {
+                Some(tree) => tree,
+                None => {
+                    tracing::warn!("no reloaded tree to lead from; rebuilding it from the log");
+                    self.log.idle().await;
+                    self.dirs.recover_for_start(limits::COMMITTED_LOG_MAX).map_err(std::io::Error::other)?.tree
+                }
+            };
             let config = &self.options.config;
             let sequencer_config = SequencerConfig {
                 tick_ms: config.tick_time_ms as i64,
@@ -722,13 +738,22 @@ impl Driver {
                 snap_count: config.snap_count,
                 random_seed: self.secret ^ wall_clock_ms() as u64,
             };
-            let mut sequencer = Sequencer::new(self.tree.clone(), sequencer_config, super::now());
+            let mut sequencer = Sequencer::new(tree, sequencer_config, super::now());
             let base = self.peer.last_proposed().unwrap_or(make_zxid(epoch, 0));
             sequencer.set_zxid_last(base);
             self.sequencer = Some(sequencer);
+        } else {
+            drop(reloaded);
         }
         self.outlet.deliver(Committed::Secret(self.secret), false).await;
         self.shared.serving.store(true, Ordering::Release);
+        super::trim_heap();
+        Ok(())
+    }
+
+    fn set_reloaded(&mut self, tree: DataTree) {
+        self.reloaded_zxid = tree.last_processed_zxid();
+        self.reloaded = Some(tree);
     }
 
     /// Forwarded requests held while the leader could not propose, in order,
@@ -765,8 +790,8 @@ impl Driver {
     async fn reload(&mut self) -> std::io::Result<VecDeque<Txn>> {
         self.log.idle().await;
         let recovered = self.dirs.recover_for_start(limits::COMMITTED_LOG_MAX).map_err(std::io::Error::other)?;
-        self.tree = recovered.tree;
-        self.outlet.reset(&self.tree).await;
+        self.outlet.reset(&recovered.tree).await;
+        self.set_reloaded(recovered.tree);
         self.open_log().await?;
         Ok(recovered.replayed_tail)
     }
@@ -774,7 +799,7 @@ impl Driver {
     async fn open_log(&mut self) -> std::io::Result<()> {
         self.log.idle().await;
         let config = &self.options.config;
-        let first_zxid = self.tree.last_processed_zxid() + 1;
+        let first_zxid = self.reloaded_zxid + 1;
         let old = self.log.writer.borrow_mut().take();
         drop(old);
         let writer = LogWriter::create(&self.dirs.log_dir, first_zxid, config.pre_alloc_size_kib * 1024, config.force_sync).await?;
@@ -789,7 +814,7 @@ impl Driver {
     /// that no quorum holds is cut by the next leader's TRUNC or SNAP, or,
     /// should this server lead, becomes the new epoch's history with the rest.
     async fn start_looking(&mut self, replayed_tail: VecDeque<Txn>) -> std::io::Result<()> {
-        let last = self.tree.last_processed_zxid();
+        let last = self.reloaded_zxid;
         let (accepted, current) = self.dirs.read_epochs(last)?;
         tracing::info!(
             zxid = format_args!("{last:#x}"),

@@ -111,7 +111,7 @@ pub fn run(options: ServerOptions) -> std::io::Result<()> {
     let recovered = dirs.recover_for_start(replayed_tail_max).map_err(|error| {
         std::io::Error::other(format!("refusing to start: {error}"))
     })?;
-    let tree = recovered.tree;
+    let mut tree = recovered.tree;
     tracing::info!(
         snapshot_zxid = format_args!("{:#x}", recovered.snapshot_zxid),
         replayed = recovered.replayed,
@@ -199,7 +199,8 @@ pub fn run(options: ServerOptions) -> std::io::Result<()> {
         let shutdown = shutdown.clone();
         let shared = shared.clone();
         let options = options.clone();
-        let tree = tree.clone();
+        // The last shard takes the recovered tree itself: one clone fewer.
+        let tree = if shard_index + 1 == cores { std::mem::take(&mut tree) } else { tree.clone() };
         let handle = LocalExecutorBuilder::new(placement)
             .name(&format!("warden-core-{shard_index}"))
             .spawn(move || async move {
@@ -210,6 +211,10 @@ pub fn run(options: ServerOptions) -> std::io::Result<()> {
         handles.push(handle);
     }
     drop(tree);
+    // Recovery's buffers and its tree were allocated here and are free now;
+    // glibc keeps such memory mapped unless asked to give it back (a server
+    // restarted on 300,000 znodes held about 10 % more than before it).
+    trim_heap();
     let mut result = Ok(());
     for handle in handles {
         match handle.join() {
@@ -220,6 +225,16 @@ pub fn run(options: ServerOptions) -> std::io::Result<()> {
     }
     tracing::info!("warden stopped");
     result
+}
+
+/// Returns the heap's free pages to the kernel, after start-up or a reload
+/// freed a whole tree and the buffers that rebuilt it.
+pub(crate) fn trim_heap() {
+    // SAFETY: malloc_trim only releases memory no allocation uses.
+    #[cfg(target_env = "gnu")]
+    unsafe {
+        libc::malloc_trim(0);
+    }
 }
 
 /// How often every executor wakes up even with nothing to do.

@@ -1,0 +1,109 @@
+#!/usr/bin/env bash
+# Resident memory of one warden build holding a big tree, before and after a
+# restart: a standalone server and a 3-node ensemble on loopback, each loaded
+# with COUNT znodes of 100 bytes (snapshots off, so a restart replays the log),
+# then stopped and started again on the same data.
+#
+#   perf/rss.sh BINARY [COUNT]      (COUNT default 300000)
+#
+# Prints VmRSS (/proc/PID/status) of every server after loading and again
+# once the restarted servers serve. Run two builds one after the other to
+# compare them. Uses target/release/warden-loadgen.
+set -euo pipefail
+
+BINARY="${1:?usage: perf/rss.sh BINARY [COUNT]}"
+COUNT="${2:-300000}"
+REPO="$(cd "$(dirname "$0")/.." && pwd)"
+LG="$REPO/target/release/warden-loadgen"
+[[ -x $LG ]] || { echo "build the load generator first: cargo build --release" >&2; exit 1; }
+
+WORK="$(mktemp -d /tmp/warden-rss.XXXXXX)"
+PIDS=()
+stop_all() {
+    for pid in "${PIDS[@]}"; do kill "$pid" 2> /dev/null || true; done
+    for pid in "${PIDS[@]}"; do
+        while kill -0 "$pid" 2> /dev/null; do sleep 0.1; done
+    done
+    PIDS=()
+}
+trap 'stop_all; rm -rf "$WORK"' EXIT
+
+free_port() {
+    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+srvr() {  # srvr PORT: the server's srvr answer, or nothing
+    (echo srvr | timeout 1 bash -c "exec 3<>/dev/tcp/127.0.0.1/$1; cat >&3; cat <&3") 2> /dev/null || true
+}
+
+wait_serving() {  # wait_serving PORT
+    for _ in $(seq 600); do
+        srvr "$1" | grep -q "Mode: [slf]" && return 0
+        sleep 0.1
+    done
+    echo "server on port $1 never served" >&2
+    return 1
+}
+
+report() {  # report LABEL PORT...
+    local label=$1 i=0
+    shift
+    sleep 3
+    for port in "$@"; do
+        local pid=${PIDS[$i]} mode
+        mode=$(srvr "$port" | sed -n 's/^Mode: //p')
+        echo "$label: $mode pid $pid $(grep VmRSS "/proc/$pid/status" | tr -s ' \t' ' ')"
+        i=$((i + 1))
+    done
+}
+
+echo "build: $BINARY   $COUNT znodes of 100 bytes   load avg $(cut -d' ' -f1-3 /proc/loadavg)"
+
+# Standalone.
+port=$(free_port)
+start_standalone() {
+    "$BINARY" server --client-port "$port" --client-port-address 127.0.0.1 --data-dir "$WORK/standalone" \
+        --max-client-cnxns 0 --snap-count 100000000 >> "$WORK/standalone.log" 2>&1 &
+    PIDS+=($!)
+    wait_serving "$port"
+}
+mkdir -p "$WORK/standalone"
+start_standalone
+"$LG" --server "127.0.0.1:$port" --workload populate --count "$COUNT" --value-bytes 100 --parent /big \
+    --connections 4 --in-flight 64 --seconds 900 > /dev/null
+report "standalone, loaded" "$port"
+stop_all
+start_standalone
+report "standalone, restarted" "$port"
+stop_all
+
+# 3-node ensemble.
+ports=()
+for _ in $(seq 9); do ports+=("$(free_port)"); done
+for n in 1 2 3; do
+    dir="$WORK/node$n"
+    mkdir -p "$dir/data"
+    echo "$n" > "$dir/data/myid"
+    {
+        echo "tickTime=2000"; echo "initLimit=10"; echo "syncLimit=5"; echo "dataDir=$dir/data"
+        echo "clientPort=${ports[$((n - 1))]}"; echo "clientPortAddress=127.0.0.1"; echo "maxClientCnxns=0"
+        echo "snapCount=100000000"; echo "4lw.commands.whitelist=*"
+        for m in 1 2 3; do
+            echo "server.$m=127.0.0.1:${ports[$((m + 2))]}:${ports[$((m + 5))]}:participant;127.0.0.1:${ports[$((m - 1))]}"
+        done
+    } > "$dir/zoo.cfg"
+done
+start_ensemble() {
+    for n in 1 2 3; do
+        "$BINARY" server --config "$WORK/node$n/zoo.cfg" >> "$WORK/node$n/server.log" 2>&1 &
+        PIDS+=($!)
+    done
+    for n in 0 1 2; do wait_serving "${ports[$n]}"; done
+}
+start_ensemble
+"$LG" --server "127.0.0.1:${ports[0]},127.0.0.1:${ports[1]},127.0.0.1:${ports[2]}" --workload populate \
+    --count "$COUNT" --value-bytes 100 --parent /big --connections 4 --in-flight 64 --seconds 900 > /dev/null
+report "ensemble, loaded" "${ports[0]}" "${ports[1]}" "${ports[2]}"
+stop_all
+start_ensemble
+report "ensemble, restarted" "${ports[0]}" "${ports[1]}" "${ports[2]}"

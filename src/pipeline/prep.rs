@@ -13,7 +13,7 @@ use hashbrown::HashMap;
 use super::auth::{check_acl, fixup_acl};
 use crate::proto::codes::{op, perms, CreateMode};
 use crate::proto::{Acl, CreateRequest, ErrorCode, Id, MultiOp, Request};
-use crate::tree::{path, DataTree, StatPersisted, Trigger};
+use crate::tree::{path, DataTree, StatPersisted};
 use crate::txn::{ephemeral_owner, CreateTxn, Txn, TxnBody};
 
 #[derive(Debug, Clone)]
@@ -38,7 +38,6 @@ pub struct Prep {
     config: PrepConfig,
     /// Changes made by earlier ops of the request being prepped; `None` = deleted.
     overlay: HashMap<String, Option<ChangeRecord>>,
-    triggers_scratch: Vec<Trigger>,
 }
 
 type PrepResult<T> = Result<T, ErrorCode>;
@@ -46,7 +45,7 @@ type PrepResult<T> = Result<T, ErrorCode>;
 impl Prep {
     pub fn new(tree: DataTree, config: PrepConfig) -> Prep {
         let zxid_last = tree.last_processed_zxid();
-        Prep { tree, zxid_last, config, overlay: HashMap::new(), triggers_scratch: Vec::new() }
+        Prep { tree, zxid_last, config, overlay: HashMap::new() }
     }
 
     pub fn tree(&self) -> &DataTree {
@@ -72,8 +71,7 @@ impl Prep {
     fn seal(&mut self, session_id: i64, cxid: i32, zxid: i64, time_ms: i64, body: TxnBody) -> Txn {
         self.overlay.clear();
         let txn = Txn { session_id, cxid, zxid, time_ms, body };
-        self.triggers_scratch.clear();
-        self.tree.apply(&txn, &mut self.triggers_scratch);
+        self.tree.apply_quietly(&txn);
         txn
     }
 

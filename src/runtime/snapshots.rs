@@ -59,7 +59,6 @@ pub async fn run(
         .detach();
     }
     let work = async {
-        let mut triggers = Vec::new();
         let mut pending: Option<i64> = None;
         while let Some(input) = receiver.recv().await {
             // A long queue never makes recv wait, so look for shutdown here too.
@@ -69,8 +68,7 @@ pub async fn run(
             match input {
                 Input::Txns(txns) => {
                     for txn in &txns {
-                        triggers.clear();
-                        tree.apply(txn, &mut triggers);
+                        tree.apply_quietly(txn);
                     }
                 }
                 Input::Snapshot(zxid) => pending = Some(zxid),

@@ -157,7 +157,6 @@ pub fn recover(
     let mut torn_tail = None;
     let mut log_end = None;
     let mut replayed_tail = VecDeque::new();
-    let mut triggers = Vec::new();
     let needed = &segments[first_needed..];
     for (index, (first_zxid, name)) in needed.iter().enumerate() {
         let is_last = index + 1 == needed.len();
@@ -195,8 +194,7 @@ pub fn recover(
                     ),
                 ));
             }
-            triggers.clear();
-            tree.apply(&logged.txn, &mut triggers);
+            tree.apply_quietly(&logged.txn);
             zxid_last = zxid;
             replayed += 1;
             if replayed_tail_max > 0 {

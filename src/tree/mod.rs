@@ -391,6 +391,18 @@ impl DataTree {
     /// Applies a committed txn. Appends the watch triggers it causes, in the
     /// order ZooKeeper fires them, to `triggers`.
     pub fn apply(&mut self, txn: &Txn, triggers: &mut Vec<Trigger>) -> ApplyResult {
+        self.apply_reporting(txn, Some(triggers))
+    }
+
+    /// Applies a committed txn for a replica that only keeps the state (Prep's
+    /// latest state, the snapshot executor, recovery): it reports no watch
+    /// triggers and no reply, and so allocates nothing for them.
+    pub fn apply_quietly(&mut self, txn: &Txn) {
+        self.apply_reporting(txn, None);
+    }
+
+    /// `apply`; with `triggers` None the result carries only error codes.
+    fn apply_reporting(&mut self, txn: &Txn, mut triggers: Option<&mut Vec<Trigger>>) -> ApplyResult {
         assert!(
             txn.zxid >= self.last_processed_zxid,
             "txn zxid {:#x} below last processed {:#x}",
@@ -417,7 +429,7 @@ impl DataTree {
                             _ => ApplyResult::error(ErrorCode::Ok),
                         }
                     } else {
-                        self.apply_op(txn, body, triggers)
+                        self.apply_op(txn, body, triggers.as_deref_mut())
                     };
                     result.multi.push(sub);
                 }
@@ -427,7 +439,7 @@ impl DataTree {
         }
     }
 
-    fn apply_op(&mut self, txn: &Txn, body: &TxnBody, triggers: &mut Vec<Trigger>) -> ApplyResult {
+    fn apply_op(&mut self, txn: &Txn, body: &TxnBody, triggers: Option<&mut Vec<Trigger>>) -> ApplyResult {
         match body {
             TxnBody::Create(create) => self.create_node(create, txn.zxid, txn.time_ms, triggers),
             TxnBody::Delete { path } => {
@@ -447,8 +459,9 @@ impl DataTree {
                 node.stat.version = *version;
                 node.stat.mtime = txn.time_ms;
                 node.stat.mzxid = txn.zxid;
-                let stat = node.full_stat();
                 self.data_bytes = self.data_bytes - old_length + new_length;
+                let Some(triggers) = triggers else { return ApplyResult::ok(op::SET_DATA) };
+                let stat = node.full_stat();
                 triggers.push(Trigger { path: path.clone(), event_type: event::NODE_DATA_CHANGED });
                 ApplyResult { stat: Some(stat), ..ApplyResult::ok(op::SET_DATA) }
             }
@@ -476,7 +489,7 @@ impl DataTree {
         }
     }
 
-    fn create_node(&mut self, create: &CreateTxn, zxid: i64, time_ms: i64, triggers: &mut Vec<Trigger>) -> ApplyResult {
+    fn create_node(&mut self, create: &CreateTxn, zxid: i64, time_ms: i64, triggers: Option<&mut Vec<Trigger>>) -> ApplyResult {
         let (parent_path, _) = path::split(&create.path);
         if !self.nodes.contains_key(parent_path) {
             return ApplyResult::error(ErrorCode::NoNode);
@@ -505,7 +518,7 @@ impl DataTree {
         };
         let node = Node { data: create.data.clone(), acl, stat, children: Children::default() };
         self.data_bytes += create.data.as_ref().map_or(0, Bytes::len) as u64;
-        let full_stat = node.full_stat();
+        let full_stat = triggers.is_some().then(|| node.full_stat());
         self.nodes.insert(create.path.clone(), Box::new(node));
         let owner = create.ephemeral_owner;
         if ephemeral_owner::is_container(owner) {
@@ -515,13 +528,14 @@ impl DataTree {
         } else if owner != 0 {
             self.ephemerals.entry(owner).or_default().insert(create.path.to_string());
         }
+        let opcode = if create.opcode == op::CREATE { op::CREATE } else { op::CREATE2 };
+        let Some(triggers) = triggers else { return ApplyResult::ok(opcode) };
         triggers.push(Trigger { path: create.path.to_string(), event_type: event::NODE_CREATED });
         triggers.push(Trigger { path: parent_path.to_owned(), event_type: event::NODE_CHILDREN_CHANGED });
-        let opcode = if create.opcode == op::CREATE { op::CREATE } else { op::CREATE2 };
-        ApplyResult { path: create.path.to_string(), stat: Some(full_stat), ..ApplyResult::ok(opcode) }
+        ApplyResult { path: create.path.to_string(), stat: full_stat, ..ApplyResult::ok(opcode) }
     }
 
-    fn delete_node(&mut self, node_path: &str, zxid: i64, triggers: &mut Vec<Trigger>) -> Result<(), ErrorCode> {
+    fn delete_node(&mut self, node_path: &str, zxid: i64, triggers: Option<&mut Vec<Trigger>>) -> Result<(), ErrorCode> {
         let (parent_path, child_name) = path::split(node_path);
         let Some(node) = self.nodes.remove(node_path) else {
             return Err(ErrorCode::NoNode);
@@ -548,19 +562,21 @@ impl DataTree {
             }
         }
         self.release_acl(node.acl);
-        triggers.push(Trigger { path: node_path.to_owned(), event_type: event::NODE_DELETED });
-        triggers.push(Trigger { path: parent_path.to_owned(), event_type: event::NODE_CHILDREN_CHANGED });
+        if let Some(triggers) = triggers {
+            triggers.push(Trigger { path: node_path.to_owned(), event_type: event::NODE_DELETED });
+            triggers.push(Trigger { path: parent_path.to_owned(), event_type: event::NODE_CHILDREN_CHANGED });
+        }
         Ok(())
     }
 
     /// Removes a closed or expired session and its ephemerals. Ephemerals have
     /// no children, so any order works; sorted order keeps replicas' watch
     /// events identical.
-    fn kill_session(&mut self, session_id: i64, zxid: i64, triggers: &mut Vec<Trigger>) {
+    fn kill_session(&mut self, session_id: i64, zxid: i64, mut triggers: Option<&mut Vec<Trigger>>) {
         self.sessions.remove(&session_id);
         let paths: Vec<String> = self.ephemerals.remove(&session_id).into_iter().flatten().collect();
         for node_path in paths {
-            let _ = self.delete_node(&node_path, zxid, triggers);
+            let _ = self.delete_node(&node_path, zxid, triggers.as_deref_mut());
         }
     }
 

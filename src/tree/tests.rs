@@ -195,3 +195,40 @@ fn replicas_share_the_create_txns_path() {
     }
     assert_eq!(Arc::strong_count(&body.path), 1);
 }
+
+#[test]
+fn applying_quietly_reaches_the_same_state() {
+    let acl_admin_only = vec![Acl { perms: perms::ADMIN, id: Id { scheme: "world".into(), id: "anyone".into() } }];
+    let bodies = vec![
+        TxnBody::CreateSession { timeout_ms: 4000 },
+        create("/a", 0, 1),
+        create("/a/e", 7, 1),
+        create("/c", ephemeral_owner::CONTAINER, 2),
+        create("/t", ephemeral_owner::ttl(60_000), 3),
+        TxnBody::SetData { path: "/a".into(), data: Some(Bytes::from_static(b"longer")), version: 1 },
+        TxnBody::SetAcl { path: "/c".into(), acl: acl_admin_only, version: 1 },
+        TxnBody::Multi(vec![create("/m", 0, 4), TxnBody::Delete { path: "/t".into() }]),
+        TxnBody::Multi(vec![create("/n", 0, 5), TxnBody::Error { err: ErrorCode::NoNode }]),
+        TxnBody::Delete { path: "/missing".into() },
+        TxnBody::Check { path: "/a".into() },
+        TxnBody::Error { err: ErrorCode::BadVersion },
+        TxnBody::CloseSession,
+    ];
+    let (mut loud, mut quiet) = (DataTree::new(), DataTree::new());
+    let mut triggers = Vec::new();
+    for (index, body) in bodies.into_iter().enumerate() {
+        let txn = txn(index as i64 + 1, body);
+        loud.apply(&txn, &mut triggers);
+        quiet.apply_quietly(&txn);
+        assert_eq!(quiet.digest(), loud.digest(), "after {:?}", txn.body);
+        assert_eq!(quiet.last_processed_zxid(), loud.last_processed_zxid());
+        assert_eq!(quiet.ephemerals_by_session(), loud.ephemerals_by_session());
+        assert_eq!(quiet.sessions(), loud.sessions());
+        assert_eq!(quiet.acl_count(), loud.acl_count());
+        assert_eq!(quiet.data_bytes(), loud.data_bytes());
+        assert_eq!(quiet.container_candidates(i64::MAX, 10), loud.container_candidates(i64::MAX, 10));
+    }
+    assert!(!triggers.is_empty(), "the loud replica reported its triggers");
+    assert!(quiet.get("/a/e").is_none(), "the session's ephemeral went with it");
+    assert!(quiet.get("/m").is_some() && quiet.get("/n").is_none());
+}

@@ -244,7 +244,7 @@ fn tree(c: &mut Criterion) {
     // is rebuilt every 10k creates, outside the timing, so memory stays flat
     // and the tree stays at the 10k-node size of the benches above.
     let fresh_prep = || {
-        let mut prep = Prep::new(DataTree::new(), PrepConfig { extended_types_enabled: true });
+        let mut prep = Prep::new(&DataTree::new(), PrepConfig { extended_types_enabled: true });
         prep.prep(0, 1, 0, &create_request("/prep".into(), 0), &[], true);
         for directory in 0..100 {
             prep.prep(0, 1, 0, &create_request(format!("/prep/d{directory:02}"), 0), &[], true);

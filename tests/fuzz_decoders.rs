@@ -32,6 +32,7 @@ use bytes::{Bytes, BytesMut};
 use warden::fuzzing::{allocated, allocation_budget, env_u64, hex, mutate, panic_message, CountingAllocator};
 use warden::pipeline::auth::{authenticate, digest_id, AuthOutcome};
 use warden::pipeline::prep::{Prep, PrepConfig};
+use warden::pipeline::latest::LatestTree;
 use warden::pipeline::{Committed, Origin, Shard, ShardConfig, ShardOutput};
 use warden::proto::codes::{op, perms};
 use warden::proto::frame::{encode_frame, FrameDecoder};
@@ -758,7 +759,7 @@ impl Pipeline {
     fn new(rng: &mut Rng) -> Pipeline {
         let config = PrepConfig { extended_types_enabled: !rng.one_in(5) };
         let mut pipeline = Pipeline {
-            prep: Prep::new(DataTree::new(), config),
+            prep: Prep::new(&DataTree::new(), config),
             replica: DataTree::new(),
             shard: Shard::new(DataTree::new(), ShardConfig { password_secret: rng.next_u64() }),
             clients: Vec::new(),
@@ -869,7 +870,7 @@ impl Pipeline {
         let mut paths = Vec::new();
         let mut current = "/".to_owned();
         for _ in 0..3 {
-            let Some(node) = self.prep.tree().get(&current) else { break };
+            let Some(node) = self.replica.get(&current) else { break };
             let mut children: Vec<&str> = node.children.iter().map(|child| &**child).collect();
             if children.is_empty() {
                 break;
@@ -920,7 +921,7 @@ impl Pipeline {
             let client = &self.clients[client_index];
             let session_id = if rng.one_in(10) { rng.below(8) as i64 } else { client.session_id };
             let auth = if rng.one_in(20) { vec![gen_id(rng)] } else { client.auth.clone() };
-            let live = self.prep.tree().sessions().contains_key(&session_id) && !rng.one_in(50);
+            let live = self.replica.sessions().contains_key(&session_id) && !rng.one_in(50);
             let txn = self.prep.prep(self.now_ms, session_id, xid, &request, &auth, live);
             assert_eq!(txn.zxid, self.prep.zxid_last(), "prep returned a txn that is not the last zxid");
             self.commit(txn, Some(origin));
@@ -964,37 +965,41 @@ impl Pipeline {
         }
     }
 
-    /// The three trees must be identical, and hold ZooKeeper's system nodes.
+    /// The replica and the shard's tree must be identical and hold ZooKeeper's
+    /// system nodes, and Prep's latest state must be what they hold.
     fn check_replicas(&self) {
-        let prep_tree = self.prep.tree();
         self.check_system_nodes();
-        let trees = [("replica", &self.replica), ("shard", self.shard.tree())];
-        for (name, tree) in trees {
-            assert_eq!(tree.last_processed_zxid(), self.prep.zxid_last(), "{name} tree is not at Prep's zxid");
-            assert_eq!(tree.digest(), prep_tree.digest(), "{name} tree digest differs from Prep's tree");
-            assert_eq!(tree.node_count(), prep_tree.node_count(), "{name} tree node count differs");
-            assert_eq!(tree.ephemerals_by_session(), prep_tree.ephemerals_by_session(), "{name} ephemerals differ");
-            assert_eq!(tree.sessions(), prep_tree.sessions(), "{name} sessions differ");
-            assert_eq!(tree.data_bytes(), prep_tree.data_bytes(), "{name} data_bytes differ");
-        }
+        let (replica, shard) = (&self.replica, self.shard.tree());
+        assert_eq!(replica.last_processed_zxid(), self.prep.zxid_last(), "replica tree is not at Prep's zxid");
+        assert_eq!(shard.last_processed_zxid(), self.prep.zxid_last(), "shard tree is not at Prep's zxid");
+        assert_eq!(shard.digest(), replica.digest(), "shard tree digest differs from the replica's");
+        assert_eq!(shard.node_count(), replica.node_count(), "shard tree node count differs");
+        assert_eq!(shard.ephemerals_by_session(), replica.ephemerals_by_session(), "shard ephemerals differ");
+        assert_eq!(shard.sessions(), replica.sessions(), "shard sessions differ");
+        assert_eq!(shard.data_bytes(), replica.data_bytes(), "shard data_bytes differ");
         // Node by node, ACLs included (the digest does not cover ACLs).
         let mut pending = vec!["/".to_owned()];
         let mut visited = 0;
         while let Some(path) = pending.pop() {
-            let Some(node) = prep_tree.get(&path) else { continue };
+            let Some(node) = replica.get(&path) else { continue };
             visited += 1;
-            for (name, tree) in trees {
-                let other = tree.get(&path).unwrap_or_else(|| panic!("{path} missing from the {name} tree"));
-                assert_eq!(other.stat, node.stat, "{path}: stat differs in the {name} tree");
-                assert_eq!(other.data, node.data, "{path}: data differs in the {name} tree");
-                assert_eq!(other.acl, node.acl, "{path}: ACL differs in the {name} tree");
-                assert_eq!(other.children, node.children, "{path}: children differ in the {name} tree");
-            }
+            let other = shard.get(&path).unwrap_or_else(|| panic!("{path} missing from the shard tree"));
+            assert_eq!(other.stat, node.stat, "{path}: stat differs in the shard tree");
+            assert_eq!(other.data, node.data, "{path}: data differs in the shard tree");
+            assert_eq!(other.acl, node.acl, "{path}: ACL differs in the shard tree");
+            assert_eq!(other.children, node.children, "{path}: children differ in the shard tree");
             for child in node.children.iter() {
                 pending.push(if path == "/" { format!("/{child}") } else { format!("{path}/{child}") });
             }
         }
-        assert_eq!(visited, prep_tree.node_count(), "nodes unreachable from / in Prep's tree");
+        assert_eq!(visited, replica.node_count(), "nodes unreachable from / in the replica tree");
+        let latest = self.prep.tree();
+        let expected = LatestTree::from_tree(replica);
+        assert_eq!(latest.last_processed_zxid(), expected.last_processed_zxid(), "Prep's latest state is at another zxid");
+        assert_eq!(latest.node_count(), expected.node_count(), "Prep's latest state has another node count");
+        for (path, node) in expected.iter() {
+            assert_eq!(latest.get(path), Some(node), "{path}: Prep's latest state differs from the replica's");
+        }
     }
 }
 

@@ -6,6 +6,7 @@
 //! moves messages between them and performs I/O; nothing here does.
 
 pub mod auth;
+pub mod latest;
 pub mod prep;
 pub mod sequencer;
 pub mod shard;

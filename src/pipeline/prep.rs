@@ -1,19 +1,18 @@
 //! The Prep stage (ZooKeeper's PrepRequestProcessor): turns a write request
 //! into a txn, checking session, path, ACL, version and existence against the
-//! latest state. The latest state is a DataTree that every prepped txn is
+//! latest state. The latest state is a `LatestTree` that every prepped txn is
 //! applied to at once (ZooKeeper's tree plus outstanding changes); inside one
 //! request, a multi's earlier ops are seen through an overlay of change
 //! records, so a failed multi leaves nothing behind. Every write gets a zxid,
 //! failed ones included: the error is itself a txn, as in ZooKeeper.
 
-use std::sync::Arc;
-
 use hashbrown::HashMap;
 
 use super::auth::{check_acl, fixup_acl};
 use crate::proto::codes::{op, perms, CreateMode};
-use crate::proto::{Acl, CreateRequest, ErrorCode, Id, MultiOp, Request};
-use crate::tree::{path, DataTree, StatPersisted};
+use crate::proto::{CreateRequest, ErrorCode, Id, MultiOp, Request};
+use super::latest::{LatestNode, LatestTree};
+use crate::tree::{path, DataTree};
 use crate::txn::{ephemeral_owner, CreateTxn, Txn, TxnBody};
 
 #[derive(Debug, Clone)]
@@ -22,33 +21,27 @@ pub struct PrepConfig {
     pub extended_types_enabled: bool,
 }
 
-/// A node as Prep sees it: the tree's state or a change earlier in the same request.
-#[derive(Clone)]
-struct ChangeRecord {
-    stat: StatPersisted,
-    child_count: usize,
-    acl: Arc<[Acl]>,
-}
-
 pub struct Prep {
     /// The latest state: every prepped txn already applied.
-    tree: DataTree,
+    tree: LatestTree,
     /// The last zxid handed out.
     zxid_last: i64,
     config: PrepConfig,
     /// Changes made by earlier ops of the request being prepped; `None` = deleted.
-    overlay: HashMap<String, Option<ChangeRecord>>,
+    overlay: HashMap<String, Option<LatestNode>>,
 }
 
 type PrepResult<T> = Result<T, ErrorCode>;
 
 impl Prep {
-    pub fn new(tree: DataTree, config: PrepConfig) -> Prep {
+    /// Prep starting from the committed state `tree`.
+    pub fn new(tree: &DataTree, config: PrepConfig) -> Prep {
+        let tree = LatestTree::from_tree(tree);
         let zxid_last = tree.last_processed_zxid();
         Prep { tree, zxid_last, config, overlay: HashMap::new() }
     }
 
-    pub fn tree(&self) -> &DataTree {
+    pub fn tree(&self) -> &LatestTree {
         &self.tree
     }
 
@@ -71,7 +64,7 @@ impl Prep {
     fn seal(&mut self, session_id: i64, cxid: i32, zxid: i64, time_ms: i64, body: TxnBody) -> Txn {
         self.overlay.clear();
         let txn = Txn { session_id, cxid, zxid, time_ms, body };
-        self.tree.apply_quietly(&txn);
+        self.tree.apply(&txn);
         txn
     }
 
@@ -88,7 +81,7 @@ impl Prep {
     /// The ContainerManager's request: session 0, as ZooKeeper sends it.
     pub fn delete_container(&mut self, node_path: &str, now_ms: i64) -> Txn {
         let zxid = self.next_zxid();
-        let body = match self.prep_delete_container(node_path, zxid) {
+        let body = match self.prep_delete_container(node_path) {
             Ok(body) => body,
             Err(err) => TxnBody::Error { err },
         };
@@ -106,16 +99,16 @@ impl Prep {
             TxnBody::Error { err: ErrorCode::SessionExpired }
         } else {
             match request {
-                Request::Multi(multi) => self.prep_multi(&multi.ops, zxid, now_ms, session_id, auth),
-                _ => self.prep_single(request, zxid, now_ms, session_id, auth).unwrap_or_else(|err| TxnBody::Error { err }),
+                Request::Multi(multi) => self.prep_multi(&multi.ops, now_ms, session_id, auth),
+                _ => self.prep_single(request, now_ms, session_id, auth).unwrap_or_else(|err| TxnBody::Error { err }),
             }
         };
         self.seal(session_id, cxid, zxid, now_ms, body)
     }
 
-    fn prep_single(&mut self, request: &Request, zxid: i64, now_ms: i64, session_id: i64, auth: &[Id]) -> PrepResult<TxnBody> {
+    fn prep_single(&mut self, request: &Request, now_ms: i64, session_id: i64, auth: &[Id]) -> PrepResult<TxnBody> {
         match request {
-            Request::Create { opcode, request } => self.prep_create(*opcode, request, -1, zxid, now_ms, session_id, auth),
+            Request::Create { opcode, request } => self.prep_create(*opcode, request, -1, now_ms, session_id, auth),
             Request::CreateTtl(request) => {
                 let create = CreateRequest {
                     path: request.path.clone(),
@@ -123,18 +116,17 @@ impl Prep {
                     acl: request.acl.clone(),
                     flags: request.flags,
                 };
-                self.prep_create(op::CREATE_TTL, &create, request.ttl, zxid, now_ms, session_id, auth)
+                self.prep_create(op::CREATE_TTL, &create, request.ttl, now_ms, session_id, auth)
             }
-            Request::Delete(request) => self.prep_delete(&request.path, request.version, zxid, auth),
-            Request::DeleteContainer(request) => self.prep_delete_container(&request.path, zxid),
+            Request::Delete(request) => self.prep_delete(&request.path, request.version, auth),
+            Request::DeleteContainer(request) => self.prep_delete_container(&request.path),
             Request::SetData(request) => {
                 validate_path(&request.path)?;
                 let mut record = self.record(&request.path)?;
                 check_acl(&record.acl, perms::WRITE, auth)?;
-                let version = check_and_increment_version(record.stat.version, request.version)?;
-                record.stat.version = version;
-                record.stat.mzxid = zxid;
-                record.stat.mtime = now_ms;
+                let version = check_and_increment_version(record.version, request.version)?;
+                record.version = version;
+                record.mtime = now_ms;
                 self.overlay.insert(request.path.clone(), Some(record));
                 Ok(TxnBody::SetData { path: request.path.clone(), data: request.data.clone(), version })
             }
@@ -143,8 +135,8 @@ impl Prep {
                 let acl = fixup_acl(&request.acl, auth)?;
                 let mut record = self.record(&request.path)?;
                 check_acl(&record.acl, perms::ADMIN, auth)?;
-                let version = check_and_increment_version(record.stat.aversion, request.version)?;
-                record.stat.aversion = version;
+                let version = check_and_increment_version(record.aversion, request.version)?;
+                record.aversion = version;
                 record.acl = acl.clone().into();
                 self.overlay.insert(request.path.clone(), Some(record));
                 Ok(TxnBody::SetAcl { path: request.path.clone(), acl, version })
@@ -153,7 +145,7 @@ impl Prep {
                 validate_path(&request.path)?;
                 let record = self.record(&request.path)?;
                 check_acl(&record.acl, perms::READ, auth)?;
-                check_and_increment_version(record.stat.version, request.version)?;
+                check_and_increment_version(record.version, request.version)?;
                 Ok(TxnBody::Check { path: request.path.clone() })
             }
             // Standalone ZooKeeper runs with reconfigEnabled=false.
@@ -163,7 +155,7 @@ impl Prep {
         }
     }
 
-    fn prep_multi(&mut self, ops: &[MultiOp], zxid: i64, now_ms: i64, session_id: i64, auth: &[Id]) -> TxnBody {
+    fn prep_multi(&mut self, ops: &[MultiOp], now_ms: i64, session_id: i64, auth: &[Id]) -> TxnBody {
         // A multi is writes only (MultiOperationRecord refuses to mix kinds).
         if ops.iter().any(MultiOp::is_read) {
             return TxnBody::Error { err: ErrorCode::MarshallingError };
@@ -186,7 +178,7 @@ impl Prep {
                 MultiOp::Check(request) => Request::Check(request),
                 MultiOp::GetChildren(_) | MultiOp::GetData(_) => unreachable!("reads rejected above"),
             };
-            match self.prep_single(&request, zxid, now_ms, session_id, auth) {
+            match self.prep_single(&request, now_ms, session_id, auth) {
                 Ok(body) => bodies.push(body),
                 Err(err) => {
                     failed = true;
@@ -199,12 +191,11 @@ impl Prep {
     }
 
     /// The node at `node_path` as of the ops prepped so far.
-    fn record(&self, node_path: &str) -> PrepResult<ChangeRecord> {
+    fn record(&self, node_path: &str) -> PrepResult<LatestNode> {
         if let Some(change) = self.overlay.get(node_path) {
             return change.clone().ok_or(ErrorCode::NoNode);
         }
-        let node = self.tree.get(node_path).ok_or(ErrorCode::NoNode)?;
-        Ok(ChangeRecord { stat: node.stat, child_count: node.children.len(), acl: node.acl.clone() })
+        self.tree.get(node_path).cloned().ok_or(ErrorCode::NoNode)
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -213,7 +204,6 @@ impl Prep {
         opcode: i32,
         request: &CreateRequest,
         ttl_ms: i64,
-        zxid: i64,
         now_ms: i64,
         session_id: i64,
         auth: &[Id],
@@ -241,16 +231,16 @@ impl Prep {
         check_acl(&parent.acl, perms::CREATE, auth)?;
         let mut node_path = request.path.clone();
         if mode.is_sequential() {
-            node_path.push_str(&format!("{:010}", parent.stat.cversion));
+            node_path.push_str(&format!("{:010}", parent.cversion));
         }
         validate_path(&node_path)?;
         if self.record(&node_path).is_ok() {
             return Err(ErrorCode::NodeExists);
         }
-        if ephemeral_owner::is_session(parent.stat.ephemeral_owner) {
+        if ephemeral_owner::is_session(parent.ephemeral_owner) {
             return Err(ErrorCode::NoChildrenForEphemerals);
         }
-        let parent_cversion = parent.stat.cversion + 1;
+        let parent_cversion = parent.cversion + 1;
         let owner = if mode.is_container() {
             ephemeral_owner::CONTAINER
         } else if mode.is_ttl() {
@@ -261,19 +251,18 @@ impl Prep {
             0
         };
         parent.child_count += 1;
-        parent.stat.cversion = parent_cversion;
-        parent.stat.pzxid = zxid;
+        parent.cversion = parent_cversion;
         self.overlay.insert(parent_path, Some(parent));
-        let stat = StatPersisted {
-            czxid: zxid,
-            mzxid: zxid,
-            ctime: now_ms,
-            mtime: now_ms,
+        let node = LatestNode {
+            version: 0,
+            cversion: 0,
+            aversion: 0,
+            child_count: 0,
             ephemeral_owner: owner,
-            pzxid: zxid,
-            ..StatPersisted::default()
+            mtime: now_ms,
+            acl: acl.clone().into(),
         };
-        self.overlay.insert(node_path.clone(), Some(ChangeRecord { stat, child_count: 0, acl: acl.clone().into() }));
+        self.overlay.insert(node_path.clone(), Some(node));
         Ok(TxnBody::Create(CreateTxn {
             opcode,
             path: node_path.into(),
@@ -298,36 +287,34 @@ impl Prep {
         Ok(if last_slash == 0 { "/".to_owned() } else { node_path[..last_slash].to_owned() })
     }
 
-    fn prep_delete(&mut self, node_path: &str, version: i32, zxid: i64, auth: &[Id]) -> PrepResult<TxnBody> {
+    fn prep_delete(&mut self, node_path: &str, version: i32, auth: &[Id]) -> PrepResult<TxnBody> {
         let parent_path = Self::parent_of(node_path)?;
         let mut parent = self.record(&parent_path)?;
         check_acl(&parent.acl, perms::DELETE, auth)?;
         let node = self.record(node_path)?;
-        check_and_increment_version(node.stat.version, version)?;
+        check_and_increment_version(node.version, version)?;
         if node.child_count > 0 {
             return Err(ErrorCode::NotEmpty);
         }
         assert!(parent.child_count > 0, "deleting {node_path} from a parent with no children");
         parent.child_count -= 1;
-        parent.stat.pzxid = zxid;
         self.overlay.insert(parent_path, Some(parent));
         self.overlay.insert(node_path.to_owned(), None);
         Ok(TxnBody::Delete { path: node_path.to_owned() })
     }
 
-    fn prep_delete_container(&mut self, node_path: &str, zxid: i64) -> PrepResult<TxnBody> {
+    fn prep_delete_container(&mut self, node_path: &str) -> PrepResult<TxnBody> {
         let parent_path = Self::parent_of(node_path)?;
         let node = self.record(node_path)?;
         if node.child_count > 0 {
             return Err(ErrorCode::NotEmpty);
         }
         // ZooKeeper refuses only session ephemerals here.
-        if ephemeral_owner::is_session(node.stat.ephemeral_owner) {
+        if ephemeral_owner::is_session(node.ephemeral_owner) {
             return Err(ErrorCode::BadVersion);
         }
         let mut parent = self.record(&parent_path)?;
-        parent.child_count -= 1;
-        parent.stat.pzxid = zxid;
+        parent.child_count = parent.child_count.saturating_sub(1);
         self.overlay.insert(parent_path, Some(parent));
         self.overlay.insert(node_path.to_owned(), None);
         Ok(TxnBody::Delete { path: node_path.to_owned() })

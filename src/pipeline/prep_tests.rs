@@ -1,10 +1,10 @@
 use super::*;
-use crate::proto::{DeleteRequest, MultiRequest, SetDataRequest};
+use crate::proto::{Acl, DeleteRequest, MultiRequest, SetDataRequest};
 use crate::tree::open_acl_unsafe;
 use bytes::Bytes;
 
 fn prep() -> Prep {
-    Prep::new(DataTree::new(), PrepConfig { extended_types_enabled: true })
+    Prep::new(&DataTree::new(), PrepConfig { extended_types_enabled: true })
 }
 
 fn create(path: &str, flags: i32) -> Request {
@@ -54,7 +54,7 @@ fn ephemeral_parents_refuse_children_and_ttl_needs_extended_types() {
     let mut prep = prep();
     prep.prep(0, 7, 0, &create("/e", 1), &[], true);
     assert_eq!(err_of(&prep.prep(0, 7, 0, &create("/e/c", 0), &[], true)), Some(ErrorCode::NoChildrenForEphemerals));
-    let mut plain = Prep::new(DataTree::new(), PrepConfig { extended_types_enabled: false });
+    let mut plain = Prep::new(&DataTree::new(), PrepConfig { extended_types_enabled: false });
     let ttl = Request::CreateTtl(crate::proto::CreateTtlRequest {
         path: "/t".into(),
         data: None,

@@ -738,7 +738,7 @@ impl Driver {
                 snap_count: config.snap_count,
                 random_seed: self.secret ^ wall_clock_ms() as u64,
             };
-            let mut sequencer = Sequencer::new(tree, sequencer_config, super::now());
+            let mut sequencer = Sequencer::new(&tree, sequencer_config, super::now());
             let base = self.peer.last_proposed().unwrap_or(make_zxid(epoch, 0));
             sequencer.set_zxid_last(base);
             self.sequencer = Some(sequencer);

@@ -110,7 +110,10 @@ pub async fn run(options: ServerOptions, secret: u64, parts: SequencerParts, sha
         snap_count: config.snap_count,
         random_seed: secret ^ wall_clock_ms() as u64,
     };
-    let sequencer = Rc::new(RefCell::new(Sequencer::new(tree, sequencer_config, super::now())));
+    let sequencer = Rc::new(RefCell::new(Sequencer::new(&tree, sequencer_config, super::now())));
+    // Prep keeps only what it checks; the shards hold the committed tree.
+    drop(tree);
+    super::trim_heap();
     let queue = Rc::new(LogQueue::default());
     glommio::spawn_local(log_task(log, queue.clone(), sequencer.clone(), outlet)).detach();
 

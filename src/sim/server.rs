@@ -954,7 +954,7 @@ impl Server {
                             snap_count: 100_000,
                             random_seed: self.secret,
                         };
-                        let mut sequencer = Sequencer::new(self.shard.tree().clone(), config, self.bugs.sequencer_clock(now));
+                        let mut sequencer = Sequencer::new(self.shard.tree(), config, self.bugs.sequencer_clock(now));
                         sequencer.set_zxid_last(self.peer.last_proposed().unwrap_or(make_zxid(epoch, 0)));
                         self.sequencer = Some(sequencer);
                     }

@@ -200,6 +200,39 @@ pub const ZOOKEEPER_PATH: &str = "/zookeeper";
 pub const QUOTA_PATH: &str = "/zookeeper/quota";
 pub const CONFIG_PATH: &str = "/zookeeper/config";
 
+/// Interned ACL lists: most znodes share a handful of lists, so a node holds
+/// a reference to its list rather than a copy.
+#[derive(Clone, Default)]
+pub struct AclCache(HashMap<Vec<Acl>, Arc<[Acl]>>);
+
+impl AclCache {
+    pub fn intern(&mut self, acl: &[Acl]) -> Arc<[Acl]> {
+        if let Some(shared) = self.0.get(acl) {
+            return shared.clone();
+        }
+        let shared: Arc<[Acl]> = acl.to_vec().into();
+        self.0.insert(acl.to_vec(), shared.clone());
+        shared
+    }
+
+    /// Drops an interned list once no node uses it, so distinct ACLs sent by
+    /// clients cannot accumulate. `acl` is a node's reference, given up.
+    pub fn release(&mut self, acl: Arc<[Acl]>) {
+        // One reference in the cache and the one we were handed.
+        if Arc::strong_count(&acl) == 2 {
+            self.0.remove(&acl[..]);
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
 #[derive(Clone)]
 pub struct DataTree {
     /// Boxed: a table entry is 24 bytes instead of 168, so the empty slots
@@ -207,8 +240,7 @@ pub struct DataTree {
     /// memory).
     /// Keyed by the path the creating txn allocated, shared by every replica.
     nodes: HashMap<Arc<str>, Box<Node>>,
-    /// ACL lists are interned: most znodes share a handful of lists.
-    acl_cache: HashMap<Vec<Acl>, Arc<[Acl]>>,
+    acl_cache: AclCache,
     ephemerals: HashMap<i64, BTreeSet<String>>,
     containers: BTreeSet<String>,
     ttls: BTreeSet<String>,
@@ -236,7 +268,7 @@ impl DataTree {
     /// aversion -1, as ZooKeeper's addConfigNode leaves it).
     pub fn new() -> DataTree {
         let mut tree = DataTree::empty(0, HashMap::new());
-        let open = tree.intern_acl(&open_acl_unsafe());
+        let open = tree.acl_cache.intern(&open_acl_unsafe());
         let system_node = |acl: Arc<[Acl]>, data: Option<Bytes>| Node {
             data,
             acl,
@@ -246,7 +278,7 @@ impl DataTree {
         for node_path in ["/", ZOOKEEPER_PATH, QUOTA_PATH] {
             tree.nodes.insert(node_path.into(), Box::new(system_node(open.clone(), Some(Bytes::new()))));
         }
-        let read_only = tree.intern_acl(&read_acl_unsafe());
+        let read_only = tree.acl_cache.intern(&read_acl_unsafe());
         let mut config = system_node(read_only, Some(Bytes::new()));
         config.stat.aversion = -1;
         tree.nodes.insert(CONFIG_PATH.into(), Box::new(config));
@@ -260,7 +292,7 @@ impl DataTree {
     fn empty(zxid: i64, sessions: HashMap<i64, i32>) -> DataTree {
         DataTree {
             nodes: HashMap::new(),
-            acl_cache: HashMap::new(),
+            acl_cache: AclCache::default(),
             ephemerals: HashMap::new(),
             containers: BTreeSet::new(),
             ttls: BTreeSet::new(),
@@ -279,24 +311,6 @@ impl DataTree {
                 true
             }
             None => false,
-        }
-    }
-
-    fn intern_acl(&mut self, acl: &[Acl]) -> Arc<[Acl]> {
-        if let Some(shared) = self.acl_cache.get(acl) {
-            return shared.clone();
-        }
-        let shared: Arc<[Acl]> = acl.to_vec().into();
-        self.acl_cache.insert(acl.to_vec(), shared.clone());
-        shared
-    }
-
-    /// Drops an interned list once no znode uses it, so distinct ACLs sent by
-    /// clients cannot accumulate.
-    fn release_acl(&mut self, acl: Arc<[Acl]>) {
-        // One reference in the cache and the one we were handed.
-        if Arc::strong_count(&acl) == 2 {
-            self.acl_cache.remove(&acl[..]);
         }
     }
 
@@ -469,12 +483,12 @@ impl DataTree {
                 if !self.nodes.contains_key(path.as_str()) {
                     return ApplyResult::error(ErrorCode::NoNode);
                 }
-                let interned = self.intern_acl(acl);
+                let interned = self.acl_cache.intern(acl);
                 let node = self.nodes.get_mut(path.as_str()).expect("checked above");
                 let previous = std::mem::replace(&mut node.acl, interned);
                 node.stat.aversion = *version;
                 let stat = node.full_stat();
-                self.release_acl(previous);
+                self.acl_cache.release(previous);
                 ApplyResult { stat: Some(stat), ..ApplyResult::ok(op::SET_ACL) }
             }
             TxnBody::Check { path } => {
@@ -497,7 +511,7 @@ impl DataTree {
         if self.nodes.contains_key(&*create.path) {
             return ApplyResult::error(ErrorCode::NodeExists);
         }
-        let acl = self.intern_acl(&create.acl);
+        let acl = self.acl_cache.intern(&create.acl);
         let parent = self.nodes.get_mut(parent_path).expect("checked above");
         // Only move cversion forward, as ZooKeeper does for replayed creates.
         if create.parent_cversion > parent.stat.cversion {
@@ -561,7 +575,7 @@ impl DataTree {
                 }
             }
         }
-        self.release_acl(node.acl);
+        self.acl_cache.release(node.acl);
         if let Some(triggers) = triggers {
             triggers.push(Trigger { path: node_path.to_owned(), event_type: event::NODE_DELETED });
             triggers.push(Trigger { path: parent_path.to_owned(), event_type: event::NODE_CHILDREN_CHANGED });
@@ -614,7 +628,7 @@ impl DataTree {
             let acl = match interned_by_address.get(&acl.as_ptr()) {
                 Some(interned) => interned.clone(),
                 None => {
-                    let interned = tree.intern_acl(&acl);
+                    let interned = tree.acl_cache.intern(&acl);
                     interned_by_address.insert(acl.as_ptr(), interned.clone());
                     lists_seen.push(acl);
                     interned

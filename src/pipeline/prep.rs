@@ -27,8 +27,11 @@ pub struct Prep {
     /// The last zxid handed out.
     zxid_last: i64,
     config: PrepConfig,
-    /// Changes made by earlier ops of the request being prepped; `None` = deleted.
+    /// Changes made by earlier ops of the multi being prepped; `None` = deleted.
     overlay: HashMap<String, Option<LatestNode>>,
+    /// A multi is being prepped: its ops record their changes in `overlay`.
+    /// A single op reads everything before it changes anything, so it does not.
+    in_multi: bool,
 }
 
 type PrepResult<T> = Result<T, ErrorCode>;
@@ -38,7 +41,7 @@ impl Prep {
     pub fn new(tree: &DataTree, config: PrepConfig) -> Prep {
         let tree = LatestTree::from_tree(tree);
         let zxid_last = tree.last_processed_zxid();
-        Prep { tree, zxid_last, config, overlay: HashMap::new() }
+        Prep { tree, zxid_last, config, overlay: HashMap::new(), in_multi: false }
     }
 
     pub fn tree(&self) -> &LatestTree {
@@ -127,7 +130,7 @@ impl Prep {
                 let version = check_and_increment_version(record.version, request.version)?;
                 record.version = version;
                 record.mtime = now_ms;
-                self.overlay.insert(request.path.clone(), Some(record));
+                self.remember(&request.path, Some(record));
                 Ok(TxnBody::SetData { path: request.path.clone(), data: request.data.clone(), version })
             }
             Request::SetAcl(request) => {
@@ -136,9 +139,11 @@ impl Prep {
                 let mut record = self.record(&request.path)?;
                 check_acl(&record.acl, perms::ADMIN, auth)?;
                 let version = check_and_increment_version(record.aversion, request.version)?;
-                record.aversion = version;
-                record.acl = acl.clone().into();
-                self.overlay.insert(request.path.clone(), Some(record));
+                if self.in_multi {
+                    record.aversion = version;
+                    record.acl = acl.clone().into();
+                    self.remember(&request.path, Some(record));
+                }
                 Ok(TxnBody::SetAcl { path: request.path.clone(), acl, version })
             }
             Request::Check(request) => {
@@ -162,6 +167,7 @@ impl Prep {
         }
         let mut bodies = Vec::with_capacity(ops.len());
         let mut failed = false;
+        self.in_multi = true;
         for operation in ops {
             if failed {
                 bodies.push(TxnBody::Error { err: ErrorCode::RuntimeInconsistency });
@@ -187,7 +193,15 @@ impl Prep {
                 }
             }
         }
+        self.in_multi = false;
         TxnBody::Multi(bodies)
+    }
+
+    /// Records a multi op's change for the ops after it.
+    fn remember(&mut self, node_path: &str, change: Option<LatestNode>) {
+        if self.in_multi {
+            self.overlay.insert(node_path.to_owned(), change);
+        }
     }
 
     /// The node at `node_path` as of the ops prepped so far.
@@ -225,9 +239,8 @@ impl Prep {
             return Err(ErrorCode::BadArguments);
         }
         let (parent_path, _) = path::split(&request.path);
-        let parent_path = parent_path.to_owned();
         let acl = fixup_acl(&request.acl, auth)?;
-        let mut parent = self.record(&parent_path)?;
+        let mut parent = self.record(parent_path)?;
         check_acl(&parent.acl, perms::CREATE, auth)?;
         let mut node_path = request.path.clone();
         if mode.is_sequential() {
@@ -250,19 +263,21 @@ impl Prep {
         } else {
             0
         };
-        parent.child_count += 1;
-        parent.cversion = parent_cversion;
-        self.overlay.insert(parent_path, Some(parent));
-        let node = LatestNode {
-            version: 0,
-            cversion: 0,
-            aversion: 0,
-            child_count: 0,
-            ephemeral_owner: owner,
-            mtime: now_ms,
-            acl: acl.clone().into(),
-        };
-        self.overlay.insert(node_path.clone(), Some(node));
+        if self.in_multi {
+            parent.child_count += 1;
+            parent.cversion = parent_cversion;
+            self.remember(parent_path, Some(parent));
+            let node = LatestNode {
+                version: 0,
+                cversion: 0,
+                aversion: 0,
+                child_count: 0,
+                ephemeral_owner: owner,
+                mtime: now_ms,
+                acl: acl.clone().into(),
+            };
+            self.remember(&node_path, Some(node));
+        }
         Ok(TxnBody::Create(CreateTxn {
             opcode,
             path: node_path.into(),
@@ -298,8 +313,8 @@ impl Prep {
         }
         assert!(parent.child_count > 0, "deleting {node_path} from a parent with no children");
         parent.child_count -= 1;
-        self.overlay.insert(parent_path, Some(parent));
-        self.overlay.insert(node_path.to_owned(), None);
+        self.remember(&parent_path, Some(parent));
+        self.remember(node_path, None);
         Ok(TxnBody::Delete { path: node_path.to_owned() })
     }
 
@@ -315,8 +330,8 @@ impl Prep {
         }
         let mut parent = self.record(&parent_path)?;
         parent.child_count = parent.child_count.saturating_sub(1);
-        self.overlay.insert(parent_path, Some(parent));
-        self.overlay.insert(node_path.to_owned(), None);
+        self.remember(&parent_path, Some(parent));
+        self.remember(node_path, None);
         Ok(TxnBody::Delete { path: node_path.to_owned() })
     }
 }

@@ -3,9 +3,6 @@
 
 use std::process::ExitCode;
 
-#[global_allocator]
-static ALLOCATOR: warden::runtime::allocator::Mimalloc = warden::runtime::allocator::Mimalloc;
-
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};

@@ -747,7 +747,7 @@ impl Driver {
         }
         self.outlet.deliver(Committed::Secret(self.secret), false).await;
         self.shared.serving.store(true, Ordering::Release);
-        super::allocator::trim_heap();
+        super::trim_heap();
         Ok(())
     }
 

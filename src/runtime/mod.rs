@@ -6,7 +6,6 @@
 //! committed stream). A full queue makes the sender wait, which pauses the
 //! connections feeding it: backpressure, never growth.
 
-pub mod allocator;
 mod connection;
 pub mod durability;
 mod ensemble;
@@ -215,7 +214,7 @@ pub fn run(options: ServerOptions) -> std::io::Result<()> {
     // Recovery's buffers and its tree were allocated here and are free now;
     // glibc keeps such memory mapped unless asked to give it back (a server
     // restarted on 300,000 znodes held about 10 % more than before it).
-    allocator::trim_heap();
+    trim_heap();
     let mut result = Ok(());
     for handle in handles {
         match handle.join() {
@@ -226,6 +225,16 @@ pub fn run(options: ServerOptions) -> std::io::Result<()> {
     }
     tracing::info!("warden stopped");
     result
+}
+
+/// Returns the heap's free pages to the kernel, after start-up or a reload
+/// freed a whole tree and the buffers that rebuilt it.
+pub(crate) fn trim_heap() {
+    // SAFETY: malloc_trim only releases memory no allocation uses.
+    #[cfg(target_env = "gnu")]
+    unsafe {
+        libc::malloc_trim(0);
+    }
 }
 
 /// How often every executor wakes up even with nothing to do.

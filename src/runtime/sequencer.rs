@@ -113,7 +113,7 @@ pub async fn run(options: ServerOptions, secret: u64, parts: SequencerParts, sha
     let sequencer = Rc::new(RefCell::new(Sequencer::new(&tree, sequencer_config, super::now())));
     // Prep keeps only what it checks; the shards hold the committed tree.
     drop(tree);
-    super::allocator::trim_heap();
+    super::trim_heap();
     let queue = Rc::new(LogQueue::default());
     glommio::spawn_local(log_task(log, queue.clone(), sequencer.clone(), outlet)).detach();
 

@@ -9,9 +9,9 @@
 use hashbrown::HashMap;
 
 use super::auth::{check_acl, fixup_acl};
+use super::latest::{LatestNode, LatestTree};
 use crate::proto::codes::{op, perms, CreateMode};
 use crate::proto::{CreateRequest, ErrorCode, Id, MultiOp, Request};
-use super::latest::{LatestNode, LatestTree};
 use crate::tree::{path, DataTree};
 use crate::txn::{ephemeral_owner, CreateTxn, Txn, TxnBody};
 

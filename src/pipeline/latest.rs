@@ -7,13 +7,12 @@
 //! (tests: `latest_tests.rs` checks it against a DataTree on random
 //! workloads), at a fraction of a DataTree replica's memory and work.
 
-use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use hashbrown::HashMap;
 
 use crate::proto::Acl;
-use crate::tree::{path, AclCache, DataTree};
+use crate::tree::{advance_zxid, path, AclCache, DataTree, OwnerIndex};
 use crate::txn::{ephemeral_owner, CreateTxn, Txn, TxnBody};
 
 /// A znode as Prep checks it.
@@ -34,11 +33,15 @@ pub struct LatestTree {
     /// Keyed by the path the creating txn allocated, as the DataTrees are.
     nodes: HashMap<Arc<str>, LatestNode>,
     acl_cache: AclCache,
-    /// What a closing session deletes, and what the container manager checks.
-    ephemerals: HashMap<i64, BTreeSet<Arc<str>>>,
-    containers: BTreeSet<Arc<str>>,
-    ttls: BTreeSet<Arc<str>>,
+    owned: OwnerIndex<Arc<str>>,
     last_processed_zxid: i64,
+}
+
+impl LatestNode {
+    /// A node a create just made.
+    pub fn created(ephemeral_owner: i64, mtime: i64, acl: Arc<[Acl]>) -> LatestNode {
+        LatestNode { version: 0, cversion: 0, aversion: 0, child_count: 0, ephemeral_owner, mtime, acl }
+    }
 }
 
 impl LatestTree {
@@ -47,15 +50,15 @@ impl LatestTree {
         let mut latest = LatestTree {
             nodes: HashMap::with_capacity(tree.node_count()),
             acl_cache: AclCache::default(),
-            ephemerals: HashMap::new(),
-            containers: BTreeSet::new(),
-            ttls: BTreeSet::new(),
+            owned: OwnerIndex::default(),
             last_processed_zxid: tree.last_processed_zxid(),
         };
         for (node_path, node) in tree.iter_nodes() {
             let node_path: Arc<str> = node_path.into();
             let stat = &node.stat;
-            latest.index(&node_path, stat.ephemeral_owner);
+            if stat.ephemeral_owner != 0 {
+                latest.owned.add(node_path.clone(), stat.ephemeral_owner);
+            }
             let acl = latest.acl_cache.intern(&node.acl);
             let record = LatestNode {
                 version: stat.version,
@@ -91,14 +94,14 @@ impl LatestTree {
     /// What the DataTree's `container_candidates` answers, in the same order.
     pub fn container_candidates(&self, now_ms: i64, limit: usize) -> Vec<String> {
         let mut candidates = Vec::new();
-        for node_path in &self.containers {
+        for node_path in self.owned.containers() {
             if let Some(node) = self.nodes.get(node_path) {
                 if node.child_count == 0 && node.cversion > 0 {
                     candidates.push(node_path.to_string());
                 }
             }
         }
-        for node_path in &self.ttls {
+        for node_path in self.owned.ttls() {
             if let Some(node) = self.nodes.get(node_path) {
                 let ttl_ms = ephemeral_owner::ttl_ms(node.ephemeral_owner).unwrap_or(i64::MAX);
                 if node.child_count == 0 && now_ms.saturating_sub(node.mtime) > ttl_ms {
@@ -112,16 +115,10 @@ impl LatestTree {
 
     /// Applies a txn as the DataTree does (`DataTree::apply`).
     pub fn apply(&mut self, txn: &Txn) {
-        assert!(
-            txn.zxid >= self.last_processed_zxid,
-            "txn zxid {:#x} below last processed {:#x}",
-            txn.zxid,
-            self.last_processed_zxid
-        );
-        self.last_processed_zxid = txn.zxid;
+        advance_zxid(&mut self.last_processed_zxid, txn.zxid);
         match &txn.body {
             TxnBody::CloseSession => {
-                for node_path in self.ephemerals.remove(&txn.session_id).into_iter().flatten() {
+                for node_path in self.owned.take_session(txn.session_id) {
                     self.delete(&node_path);
                 }
             }
@@ -175,18 +172,10 @@ impl LatestTree {
             parent.cversion = create.parent_cversion;
         }
         parent.child_count += 1;
-        let owner = create.ephemeral_owner;
-        self.index(&create.path, owner);
-        let node = LatestNode {
-            version: 0,
-            cversion: 0,
-            aversion: 0,
-            child_count: 0,
-            ephemeral_owner: owner,
-            mtime: time_ms,
-            acl,
-        };
-        self.nodes.insert(create.path.clone(), node);
+        if create.ephemeral_owner != 0 {
+            self.owned.add(create.path.clone(), create.ephemeral_owner);
+        }
+        self.nodes.insert(create.path.clone(), LatestNode::created(create.ephemeral_owner, time_ms, acl));
     }
 
     fn delete(&mut self, node_path: &str) {
@@ -195,36 +184,13 @@ impl LatestTree {
         if let Some(parent) = self.nodes.get_mut(parent_path) {
             parent.child_count = parent.child_count.saturating_sub(1);
         }
-        let owner = node.ephemeral_owner;
-        if ephemeral_owner::is_container(owner) {
-            self.containers.remove(node_path);
-        } else if ephemeral_owner::ttl_ms(owner).is_some() {
-            self.ttls.remove(node_path);
-        } else if owner != 0 {
-            if let Some(paths) = self.ephemerals.get_mut(&owner) {
-                paths.remove(node_path);
-                if paths.is_empty() {
-                    self.ephemerals.remove(&owner);
-                }
-            }
-        }
+        self.owned.remove(node_path, node.ephemeral_owner);
         self.acl_cache.release(node.acl);
-    }
-
-    /// Lists a node in the index its owner calls for.
-    fn index(&mut self, node_path: &Arc<str>, owner: i64) {
-        if ephemeral_owner::is_container(owner) {
-            self.containers.insert(node_path.clone());
-        } else if ephemeral_owner::ttl_ms(owner).is_some() {
-            self.ttls.insert(node_path.clone());
-        } else if owner != 0 {
-            self.ephemerals.entry(owner).or_default().insert(node_path.clone());
-        }
     }
 
     /// Paths of a session's ephemerals, sorted (tests).
     pub fn ephemerals(&self, session_id: i64) -> Vec<String> {
-        self.ephemerals.get(&session_id).into_iter().flatten().map(|path| path.to_string()).collect()
+        self.owned.ephemerals(session_id).map(|path| path.to_string()).collect()
     }
 
     pub fn acl_count(&self) -> usize {

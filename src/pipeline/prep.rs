@@ -267,16 +267,7 @@ impl Prep {
             parent.child_count += 1;
             parent.cversion = parent_cversion;
             self.remember(parent_path, Some(parent));
-            let node = LatestNode {
-                version: 0,
-                cversion: 0,
-                aversion: 0,
-                child_count: 0,
-                ephemeral_owner: owner,
-                mtime: now_ms,
-                acl: acl.clone().into(),
-            };
-            self.remember(&node_path, Some(node));
+            self.remember(&node_path, Some(LatestNode::created(owner, now_ms, acl.clone().into())));
         }
         Ok(TxnBody::Create(CreateTxn {
             opcode,

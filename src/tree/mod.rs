@@ -200,6 +200,78 @@ pub const ZOOKEEPER_PATH: &str = "/zookeeper";
 pub const QUOTA_PATH: &str = "/zookeeper/quota";
 pub const CONFIG_PATH: &str = "/zookeeper/config";
 
+/// Moves a replica's last applied zxid to `zxid`: txns apply in zxid order.
+pub fn advance_zxid(last_processed: &mut i64, zxid: i64) {
+    assert!(zxid >= *last_processed, "txn zxid {zxid:#x} below last processed {:#x}", *last_processed);
+    *last_processed = zxid;
+}
+
+/// The znodes ZooKeeper indexes by owner: session ephemerals by session (what
+/// closing a session deletes), containers and TTL nodes (what the container
+/// manager checks). `K` is the tree's own path type.
+#[derive(Clone, Debug)]
+pub struct OwnerIndex<K> {
+    ephemerals: HashMap<i64, BTreeSet<K>>,
+    containers: BTreeSet<K>,
+    ttls: BTreeSet<K>,
+}
+
+impl<K> Default for OwnerIndex<K> {
+    fn default() -> Self {
+        OwnerIndex { ephemerals: HashMap::new(), containers: BTreeSet::new(), ttls: BTreeSet::new() }
+    }
+}
+
+impl<K: Ord + std::borrow::Borrow<str>> OwnerIndex<K> {
+    /// Lists a new node in the index its owner calls for, if any.
+    pub fn add(&mut self, node_path: K, owner: i64) {
+        if ephemeral_owner::is_container(owner) {
+            self.containers.insert(node_path);
+        } else if ephemeral_owner::ttl_ms(owner).is_some() {
+            self.ttls.insert(node_path);
+        } else if owner != 0 {
+            self.ephemerals.entry(owner).or_default().insert(node_path);
+        }
+    }
+
+    /// Unlists a deleted node.
+    pub fn remove(&mut self, node_path: &str, owner: i64) {
+        if ephemeral_owner::is_container(owner) {
+            self.containers.remove(node_path);
+        } else if ephemeral_owner::ttl_ms(owner).is_some() {
+            self.ttls.remove(node_path);
+        } else if owner != 0 {
+            if let Some(paths) = self.ephemerals.get_mut(&owner) {
+                paths.remove(node_path);
+                if paths.is_empty() {
+                    self.ephemerals.remove(&owner);
+                }
+            }
+        }
+    }
+
+    /// A closing session's ephemerals, sorted, unlisted.
+    pub fn take_session(&mut self, session_id: i64) -> BTreeSet<K> {
+        self.ephemerals.remove(&session_id).unwrap_or_default()
+    }
+
+    pub fn ephemerals(&self, session_id: i64) -> impl Iterator<Item = &K> {
+        self.ephemerals.get(&session_id).into_iter().flatten()
+    }
+
+    pub fn sessions(&self) -> impl Iterator<Item = (i64, &BTreeSet<K>)> {
+        self.ephemerals.iter().map(|(session, paths)| (*session, paths))
+    }
+
+    pub fn containers(&self) -> &BTreeSet<K> {
+        &self.containers
+    }
+
+    pub fn ttls(&self) -> &BTreeSet<K> {
+        &self.ttls
+    }
+}
+
 /// Interned ACL lists: most znodes share a handful of lists, so a node holds
 /// a reference to its list rather than a copy.
 #[derive(Clone, Default)]
@@ -241,9 +313,7 @@ pub struct DataTree {
     /// Keyed by the path the creating txn allocated, shared by every replica.
     nodes: HashMap<Arc<str>, Box<Node>>,
     acl_cache: AclCache,
-    ephemerals: HashMap<i64, BTreeSet<String>>,
-    containers: BTreeSet<String>,
-    ttls: BTreeSet<String>,
+    owned: OwnerIndex<String>,
     /// Live sessions and their timeouts, as created and closed by txns.
     sessions: HashMap<i64, i32>,
     last_processed_zxid: i64,
@@ -293,9 +363,7 @@ impl DataTree {
         DataTree {
             nodes: HashMap::new(),
             acl_cache: AclCache::default(),
-            ephemerals: HashMap::new(),
-            containers: BTreeSet::new(),
-            ttls: BTreeSet::new(),
+            owned: OwnerIndex::default(),
             sessions,
             last_processed_zxid: zxid,
             data_bytes: 0,
@@ -335,13 +403,13 @@ impl DataTree {
     }
 
     pub fn ephemerals(&self, session_id: i64) -> impl Iterator<Item = &String> {
-        self.ephemerals.get(&session_id).into_iter().flatten()
+        self.owned.ephemerals(session_id)
     }
 
     /// Every session's ephemerals, for `dump`.
     pub fn ephemerals_by_session(&self) -> Vec<(i64, Vec<String>)> {
         let mut out: Vec<(i64, Vec<String>)> =
-            self.ephemerals.iter().map(|(session, paths)| (*session, paths.iter().cloned().collect())).collect();
+            self.owned.sessions().map(|(session, paths)| (session, paths.iter().cloned().collect())).collect();
         out.sort();
         out
     }
@@ -352,7 +420,7 @@ impl DataTree {
     }
 
     pub fn ephemeral_count(&self) -> usize {
-        self.ephemerals.values().map(BTreeSet::len).sum()
+        self.owned.sessions().map(|(_, paths)| paths.len()).sum()
     }
 
     pub fn acl_count(&self) -> usize {
@@ -383,14 +451,14 @@ impl DataTree {
     /// what ZooKeeper's ContainerManager deletes.
     pub fn container_candidates(&self, now_ms: i64, limit: usize) -> Vec<String> {
         let mut candidates = Vec::new();
-        for path in &self.containers {
+        for path in self.owned.containers() {
             if let Some(node) = self.nodes.get(path.as_str()) {
                 if node.children.is_empty() && node.stat.cversion > 0 {
                     candidates.push(path.clone());
                 }
             }
         }
-        for path in &self.ttls {
+        for path in self.owned.ttls() {
             if let Some(node) = self.nodes.get(path.as_str()) {
                 let ttl_ms = ephemeral_owner::ttl_ms(node.stat.ephemeral_owner).unwrap_or(i64::MAX);
                 if node.children.is_empty() && now_ms.saturating_sub(node.stat.mtime) > ttl_ms {
@@ -417,13 +485,7 @@ impl DataTree {
 
     /// `apply`; with `triggers` None the result carries only error codes.
     fn apply_reporting(&mut self, txn: &Txn, mut triggers: Option<&mut Vec<Trigger>>) -> ApplyResult {
-        assert!(
-            txn.zxid >= self.last_processed_zxid,
-            "txn zxid {:#x} below last processed {:#x}",
-            txn.zxid,
-            self.last_processed_zxid
-        );
-        self.last_processed_zxid = txn.zxid;
+        advance_zxid(&mut self.last_processed_zxid, txn.zxid);
         match &txn.body {
             TxnBody::CreateSession { timeout_ms } => {
                 self.sessions.insert(txn.session_id, *timeout_ms);
@@ -534,13 +596,8 @@ impl DataTree {
         self.data_bytes += create.data.as_ref().map_or(0, Bytes::len) as u64;
         let full_stat = triggers.is_some().then(|| node.full_stat());
         self.nodes.insert(create.path.clone(), Box::new(node));
-        let owner = create.ephemeral_owner;
-        if ephemeral_owner::is_container(owner) {
-            self.containers.insert(create.path.to_string());
-        } else if ephemeral_owner::ttl_ms(owner).is_some() {
-            self.ttls.insert(create.path.to_string());
-        } else if owner != 0 {
-            self.ephemerals.entry(owner).or_default().insert(create.path.to_string());
+        if create.ephemeral_owner != 0 {
+            self.owned.add(create.path.to_string(), create.ephemeral_owner);
         }
         let opcode = if create.opcode == op::CREATE { op::CREATE } else { op::CREATE2 };
         let Some(triggers) = triggers else { return ApplyResult::ok(opcode) };
@@ -562,19 +619,7 @@ impl DataTree {
             }
         }
         self.data_bytes -= node.data.as_ref().map_or(0, Bytes::len) as u64;
-        let owner = node.stat.ephemeral_owner;
-        if ephemeral_owner::is_container(owner) {
-            self.containers.remove(node_path);
-        } else if ephemeral_owner::ttl_ms(owner).is_some() {
-            self.ttls.remove(node_path);
-        } else if owner != 0 {
-            if let Some(paths) = self.ephemerals.get_mut(&owner) {
-                paths.remove(node_path);
-                if paths.is_empty() {
-                    self.ephemerals.remove(&owner);
-                }
-            }
-        }
+        self.owned.remove(node_path, node.stat.ephemeral_owner);
         self.acl_cache.release(node.acl);
         if let Some(triggers) = triggers {
             triggers.push(Trigger { path: node_path.to_owned(), event_type: event::NODE_DELETED });
@@ -588,8 +633,7 @@ impl DataTree {
     /// events identical.
     fn kill_session(&mut self, session_id: i64, zxid: i64, mut triggers: Option<&mut Vec<Trigger>>) {
         self.sessions.remove(&session_id);
-        let paths: Vec<String> = self.ephemerals.remove(&session_id).into_iter().flatten().collect();
-        for node_path in paths {
+        for node_path in self.owned.take_session(session_id) {
             let _ = self.delete_node(&node_path, zxid, triggers.as_deref_mut());
         }
     }
@@ -635,13 +679,8 @@ impl DataTree {
                 }
             };
             tree.data_bytes += data.as_ref().map_or(0, Bytes::len) as u64;
-            let owner = stat.ephemeral_owner;
-            if ephemeral_owner::is_container(owner) {
-                tree.containers.insert(node_path.clone());
-            } else if ephemeral_owner::ttl_ms(owner).is_some() {
-                tree.ttls.insert(node_path.clone());
-            } else if owner != 0 {
-                tree.ephemerals.entry(owner).or_default().insert(node_path.clone());
+            if stat.ephemeral_owner != 0 {
+                tree.owned.add(node_path.clone(), stat.ephemeral_owner);
             }
             let node = Node { data, acl, stat, children: Children::default() };
             if tree.nodes.insert(node_path.as_str().into(), Box::new(node)).is_some() {

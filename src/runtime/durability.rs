@@ -2,6 +2,7 @@
 //! (group commit), snapshot files and retention. The formats and every
 //! decision about them are in `storage`; this file only moves bytes.
 
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
@@ -9,7 +10,7 @@ use glommio::io::DmaFile;
 
 use crate::storage::log::{encode_segment_header, parse_segment_file_name, plan_truncate, segment_file_name, TruncatePlan, BLOCK_BYTES};
 use crate::storage::recovery::{recover, Listing, Recovered};
-use crate::storage::snapshot::{decode_snapshot, encode_snapshot, parse_snapshot_file_name, snapshot_file_name};
+use crate::storage::snapshot::{decode_snapshot, parse_snapshot_file_name, snapshot_file_name, stream_snapshot, HEADER_BYTES};
 use crate::tree::DataTree;
 
 /// Where snapshots and log segments live: `<dir>/version-2`, as ZooKeeper lays them out.
@@ -134,11 +135,19 @@ impl DataDirs {
 
     /// Writes `snapshot.<zxid>` atomically: a temporary file, fsync, rename, fsync the directory.
     pub fn write_snapshot(&self, tree: &DataTree) -> std::io::Result<(PathBuf, usize)> {
-        let bytes = encode_snapshot(tree);
-        // Written and flushed a chunk at a time: one 200 MB burst of dirty
-        // pages flushed at the end would stall the log's fdatasync behind it.
-        let path = write_file_durably(&self.snapshot_dir, &snapshot_file_name(tree.last_processed_zxid()), &bytes)?;
-        Ok((path, bytes.len()))
+        // Streamed to the file as it is encoded, never held whole in memory
+        // (about 160 MB per 1M znodes), and flushed a chunk at a time.
+        let name = snapshot_file_name(tree.last_processed_zxid());
+        let mut length = 0;
+        let path = write_durably(&self.snapshot_dir, &name, |file| {
+            use std::os::unix::fs::FileExt;
+            let mut sink = ChunkedWriter::new(file);
+            sink.write_all(&[0u8; HEADER_BYTES])?;
+            let (sink, header) = stream_snapshot(tree, sink)?;
+            length = sink.finish()?;
+            file.write_all_at(&header, 0)
+        })?;
+        Ok((path, length as usize))
     }
 
     /// Keeps the newest `retain` snapshots and the log segments they need;
@@ -465,20 +474,71 @@ impl DataDirs {
 /// Writes `dir/name` atomically: a temporary file written and flushed a
 /// chunk at a time, fsync, rename, fsync the directory.
 fn write_file_durably(dir: &Path, name: &str, bytes: &[u8]) -> std::io::Result<PathBuf> {
-    use std::io::Write;
+    write_durably(dir, name, |file| {
+        let mut sink = ChunkedWriter::new(file);
+        sink.write_all(bytes)?;
+        sink.finish().map(|_| ())
+    })
+}
+
+/// Creates `dir/name` durably: `fill` writes it as `name.tmp`, which is then
+/// synced and renamed over `name`, and the directory synced.
+fn write_durably(dir: &Path, name: &str, fill: impl FnOnce(&std::fs::File) -> std::io::Result<()>) -> std::io::Result<PathBuf> {
     let path = dir.join(name);
     let temporary = dir.join(format!("{name}.tmp"));
-    let mut file = std::fs::File::create(&temporary)?;
-    let mut offset = 0;
-    for chunk in bytes.chunks(crate::limits::SNAPSHOT_WRITE_CHUNK_BYTES) {
-        file.write_all(chunk)?;
-        flush_range(&file, offset, chunk.len())?;
-        offset += chunk.len();
-    }
+    let file = std::fs::File::create(&temporary)?;
+    fill(&file)?;
     file.sync_all()?;
     std::fs::rename(&temporary, &path)?;
     sync_directory(dir)?;
     Ok(path)
+}
+
+/// Writes a file from its start in `SNAPSHOT_WRITE_CHUNK_BYTES` chunks, each
+/// flushed to the disk before the next (`flush_range`): one 200 MB burst of
+/// dirty pages flushed at the end would stall the log's fdatasync behind it.
+struct ChunkedWriter<'a> {
+    file: &'a std::fs::File,
+    buffer: Vec<u8>,
+    /// File offset of `buffer[0]`.
+    offset: u64,
+}
+
+impl<'a> ChunkedWriter<'a> {
+    fn new(file: &'a std::fs::File) -> Self {
+        ChunkedWriter { file, buffer: Vec::with_capacity(crate::limits::SNAPSHOT_WRITE_CHUNK_BYTES), offset: 0 }
+    }
+
+    fn write_buffer(&mut self) -> std::io::Result<()> {
+        use std::os::unix::fs::FileExt;
+        self.file.write_all_at(&self.buffer, self.offset)?;
+        flush_range(self.file, self.offset as usize, self.buffer.len())?;
+        self.offset += self.buffer.len() as u64;
+        self.buffer.clear();
+        Ok(())
+    }
+
+    /// Writes what is buffered; returns the file's length.
+    fn finish(mut self) -> std::io::Result<u64> {
+        self.write_buffer()?;
+        Ok(self.offset)
+    }
+}
+
+impl std::io::Write for ChunkedWriter<'_> {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        let room = crate::limits::SNAPSHOT_WRITE_CHUNK_BYTES - self.buffer.len();
+        let taken = room.min(bytes.len());
+        self.buffer.extend_from_slice(&bytes[..taken]);
+        if self.buffer.len() == crate::limits::SNAPSHOT_WRITE_CHUNK_BYTES {
+            self.write_buffer()?;
+        }
+        Ok(taken)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 /// Starts writeback of a byte range and waits for it (sync_file_range), so a

@@ -175,6 +175,60 @@ impl ArchivedStatRecord {
 /// The snapshot of `tree` at `tree.last_processed_zxid()`: header + payload,
 /// ready to write.
 pub fn encode_snapshot(tree: &DataTree) -> Vec<u8> {
+    // Serialize straight after a placeholder header: rkyv aligns relative to
+    // the writer's position, and HEADER_BYTES is a multiple of the payload
+    // alignment, so the payload is laid out as if it started at 0.
+    let mut out = Vec::with_capacity(HEADER_BYTES + tree.data_bytes() as usize + tree.node_count() * 128);
+    out.resize(HEADER_BYTES, 0);
+    let mut out = serialize_payload::<_, rancor::Error>(tree, out).expect("serializing into a Vec cannot fail");
+    fill_header(&mut out, tree.last_processed_zxid());
+    out
+}
+
+/// The same bytes as `encode_snapshot`, written to `sink` as they are
+/// serialized instead of held in memory whole (a 1M-znode snapshot is about
+/// 160 MB): the payload goes to `sink`, which must already hold
+/// `HEADER_BYTES` of placeholder, and the header to write over that
+/// placeholder is returned.
+pub fn stream_snapshot<S: std::io::Write>(tree: &DataTree, sink: S) -> std::io::Result<(S, [u8; HEADER_BYTES])> {
+    let writer = rkyv::ser::writer::IoWriter::with_pos(ChecksummedWriter::new(sink), HEADER_BYTES);
+    let writer = serialize_payload::<_, rancor::Error>(tree, writer).map_err(std::io::Error::other)?;
+    let ChecksummedWriter { inner, crc, bytes } = writer.into_inner();
+    Ok((inner, header(tree.last_processed_zxid(), bytes, crc.finalize())))
+}
+
+/// Passes bytes on, keeping their CRC-32 and count.
+struct ChecksummedWriter<S> {
+    inner: S,
+    crc: crc32fast::Hasher,
+    bytes: u64,
+}
+
+impl<S> ChecksummedWriter<S> {
+    fn new(inner: S) -> Self {
+        ChecksummedWriter { inner, crc: crc32fast::Hasher::new(), bytes: 0 }
+    }
+}
+
+impl<S: std::io::Write> std::io::Write for ChecksummedWriter<S> {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        let written = self.inner.write(bytes)?;
+        self.crc.update(&bytes[..written]);
+        self.bytes += written as u64;
+        Ok(written)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// Serializes the snapshot payload of `tree` into `writer`.
+fn serialize_payload<W, E>(tree: &DataTree, writer: W) -> Result<W, E>
+where
+    W: rkyv::ser::Writer<E>,
+    E: rancor::Source,
+{
     // Nodes go in the tree's (hash) order: restore needs no order, and
     // sorting 1M paths would add ~0.3 s to the encode (describe sorts).
     let nodes = tree.iter_nodes();
@@ -212,25 +266,20 @@ pub fn encode_snapshot(tree: &DataTree) -> Vec<u8> {
         .collect();
     sessions.sort_unstable_by_key(|session| session.session_id);
     let payload = SnapshotPayload { acls, nodes: records, sessions };
-
-    // Serialize straight after a placeholder header: rkyv aligns relative to
-    // the writer's position, and HEADER_BYTES is a multiple of the payload
-    // alignment, so the payload is laid out as if it started at 0.
-    let mut out = Vec::with_capacity(HEADER_BYTES + tree.data_bytes() as usize + tree.node_count() * 128);
-    out.resize(HEADER_BYTES, 0);
-    let mut out = rkyv::api::high::to_bytes_in::<_, rancor::Error>(&payload, out)
-        .expect("serializing into a Vec cannot fail");
-    fill_header(&mut out, tree.last_processed_zxid());
-    out
+    rkyv::api::high::to_bytes_in::<_, E>(&payload, writer)
 }
 
 /// Writes the header into the first `HEADER_BYTES` of `file`, describing the
 /// payload that follows it.
 fn fill_header(file: &mut [u8], zxid: i64) {
-    let payload_bytes = (file.len() - HEADER_BYTES) as u64;
-    let payload_crc = crc32fast::hash(&file[HEADER_BYTES..]);
-    let header = &mut file[..HEADER_BYTES];
-    header.fill(0);
+    let payload = &file[HEADER_BYTES..];
+    let header = header(zxid, payload.len() as u64, crc32fast::hash(payload));
+    file[..HEADER_BYTES].copy_from_slice(&header);
+}
+
+/// The header of a snapshot at `zxid` whose payload has this length and CRC.
+fn header(zxid: i64, payload_bytes: u64, payload_crc: u32) -> [u8; HEADER_BYTES] {
+    let mut header = [0u8; HEADER_BYTES];
     header[..8].copy_from_slice(MAGIC);
     header[8..12].copy_from_slice(&FORMAT_VERSION.to_be_bytes());
     header[12..20].copy_from_slice(&zxid.to_be_bytes());
@@ -238,6 +287,7 @@ fn fill_header(file: &mut [u8], zxid: i64) {
     header[28..32].copy_from_slice(&payload_crc.to_be_bytes());
     let header_crc = crc32fast::hash(&header[..HEADER_CRC_AT]);
     header[HEADER_CRC_AT..HEADER_CRC_AT + 4].copy_from_slice(&header_crc.to_be_bytes());
+    header
 }
 
 /// A snapshot file around an arbitrary payload, with a valid header: lets

@@ -579,3 +579,21 @@ fn a_rolled_segment_gives_back_its_preallocation() {
     assert!(rolled.blocks() * 512 < PREALLOC, "the rolled segment still holds {} bytes of disk", rolled.blocks() * 512);
     assert_recovers_to(&dirs, 3);
 }
+
+/// A snapshot is streamed to its file as it is encoded, a chunk at a time,
+/// its header written last over the placeholder: the file must hold exactly
+/// the bytes `encode_snapshot` makes in memory, whatever the chunking.
+#[test]
+fn a_streamed_snapshot_is_byte_for_byte_the_encoded_one() {
+    let dirs = TempDirs::new("snapshot-streamed");
+    // Large enough to span many write chunks.
+    let tree = tree_of(&history("n", 1..=10_000));
+    let (path, length) = dirs.write_snapshot(&tree).unwrap();
+    let written = std::fs::read(&path).unwrap();
+    let encoded = encode_snapshot(&tree);
+    assert!(encoded.len() > 2 * crate::limits::SNAPSHOT_WRITE_CHUNK_BYTES, "{} bytes", encoded.len());
+    assert_eq!(length, written.len());
+    assert!(written == encoded, "streamed {} bytes, encoded {}", written.len(), encoded.len());
+    let decoded = decode_snapshot(Bytes::from(written)).unwrap();
+    assert_eq!(decoded.digest(), tree.digest());
+}

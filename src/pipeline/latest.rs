@@ -12,8 +12,8 @@ use std::sync::Arc;
 use hashbrown::HashMap;
 
 use crate::proto::Acl;
-use crate::tree::{advance_zxid, path, AclCache, DataTree, OwnerIndex};
-use crate::txn::{ephemeral_owner, CreateTxn, Txn, TxnBody};
+use crate::tree::{advance_zxid, path, AclCache, DataTree, NodeFacts, OwnerIndex};
+use crate::txn::{CreateTxn, Txn, TxnBody};
 
 /// A znode as Prep checks it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -91,26 +91,16 @@ impl LatestTree {
         self.last_processed_zxid
     }
 
-    /// What the DataTree's `container_candidates` answers, in the same order.
+    /// What the DataTree's `container_candidates` answers: the same rule.
     pub fn container_candidates(&self, now_ms: i64, limit: usize) -> Vec<String> {
-        let mut candidates = Vec::new();
-        for node_path in self.owned.containers() {
-            if let Some(node) = self.nodes.get(node_path) {
-                if node.child_count == 0 && node.cversion > 0 {
-                    candidates.push(node_path.to_string());
-                }
-            }
-        }
-        for node_path in self.owned.ttls() {
-            if let Some(node) = self.nodes.get(node_path) {
-                let ttl_ms = ephemeral_owner::ttl_ms(node.ephemeral_owner).unwrap_or(i64::MAX);
-                if node.child_count == 0 && now_ms.saturating_sub(node.mtime) > ttl_ms {
-                    candidates.push(node_path.to_string());
-                }
-            }
-        }
-        candidates.truncate(limit);
-        candidates
+        self.owned.container_candidates(now_ms, limit, |path| {
+            self.nodes.get(path).map(|node| NodeFacts {
+                child_count: node.child_count as usize,
+                cversion: node.cversion,
+                ephemeral_owner: node.ephemeral_owner,
+                mtime: node.mtime,
+            })
+        })
     }
 
     /// Applies a txn as the DataTree does (`DataTree::apply`).

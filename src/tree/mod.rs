@@ -270,6 +270,31 @@ impl<K: Ord + std::borrow::Borrow<str>> OwnerIndex<K> {
     pub fn ttls(&self) -> &BTreeSet<K> {
         &self.ttls
     }
+
+    /// ZooKeeper's ContainerManager rule, for a tree that answers `facts`
+    /// for a listed node: containers with no children that have had one
+    /// (cversion > 0), then TTL nodes with no children whose TTL has passed
+    /// since their last change (mtime, a wall-clock time, against `now_ms`).
+    pub fn container_candidates(&self, now_ms: i64, limit: usize, facts: impl Fn(&str) -> Option<NodeFacts>) -> Vec<String> {
+        let containers = self.containers.iter().filter(|path| {
+            facts(path.borrow()).is_some_and(|node| node.child_count == 0 && node.cversion > 0)
+        });
+        let ttls = self.ttls.iter().filter(|path| {
+            facts(path.borrow()).is_some_and(|node| {
+                let ttl_ms = ephemeral_owner::ttl_ms(node.ephemeral_owner).unwrap_or(i64::MAX);
+                node.child_count == 0 && now_ms.saturating_sub(node.mtime) > ttl_ms
+            })
+        });
+        containers.chain(ttls).take(limit).map(|path| path.borrow().to_owned()).collect()
+    }
+}
+
+/// What the container manager's rule reads of a node.
+pub struct NodeFacts {
+    pub child_count: usize,
+    pub cversion: i32,
+    pub ephemeral_owner: i64,
+    pub mtime: i64,
 }
 
 /// Interned ACL lists: most znodes share a handful of lists, so a node holds
@@ -450,24 +475,14 @@ impl DataTree {
     /// nodes with no children whose TTL has passed since their last change:
     /// what ZooKeeper's ContainerManager deletes.
     pub fn container_candidates(&self, now_ms: i64, limit: usize) -> Vec<String> {
-        let mut candidates = Vec::new();
-        for path in self.owned.containers() {
-            if let Some(node) = self.nodes.get(path.as_str()) {
-                if node.children.is_empty() && node.stat.cversion > 0 {
-                    candidates.push(path.clone());
-                }
-            }
-        }
-        for path in self.owned.ttls() {
-            if let Some(node) = self.nodes.get(path.as_str()) {
-                let ttl_ms = ephemeral_owner::ttl_ms(node.stat.ephemeral_owner).unwrap_or(i64::MAX);
-                if node.children.is_empty() && now_ms.saturating_sub(node.stat.mtime) > ttl_ms {
-                    candidates.push(path.clone());
-                }
-            }
-        }
-        candidates.truncate(limit);
-        candidates
+        self.owned.container_candidates(now_ms, limit, |path| {
+            self.nodes.get(path).map(|node| NodeFacts {
+                child_count: node.children.len(),
+                cversion: node.stat.cversion,
+                ephemeral_owner: node.stat.ephemeral_owner,
+                mtime: node.stat.mtime,
+            })
+        })
     }
 
     /// Applies a committed txn. Appends the watch triggers it causes, in the

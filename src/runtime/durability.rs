@@ -10,7 +10,7 @@ use glommio::io::DmaFile;
 
 use crate::storage::log::{encode_segment_header, parse_segment_file_name, plan_truncate, segment_file_name, TruncatePlan, BLOCK_BYTES};
 use crate::storage::recovery::{recover, Listing, Recovered};
-use crate::storage::snapshot::{decode_snapshot, parse_snapshot_file_name, snapshot_file_name, stream_snapshot, HEADER_BYTES};
+use crate::storage::snapshot::{decode_snapshot, parse_snapshot_file_name, snapshot_file_name, stream_snapshot};
 use crate::tree::DataTree;
 
 /// Where snapshots and log segments live: `<dir>/version-2`, as ZooKeeper lays them out.
@@ -141,9 +141,7 @@ impl DataDirs {
         let mut length = 0;
         let path = write_durably(&self.snapshot_dir, &name, |file| {
             use std::os::unix::fs::FileExt;
-            let mut sink = ChunkedWriter::new(file);
-            sink.write_all(&[0u8; HEADER_BYTES])?;
-            let (sink, header) = stream_snapshot(tree, sink)?;
+            let (sink, header) = stream_snapshot(tree, ChunkedWriter::new(file))?;
             length = sink.finish()?;
             file.write_all_at(&header, 0)
         })?;
@@ -511,6 +509,10 @@ impl<'a> ChunkedWriter<'a> {
 
     fn write_buffer(&mut self) -> std::io::Result<()> {
         use std::os::unix::fs::FileExt;
+        // An empty range would mean "to the end of the file" to sync_file_range.
+        if self.buffer.is_empty() {
+            return Ok(());
+        }
         self.file.write_all_at(&self.buffer, self.offset)?;
         flush_range(self.file, self.offset as usize, self.buffer.len())?;
         self.offset += self.buffer.len() as u64;

@@ -187,10 +187,11 @@ pub fn encode_snapshot(tree: &DataTree) -> Vec<u8> {
 
 /// The same bytes as `encode_snapshot`, written to `sink` as they are
 /// serialized instead of held in memory whole (a 1M-znode snapshot is about
-/// 160 MB): the payload goes to `sink`, which must already hold
-/// `HEADER_BYTES` of placeholder, and the header to write over that
-/// placeholder is returned.
-pub fn stream_snapshot<S: std::io::Write>(tree: &DataTree, sink: S) -> std::io::Result<(S, [u8; HEADER_BYTES])> {
+/// 160 MB). The header comes first in the file but depends on the whole
+/// payload, so `sink` gets zeros in its place, and the header to write over
+/// the file's first `HEADER_BYTES` is returned.
+pub fn stream_snapshot<S: std::io::Write>(tree: &DataTree, mut sink: S) -> std::io::Result<(S, [u8; HEADER_BYTES])> {
+    sink.write_all(&[0u8; HEADER_BYTES])?;
     let writer = rkyv::ser::writer::IoWriter::with_pos(ChecksummedWriter::new(sink), HEADER_BYTES);
     let writer = serialize_payload::<_, rancor::Error>(tree, writer).map_err(std::io::Error::other)?;
     let ChecksummedWriter { inner, crc, bytes } = writer.into_inner();

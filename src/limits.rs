@@ -35,10 +35,15 @@ pub const SNAPSHOTTER_TXNS_PER_SEND: usize = 256;
 /// delivery waits for the feeder to send them.
 pub const SNAPSHOTTER_TXNS_PENDING_MAX: usize = 4 * SNAPSHOTTER_TXNS_PER_SEND;
 /// Messages (batches of txns) waiting for the snapshot executor's replica.
-/// While a large snapshot is written this absorbs the writes that arrive
-/// meanwhile (2^17 txns); past it the log waits (backpressure) rather than
-/// growing.
-pub const SNAPSHOTTER_QUEUE_MAX: usize = (1 << 17) / SNAPSHOTTER_TXNS_PER_SEND;
+/// While a snapshot is written the replica applies nothing, so this absorbs
+/// the writes that arrive meanwhile: 2^20 txns, about 11 s of create-heavy
+/// (a 1.3M-znode snapshot takes about 2 s; with 2^17 the writes stalled for
+/// up to 1.7 s behind it). Past it the log waits (backpressure).
+pub const SNAPSHOTTER_QUEUE_MAX: usize = (1 << 20) / SNAPSHOTTER_TXNS_PER_SEND;
+/// What the txns waiting for the snapshot executor may hold in memory
+/// (`Txn::memory_bytes`): the feeder waits past it, so large values cannot
+/// make `SNAPSHOTTER_QUEUE_MAX` batches a memory hazard.
+pub const SNAPSHOTTER_BACKLOG_BYTES_MAX: usize = 256 * 1024 * 1024;
 const _: () = assert!(SNAPSHOTTER_TXNS_PER_SEND <= SNAPSHOTTER_TXNS_PENDING_MAX);
 /// Encoded bytes waiting for the log (written or being written); past this the
 /// sequencer stops taking requests until a batch is durable.

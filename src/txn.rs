@@ -99,7 +99,30 @@ impl Txn {
     }
 }
 
+impl Txn {
+    /// About how much memory this txn holds alive (its struct, paths, data
+    /// and ACLs): what a queue of txns is bounded by.
+    pub fn memory_bytes(&self) -> usize {
+        std::mem::size_of::<Txn>() + self.body.heap_bytes()
+    }
+}
+
 impl TxnBody {
+    fn heap_bytes(&self) -> usize {
+        let data = |data: &Option<Bytes>| data.as_ref().map_or(0, Bytes::len);
+        let acl = |acl: &[Acl]| {
+            acl.iter().map(|acl| std::mem::size_of::<Acl>() + acl.id.scheme.len() + acl.id.id.len()).sum::<usize>()
+        };
+        match self {
+            TxnBody::Create(create) => create.path.len() + data(&create.data) + acl(&create.acl),
+            TxnBody::SetData { path, data: value, .. } => path.len() + data(value),
+            TxnBody::SetAcl { path, acl: list, .. } => path.len() + acl(list),
+            TxnBody::Delete { path } | TxnBody::Check { path } => path.len(),
+            TxnBody::Multi(bodies) => bodies.iter().map(|body| std::mem::size_of::<TxnBody>() + body.heap_bytes()).sum(),
+            TxnBody::CreateSession { .. } | TxnBody::CloseSession | TxnBody::Error { .. } => 0,
+        }
+    }
+
     fn detached(&self) -> TxnBody {
         let copy = |data: &Option<Bytes>| data.as_deref().map(Bytes::copy_from_slice);
         match self {

@@ -166,10 +166,10 @@ pub fn run(options: ServerOptions) -> std::io::Result<()> {
         tracing::info!(%address, cores, "warden serving (standalone)");
     }
     let mut handles = Vec::new();
-    let snapshot_busy = snapshots::Busy::default();
+    let snapshot_progress = Arc::new(snapshots::Progress::default());
     {
         let shutdown = shutdown.clone();
-        let snapshot_busy = snapshot_busy.clone();
+        let snapshot_progress = snapshot_progress.clone();
         let dirs = dirs.clone();
         let tree = tree.clone();
         let options = options.clone();
@@ -177,7 +177,7 @@ pub fn run(options: ServerOptions) -> std::io::Result<()> {
             .name("warden-snapshots")
             .spawn(move || async move {
                 glommio::spawn_local(keep_awake(shutdown.clone())).detach();
-                snapshots::run(snapshotter_receiver, tree, dirs, options, snapshot_busy, shutdown).await
+                snapshots::run(snapshotter_receiver, tree, dirs, options, snapshot_progress, shutdown).await
             })
             .map_err(|error| std::io::Error::other(format!("cannot start the snapshot executor: {error}")))?;
         handles.push(handle);
@@ -186,7 +186,7 @@ pub fn run(options: ServerOptions) -> std::io::Result<()> {
         receivers: to_sequencer_receivers,
         senders: commit_senders,
         snapshotter: snapshotter_sender,
-        snapshot_busy,
+        snapshot_progress,
         tree: tree.clone(),
         replayed_tail: recovered.replayed_tail,
         dirs,
@@ -266,7 +266,7 @@ struct SequencerParts {
     receivers: Vec<SharedReceiver<ToSequencer>>,
     senders: Vec<SharedSender<Committed>>,
     snapshotter: SharedSender<snapshots::Input>,
-    snapshot_busy: snapshots::Busy,
+    snapshot_progress: Arc<snapshots::Progress>,
     tree: DataTree,
     /// The last txns recovery replayed into `tree` (ensemble members only).
     replayed_tail: std::collections::VecDeque<crate::txn::Txn>,

@@ -177,7 +177,7 @@ pub async fn run(options: ServerOptions, secret: u64, parts: SequencerParts, sha
 pub(super) struct Outlet {
     pub(super) shards: Vec<ConnectedSender<Committed>>,
     snapshot_feed: Rc<SnapshotFeed>,
-    pub(super) snapshot_busy: snapshots::Busy,
+    pub(super) snapshot_progress: Arc<snapshots::Progress>,
     pub(super) shared: Arc<SharedState>,
 }
 
@@ -220,7 +220,7 @@ impl SnapshotFeed {
 
 /// The one task that sends to the snapshot executor, so that resets, txns
 /// and snapshot requests arrive in the order they were made.
-async fn feed_snapshots(feed: Rc<SnapshotFeed>, snapshotter: ConnectedSender<snapshots::Input>, busy: snapshots::Busy) {
+async fn feed_snapshots(feed: Rc<SnapshotFeed>, snapshotter: ConnectedSender<snapshots::Input>, progress: Arc<snapshots::Progress>) {
     let mut last_sent_zxid = i64::MIN;
     loop {
         while !feed.has_work() {
@@ -241,8 +241,13 @@ async fn feed_snapshots(feed: Rc<SnapshotFeed>, snapshotter: ConnectedSender<sna
                 feed.awaited.set(None);
             }
         }
-        if !txns.is_empty() && snapshotter.send(snapshots::Input::Txns(txns)).await.is_err() {
-            return;
+        if !txns.is_empty() {
+            let bytes = txns.iter().map(|txn| txn.memory_bytes()).sum();
+            wait_for_backlog_room(&progress, bytes).await;
+            progress.backlog_bytes.fetch_add(bytes, std::sync::atomic::Ordering::AcqRel);
+            if snapshotter.send(snapshots::Input::Txns { txns, bytes }).await.is_err() {
+                return;
+            }
         }
         // A reset that came in while the txns were sent drops this request.
         if feed.reset.borrow().is_some() {
@@ -253,10 +258,26 @@ async fn feed_snapshots(feed: Rc<SnapshotFeed>, snapshotter: ConnectedSender<sna
                 feed.awaited.set(Some(zxid));
             }
             if snapshotter.send(snapshots::Input::Snapshot(zxid)).await.is_err() {
-                busy.store(false, std::sync::atomic::Ordering::Release);
+                progress.busy.store(false, std::sync::atomic::Ordering::Release);
                 return;
             }
         }
+    }
+}
+
+/// Waits until the executor's backlog has room for `bytes` more (or is
+/// empty: one batch is always let through). Polls: the executor is on
+/// another thread, and the backlog only fills while a big snapshot is
+/// written, so a millisecond's delay here is far below what the backlog
+/// absorbed before it.
+async fn wait_for_backlog_room(progress: &snapshots::Progress, bytes: usize) {
+    use std::sync::atomic::Ordering;
+    loop {
+        let queued = progress.backlog_bytes.load(Ordering::Acquire);
+        if queued == 0 || queued + bytes <= limits::SNAPSHOTTER_BACKLOG_BYTES_MAX {
+            return;
+        }
+        glommio::timer::sleep(Duration::from_millis(1)).await;
     }
 }
 
@@ -393,7 +414,7 @@ pub(super) async fn connect(
     parts: SequencerParts,
     shared: Arc<SharedState>,
 ) -> (Vec<ConnectedReceiver<ToSequencer>>, Outlet, crate::tree::DataTree, super::durability::DataDirs) {
-    let SequencerParts { receivers, senders, snapshotter, snapshot_busy, tree, replayed_tail: _, dirs } = parts;
+    let SequencerParts { receivers, senders, snapshotter, snapshot_progress, tree, replayed_tail: _, dirs } = parts;
     let mut connected_receivers = Vec::new();
     for receiver in receivers {
         connected_receivers.push(receiver.connect().await);
@@ -404,8 +425,8 @@ pub(super) async fn connect(
     }
     let snapshotter = snapshotter.connect().await;
     let snapshot_feed = Rc::new(SnapshotFeed::default());
-    glommio::spawn_local(feed_snapshots(snapshot_feed.clone(), snapshotter, snapshot_busy.clone())).detach();
-    (connected_receivers, Outlet { shards, snapshot_feed, snapshot_busy, shared }, tree, dirs)
+    glommio::spawn_local(feed_snapshots(snapshot_feed.clone(), snapshotter, snapshot_progress.clone())).detach();
+    (connected_receivers, Outlet { shards, snapshot_feed, snapshot_progress, shared }, tree, dirs)
 }
 
 impl Outlet {
@@ -415,7 +436,7 @@ impl Outlet {
     /// delivered so far.
     pub(super) fn request_snapshot(&self, zxid: i64) {
         use std::sync::atomic::Ordering;
-        if self.snapshot_busy.swap(true, Ordering::AcqRel) {
+        if self.snapshot_progress.busy.swap(true, Ordering::AcqRel) {
             tracing::warn!(zxid = format_args!("{zxid:#x}"), "Too busy to snap, skipping: the previous snapshot is still being written");
         } else {
             self.snapshot_feed.wanted.set(Some(zxid));
@@ -433,7 +454,7 @@ impl Outlet {
         feed.pending.borrow_mut().clear();
         feed.room.notify();
         if feed.wanted.take().is_some() {
-            self.snapshot_busy.store(false, std::sync::atomic::Ordering::Release);
+            self.snapshot_progress.busy.store(false, std::sync::atomic::Ordering::Release);
         }
         feed.awaited.set(None);
         *feed.reset.borrow_mut() = Some(tree.clone());
@@ -484,5 +505,46 @@ impl Outlet {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::Ordering;
+    use std::time::{Duration, Instant};
+
+    /// The feeder goes on while the backlog has room, or is empty (one batch
+    /// always goes, however big), and waits while a batch would take it over
+    /// `SNAPSHOTTER_BACKLOG_BYTES_MAX` until the executor lowers it.
+    #[test]
+    fn the_feeder_waits_only_while_the_backlog_is_full() {
+        glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+            .spawn(|| async {
+                let max = limits::SNAPSHOTTER_BACKLOG_BYTES_MAX;
+                let progress = Arc::new(snapshots::Progress::default());
+                let quick = Duration::from_secs(5);
+                glommio::timer::timeout(quick, async { Ok(wait_for_backlog_room(&progress, 2 * max).await) }).await.unwrap();
+                progress.backlog_bytes.store(max - 10, Ordering::Release);
+                glommio::timer::timeout(quick, async { Ok(wait_for_backlog_room(&progress, 10).await) }).await.unwrap();
+
+                let lowered_at = Rc::new(Cell::new(None));
+                let executor = {
+                    let (progress, lowered_at) = (progress.clone(), lowered_at.clone());
+                    glommio::spawn_local(async move {
+                        glommio::timer::sleep(Duration::from_millis(50)).await;
+                        lowered_at.set(Some(Instant::now()));
+                        progress.backlog_bytes.fetch_sub(100, Ordering::AcqRel);
+                    })
+                };
+                glommio::timer::timeout(quick, async { Ok(wait_for_backlog_room(&progress, 11).await) }).await.unwrap();
+                let waited_until = Instant::now();
+                executor.await;
+                let lowered_at = lowered_at.get().expect("the feeder went on before the backlog was lowered");
+                assert!(waited_until >= lowered_at);
+            })
+            .unwrap()
+            .join()
+            .unwrap();
     }
 }

@@ -3,7 +3,7 @@
 //! write path (the stream queues up behind it, bounded). It also runs
 //! autopurge: keep `autopurge.snapRetainCount` snapshots and the logs they need.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -15,8 +15,8 @@ use crate::tree::DataTree;
 use crate::txn::Txn;
 
 pub enum Input {
-    /// Committed txns, in order.
-    Txns(Vec<Arc<Txn>>),
+    /// Committed txns, in order, and their `Txn::memory_bytes`.
+    Txns { txns: Vec<Arc<Txn>>, bytes: usize },
     /// Snapshot once the replica reaches this zxid (standalone: it already
     /// has; in an ensemble the txn may still be waiting for its quorum).
     Snapshot(i64),
@@ -25,18 +25,27 @@ pub enum Input {
     Reset(Arc<DataTree>),
 }
 
-/// Raised by the log task when it asks for a snapshot, lowered here when the
-/// snapshot is written. While it is up, further snapshot points are skipped
-/// ("Too busy to snap", as ZooKeeper's SyncRequestProcessor says), so slow
-/// snapshots of a big tree cannot queue up behind each other.
-pub type Busy = Arc<AtomicBool>;
+/// What the log task and the feeder on core 0 share with the executor.
+#[derive(Default)]
+pub struct Progress {
+    /// Raised by the log task when it asks for a snapshot, lowered here when
+    /// the snapshot is written. While it is up, further snapshot points are
+    /// skipped ("Too busy to snap", as ZooKeeper's SyncRequestProcessor
+    /// says), so slow snapshots of a big tree cannot queue up behind each
+    /// other.
+    pub busy: AtomicBool,
+    /// `Txn::memory_bytes` of the txns sent here and not applied yet. While a
+    /// snapshot is written nothing is applied and this grows; the feeder
+    /// waits while it is over `SNAPSHOTTER_BACKLOG_BYTES_MAX`.
+    pub backlog_bytes: AtomicUsize,
+}
 
 pub async fn run(
     receiver: SharedReceiver<Input>,
     mut tree: DataTree,
     dirs: DataDirs,
     options: ServerOptions,
-    busy: Busy,
+    progress: Arc<Progress>,
     shutdown: Arc<AtomicBool>,
 ) -> std::io::Result<()> {
     let receiver = receiver.connect().await;
@@ -66,16 +75,18 @@ pub async fn run(
                 break;
             }
             match input {
-                Input::Txns(txns) => {
+                Input::Txns { txns, bytes } => {
                     for txn in &txns {
                         tree.apply_quietly(txn);
                     }
+                    drop(txns);
+                    progress.backlog_bytes.fetch_sub(bytes, Ordering::AcqRel);
                 }
                 Input::Snapshot(zxid) => pending = Some(zxid),
                 Input::Reset(new_tree) => {
                     tree = DataTree::clone(&new_tree);
                     if pending.take().is_some() {
-                        busy.store(false, Ordering::Release);
+                        progress.busy.store(false, Ordering::Release);
                     }
                 }
             }
@@ -96,7 +107,7 @@ pub async fn run(
                         // The log still holds everything: a failed snapshot loses nothing.
                         Err(error) => tracing::error!(%error, zxid = format_args!("{zxid:#x}"), "snapshot failed"),
                     }
-                    busy.store(false, Ordering::Release);
+                    progress.busy.store(false, Ordering::Release);
                 }
                 _ => {}
             }
@@ -119,5 +130,73 @@ fn purge(dirs: &DataDirs, retain: usize) {
         }
         Ok(_) => {}
         Err(error) => tracing::warn!(%error, "autopurge failed"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::codes::op;
+    use crate::txn::{CreateTxn, TxnBody};
+    use glommio::channels::shared_channel;
+    use glommio::{LocalExecutorBuilder, Placement};
+
+    fn create(zxid: i64) -> Arc<Txn> {
+        let body = TxnBody::Create(CreateTxn {
+            opcode: op::CREATE,
+            path: format!("/n{zxid}").into(),
+            data: Some(bytes::Bytes::from_static(b"value")),
+            acl: crate::tree::open_acl_unsafe(),
+            ephemeral_owner: 0,
+            parent_cversion: zxid as i32,
+        });
+        Arc::new(Txn { session_id: 1, cxid: zxid as i32, zxid, time_ms: 1000, body })
+    }
+
+    /// The executor applies what it is sent, lowers the backlog by what each
+    /// batch counted (the feeder waits on it, so a backlog never lowered
+    /// would stop every write), and writes the snapshot asked for.
+    #[test]
+    fn the_executor_drains_its_backlog_and_snapshots() {
+        let root = std::env::temp_dir().join(format!("warden-snapshots-test-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let dirs = DataDirs::new(&root, &root);
+        dirs.create().unwrap();
+        let options = ServerOptions { config: Default::default(), container_check_interval_ms: 60_000, test_fail_log_after_bytes: None };
+        let progress = Arc::new(Progress::default());
+        let shutdown = Arc::new(AtomicBool::new(false));
+        let (sender, receiver) = shared_channel::new_bounded(4);
+        let executor = {
+            let (progress, shutdown, dirs) = (progress.clone(), shutdown.clone(), dirs.clone());
+            LocalExecutorBuilder::new(Placement::Unbound)
+                .spawn(move || async move { run(receiver, DataTree::new(), dirs, options, progress, shutdown).await })
+                .unwrap()
+        };
+        let txns: Vec<Arc<Txn>> = (1..=3).map(create).collect();
+        let bytes: usize = txns.iter().map(|txn| txn.memory_bytes()).sum();
+        assert!(bytes > 3 * std::mem::size_of::<Txn>(), "the estimate counts paths and data: {bytes}");
+        progress.backlog_bytes.store(bytes, Ordering::Release);
+        progress.busy.store(true, Ordering::Release);
+        LocalExecutorBuilder::new(Placement::Unbound)
+            .spawn(move || async move {
+                let sender = sender.connect().await;
+                assert!(sender.send(Input::Txns { txns, bytes }).await.is_ok());
+                assert!(sender.send(Input::Snapshot(3)).await.is_ok());
+            })
+            .unwrap()
+            .join()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while progress.busy.load(Ordering::Acquire) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        shutdown.store(true, Ordering::Release);
+        executor.join().unwrap().unwrap();
+        assert_eq!(progress.backlog_bytes.load(Ordering::Acquire), 0);
+        assert!(!progress.busy.load(Ordering::Acquire), "no snapshot within 10 s");
+        let snapshot = std::fs::read(dirs.snapshot_dir.join(crate::storage::snapshot::snapshot_file_name(3))).unwrap();
+        let tree = crate::storage::snapshot::decode_snapshot(snapshot.into()).unwrap();
+        assert!(tree.get("/n3").is_some());
+        let _ = std::fs::remove_dir_all(&root);
     }
 }

@@ -9,10 +9,8 @@
 
 use std::sync::Arc;
 
-use hashbrown::HashMap;
-
 use crate::proto::Acl;
-use crate::tree::{advance_zxid, path, AclCache, DataTree, NodeFacts, OwnerIndex};
+use crate::tree::{advance_zxid, path, AclCache, DataTree, NodeFacts, OwnerIndex, SplitMap};
 use crate::txn::{CreateTxn, Txn, TxnBody};
 
 /// A znode as Prep checks it.
@@ -31,7 +29,7 @@ pub struct LatestNode {
 
 pub struct LatestTree {
     /// Keyed by the path the creating txn allocated, as the DataTrees are.
-    nodes: HashMap<Arc<str>, LatestNode>,
+    nodes: SplitMap<Arc<str>, LatestNode>,
     acl_cache: AclCache,
     owned: OwnerIndex<Arc<str>>,
     last_processed_zxid: i64,
@@ -48,7 +46,7 @@ impl LatestTree {
     /// The latest state of a committed tree (start-up, or a new leader).
     pub fn from_tree(tree: &DataTree) -> LatestTree {
         let mut latest = LatestTree {
-            nodes: HashMap::with_capacity(tree.node_count()),
+            nodes: SplitMap::with_capacity(tree.node_count()),
             acl_cache: AclCache::default(),
             owned: OwnerIndex::default(),
             last_processed_zxid: tree.last_processed_zxid(),

@@ -5,16 +5,18 @@
 //! Every replica applies the same txns in zxid order and reaches the same state.
 
 pub mod path;
+pub mod table;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use hashbrown::{HashMap, HashSet};
+use hashbrown::HashMap;
 
 use crate::proto::codes::{event, op, perms};
 use crate::proto::{Acl, ErrorCode, Id, Stat};
 use crate::txn::{ephemeral_owner, CreateTxn, Txn, TxnBody};
+pub use table::{SplitMap, TableKey};
 
 /// A znode's persisted metadata (ZooKeeper's StatPersisted: Stat without the
 /// derived dataLength and numChildren).
@@ -42,11 +44,11 @@ pub struct Node {
 /// A node's children. Most znodes are leaves, so the set is allocated only
 /// while a node has children: 8 bytes per leaf instead of 32.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Children(Option<Box<HashSet<ChildName>>>);
+pub struct Children(Option<Box<SplitMap<ChildName, ()>>>);
 
 /// A child, held as its full path (the allocation its own key in the tree
-/// uses, which every replica shares), standing for its name: it is hashed,
-/// compared and looked up by the last component.
+/// uses, which every replica shares), standing for its name: its set hashes,
+/// compares and looks it up by the last component (`TableKey`).
 #[derive(Debug, Clone)]
 pub struct ChildName(Arc<str>);
 
@@ -60,6 +62,12 @@ impl ChildName {
 
     pub fn path(&self) -> &str {
         &self.0
+    }
+}
+
+impl TableKey for ChildName {
+    fn key(&self) -> &str {
+        self.name()
     }
 }
 
@@ -77,26 +85,6 @@ impl std::fmt::Display for ChildName {
     }
 }
 
-impl std::borrow::Borrow<str> for ChildName {
-    fn borrow(&self) -> &str {
-        self.name()
-    }
-}
-
-impl std::hash::Hash for ChildName {
-    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        self.name().hash(state)
-    }
-}
-
-impl PartialEq for ChildName {
-    fn eq(&self, other: &Self) -> bool {
-        self.name() == other.name()
-    }
-}
-
-impl Eq for ChildName {}
-
 impl Children {
     pub fn len(&self) -> usize {
         self.0.as_ref().map_or(0, |names| names.len())
@@ -107,21 +95,21 @@ impl Children {
     }
 
     pub fn iter(&self) -> impl Iterator<Item = &ChildName> {
-        self.0.iter().flat_map(|names| names.iter())
+        self.0.iter().flat_map(|names| names.keys())
     }
 
     pub fn contains(&self, name: &str) -> bool {
-        self.0.as_ref().is_some_and(|names| names.contains(name))
+        self.0.as_ref().is_some_and(|names| names.contains_key(name))
     }
 
     /// Adds the child whose full path is `path`.
     pub fn insert(&mut self, path: Arc<str>) -> bool {
-        self.0.get_or_insert_with(Default::default).insert(ChildName(path))
+        self.0.get_or_insert_with(Default::default).insert(ChildName(path), ()).is_none()
     }
 
     pub fn remove(&mut self, name: &str) -> bool {
         let Some(names) = self.0.as_mut() else { return false };
-        let removed = names.remove(name);
+        let removed = names.remove(name).is_some();
         if names.is_empty() {
             self.0 = None;
         }
@@ -336,7 +324,7 @@ pub struct DataTree {
     /// a hash table keeps cost little (the node table was most of a replica's
     /// memory).
     /// Keyed by the path the creating txn allocated, shared by every replica.
-    nodes: HashMap<Arc<str>, Box<Node>>,
+    nodes: SplitMap<Arc<str>, Box<Node>>,
     acl_cache: AclCache,
     owned: OwnerIndex<String>,
     /// Live sessions and their timeouts, as created and closed by txns.
@@ -386,7 +374,7 @@ impl DataTree {
     /// No znodes at all: the start of `new` and of `restore`.
     fn empty(zxid: i64, sessions: HashMap<i64, i32>) -> DataTree {
         DataTree {
-            nodes: HashMap::new(),
+            nodes: SplitMap::default(),
             acl_cache: AclCache::default(),
             owned: OwnerIndex::default(),
             sessions,
@@ -718,7 +706,7 @@ impl DataTree {
     /// that applied the same txns. Order-independent.
     pub fn digest(&self) -> u64 {
         let mut digest = 0u64;
-        for (node_path, node) in &self.nodes {
+        for (node_path, node) in self.nodes.iter() {
             let mut hasher = crc32fast::Hasher::new();
             hasher.update(node_path.as_bytes());
             hasher.update(node.data.as_deref().unwrap_or(&[]));

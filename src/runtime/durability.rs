@@ -521,19 +521,22 @@ const _: () = assert!(crate::limits::SNAPSHOT_WRITE_CHUNK_BYTES % DIRECT_BLOCK_B
 impl<'a> ChunkedWriter<'a> {
     /// Writes `file`, which must be new and empty.
     fn new(file: &'a std::fs::File) -> Self {
-        use std::os::fd::AsRawFd;
-        // SAFETY: fcntl on a descriptor we own, adding O_DIRECT to its status flags.
-        let direct = unsafe {
-            let flags = libc::fcntl(file.as_raw_fd(), libc::F_GETFL);
-            flags >= 0 && libc::fcntl(file.as_raw_fd(), libc::F_SETFL, flags | libc::O_DIRECT) == 0
-        };
-        ChunkedWriter::with(file, direct)
+        ChunkedWriter::with(file, set_direct(file, true))
     }
 
     /// The buffered way only, as where direct I/O is refused.
     #[cfg(test)]
     fn buffered(file: &'a std::fs::File) -> Self {
         ChunkedWriter::with(file, false)
+    }
+
+    /// Direct I/O from a buffer off the block alignment, which the kernel
+    /// refuses (EINVAL) as it would a device's larger block size.
+    #[cfg(test)]
+    fn misaligned(file: &'a std::fs::File) -> Self {
+        let mut writer = ChunkedWriter::new(file);
+        writer.start += 1;
+        writer
     }
 
     fn with(file: &'a std::fs::File, direct: bool) -> Self {
@@ -549,26 +552,42 @@ impl<'a> ChunkedWriter<'a> {
     /// Writes the chunk's first `filled` bytes (direct: zero-padded to
     /// whole blocks, the padding cut off by `finish`).
     fn write_chunk(&mut self) -> std::io::Result<()> {
-        use std::os::unix::fs::FileExt;
         let (filled, offset) = (self.filled, self.offset);
         let length = if self.direct { filled.next_multiple_of(DIRECT_BLOCK_BYTES) } else { filled };
         self.chunk()[filled..length].fill(0);
         if offset == 0 {
             self.first_block = self.chunk()[..DIRECT_BLOCK_BYTES].to_vec();
         }
-        self.file.write_all_at(&self.memory[self.start..self.start + length], offset)?;
-        if !self.direct {
-            flush_range(self.file, offset as usize, length)?;
-        }
+        self.write_at(length, offset)?;
         self.offset += filled as u64;
         self.filled = 0;
         Ok(())
     }
 
+    /// Writes the chunk's first `length` bytes at `offset`, and waits for
+    /// them to reach the disk. Direct I/O refused here (EINVAL: alignment
+    /// the device needs beyond `DIRECT_BLOCK_BYTES`) is given up for the
+    /// rest of the file, and the write made buffered.
+    fn write_at(&mut self, length: usize, offset: u64) -> std::io::Result<()> {
+        use std::os::unix::fs::FileExt;
+        let bytes = &self.memory[self.start..self.start + length];
+        if self.direct {
+            match self.file.write_all_at(bytes, offset) {
+                Err(error) if error.raw_os_error() == Some(libc::EINVAL) => {
+                    tracing::warn!(%error, "direct I/O refused; writing this file buffered");
+                    set_direct(self.file, false);
+                    self.direct = false;
+                }
+                result => return result,
+            }
+        }
+        self.file.write_all_at(bytes, offset)?;
+        flush_range(self.file, offset as usize, length)
+    }
+
     /// Writes what is buffered, then `header` (if any) over the file's
     /// first bytes; returns the file's length.
     fn finish(mut self, header: &[u8]) -> std::io::Result<u64> {
-        use std::os::unix::fs::FileExt;
         if self.filled > 0 {
             self.write_chunk()?;
         }
@@ -579,15 +598,24 @@ impl<'a> ChunkedWriter<'a> {
         if !header.is_empty() {
             let mut block = std::mem::take(&mut self.first_block);
             block[..header.len()].copy_from_slice(header);
-            let written = if self.direct { DIRECT_BLOCK_BYTES } else { header.len() };
             self.chunk()[..DIRECT_BLOCK_BYTES].copy_from_slice(&block);
-            self.file.write_all_at(&self.memory[self.start..self.start + written], 0)?;
+            let written = if self.direct { DIRECT_BLOCK_BYTES } else { header.len() };
+            self.write_at(written, 0)?;
         }
-        if self.direct {
-            // Cut the last block's padding.
-            self.file.set_len(length)?;
-        }
+        // Cut the last block's padding (direct writes are whole blocks).
+        self.file.set_len(length)?;
         Ok(length)
+    }
+}
+
+/// Turns direct I/O on or off for `file`; false if refused (tmpfs).
+fn set_direct(file: &std::fs::File, on: bool) -> bool {
+    use std::os::fd::AsRawFd;
+    // SAFETY: fcntl on a descriptor we own, changing only its O_DIRECT status flag.
+    unsafe {
+        let flags = libc::fcntl(file.as_raw_fd(), libc::F_GETFL);
+        let flags = if on { flags | libc::O_DIRECT } else { flags & !libc::O_DIRECT };
+        flags >= 0 && libc::fcntl(file.as_raw_fd(), libc::F_SETFL, flags) == 0
     }
 }
 

@@ -600,30 +600,37 @@ fn a_streamed_snapshot_is_byte_for_byte_the_encoded_one() {
 
 /// Files written a chunk at a time hold exactly what was written, with a
 /// header over their first bytes when one is given, at every length around
-/// the block and chunk boundaries, with direct I/O and without.
+/// the block and chunk boundaries: with direct I/O, without, and with direct
+/// I/O refused part way.
 #[test]
 fn chunked_files_hold_exactly_what_was_written() {
     use std::io::Write;
     let dirs = TempDirs::new("chunked");
     let chunk = crate::limits::SNAPSHOT_WRITE_CHUNK_BYTES;
     let mut rng = crate::rng::Rng::new(11);
-    for direct in [true, false] {
+    for way in ["direct", "buffered", "refused"] {
         for length in [0, 1, 100, 4095, 4096, 4097, chunk - 1, chunk, chunk + 1, 3 * chunk + 17] {
             let bytes: Vec<u8> = (0..length).map(|_| rng.below(256) as u8).collect();
             let header: &[u8] = if length >= 40 { b"a header of forty bytes, written last..." } else { &[] };
-            let path = dirs.snapshot_dir.join(format!("chunked-{direct}-{length}"));
+            let path = dirs.snapshot_dir.join(format!("chunked-{way}-{length}"));
             let file = std::fs::File::create(&path).unwrap();
-            let mut writer = if direct { ChunkedWriter::new(&file) } else { ChunkedWriter::buffered(&file) };
-            assert_eq!(writer.direct, direct, "this file system refuses direct I/O");
+            let mut writer = match way {
+                "direct" => ChunkedWriter::new(&file),
+                "buffered" => ChunkedWriter::buffered(&file),
+                _ => ChunkedWriter::misaligned(&file),
+            };
+            assert_eq!(writer.direct, way != "buffered", "this file system refuses direct I/O");
             // Odd-sized writes, so they straddle chunks.
             for piece in bytes.chunks(7919) {
                 writer.write_all(piece).unwrap();
             }
+            // A refused write gives direct I/O up (a file of nothing writes nothing).
+            assert_eq!(writer.direct, way == "direct" || (way == "refused" && length < chunk), "{way} {length}");
             assert_eq!(writer.finish(header).unwrap(), length as u64);
             let mut expected = bytes.clone();
             expected[..header.len()].copy_from_slice(header);
             let written = std::fs::read(&path).unwrap();
-            assert!(written == expected, "direct {direct}, length {length}: read back {} bytes", written.len());
+            assert!(written == expected, "{way}, length {length}: read back {} bytes", written.len());
         }
     }
     let file = std::fs::File::create(dirs.snapshot_dir.join("short")).unwrap();

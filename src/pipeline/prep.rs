@@ -39,7 +39,11 @@ type PrepResult<T> = Result<T, ErrorCode>;
 impl Prep {
     /// Prep starting from the committed state `tree`.
     pub fn new(tree: &DataTree, config: PrepConfig) -> Prep {
-        let tree = LatestTree::from_tree(tree);
+        Prep::from_latest(LatestTree::from_tree(tree), config)
+    }
+
+    /// Prep continuing from `tree`, the latest state of a committed tree.
+    pub fn from_latest(tree: LatestTree, config: PrepConfig) -> Prep {
         let zxid_last = tree.last_processed_zxid();
         Prep { tree, zxid_last, config, overlay: HashMap::new(), in_multi: false }
     }

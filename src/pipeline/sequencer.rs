@@ -8,6 +8,7 @@
 
 use std::sync::Arc;
 
+use super::latest::LatestTree;
 use super::prep::{Prep, PrepConfig};
 use super::{Committed, Now, ToSequencer};
 use crate::proto::Request;
@@ -59,19 +60,45 @@ pub struct Sequencer {
     writes_failed: bool,
 }
 
+/// What a sequencer needs of a committed tree: Prep's latest state and the
+/// live sessions. A fraction of the tree, and `Send`: standalone start-up
+/// builds it where the tree was recovered, so core 0 never holds a copy of
+/// the whole tree.
+pub struct StartState {
+    latest: LatestTree,
+    /// Live sessions and their timeouts.
+    sessions: Vec<(i64, i32)>,
+}
+
+impl StartState {
+    pub fn of(tree: &DataTree) -> StartState {
+        let sessions = tree.sessions().iter().map(|(&id, &timeout)| (id, timeout)).collect();
+        StartState { latest: LatestTree::from_tree(tree), sessions }
+    }
+
+    /// The zxid of the tree it was taken from.
+    pub fn zxid(&self) -> i64 {
+        self.latest.last_processed_zxid()
+    }
+}
+
 impl Sequencer {
     /// A sequencer continuing from the committed state `tree`.
     pub fn new(tree: &DataTree, config: SequencerConfig, now: Now) -> Sequencer {
+        Sequencer::start(StartState::of(tree), config, now)
+    }
+
+    /// A sequencer continuing from the committed state `start` was taken from.
+    pub fn start(start: StartState, config: SequencerConfig, now: Now) -> Sequencer {
         // Session ids are seeded from the wall clock, which (unlike the
         // elapsed clock) goes on across restarts, so that a restarted server
         // does not hand out its earlier ids again.
-        let sessions = SessionTracker::new(config.tick_ms, config.server_id, now.wall_ms, config.password_secret);
-        let mut sessions = sessions;
+        let mut sessions = SessionTracker::new(config.tick_ms, config.server_id, now.wall_ms, config.password_secret);
         // Sessions recovered from disk get their full timeout again from now.
-        for (session_id, timeout_ms) in tree.sessions().iter().map(|(id, timeout)| (*id, *timeout)).collect::<Vec<_>>() {
+        for (session_id, timeout_ms) in start.sessions {
             sessions.track(session_id, timeout_ms, now.elapsed_ms);
         }
-        let prep = Prep::new(tree, PrepConfig { extended_types_enabled: config.extended_types_enabled });
+        let prep = Prep::from_latest(start.latest, PrepConfig { extended_types_enabled: config.extended_types_enabled });
         let rng = Rng::new(config.random_seed);
         let mut sequencer = Sequencer {
             prep,

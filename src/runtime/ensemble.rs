@@ -206,7 +206,10 @@ struct Driver {
 
 pub async fn run(options: ServerOptions, secret: u64, mut parts: SequencerParts, shared: Arc<SharedState>) -> std::io::Result<()> {
     let replayed_tail = std::mem::take(&mut parts.replayed_tail);
-    let (connected_receivers, outlet, tree, dirs) = super::sequencer::connect(parts, shared.clone()).await;
+    let (connected_receivers, outlet, start, dirs) = super::sequencer::connect(parts, shared.clone()).await;
+    let super::SequencerStart::Ensemble(tree) = start else {
+        return Err(std::io::Error::other("an ensemble member was given the standalone sequencer's start"));
+    };
     let config = &options.config;
     let my_id = config.server_id;
 

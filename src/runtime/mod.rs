@@ -30,6 +30,7 @@ use hashbrown::HashMap;
 
 use crate::config::Config;
 use crate::limits;
+use crate::pipeline::sequencer::StartState;
 use crate::pipeline::{Committed, Now, ToSequencer};
 use crate::tree::DataTree;
 
@@ -187,7 +188,7 @@ pub fn run(options: ServerOptions) -> std::io::Result<()> {
         senders: commit_senders,
         snapshotter: snapshotter_sender,
         snapshot_progress,
-        tree: tree.clone(),
+        start: if ensemble { SequencerStart::Ensemble(tree.clone()) } else { SequencerStart::Standalone(StartState::of(&tree)) },
         replayed_tail: recovered.replayed_tail,
         dirs,
     });
@@ -267,10 +268,20 @@ struct SequencerParts {
     senders: Vec<SharedSender<Committed>>,
     snapshotter: SharedSender<snapshots::Input>,
     snapshot_progress: Arc<snapshots::Progress>,
-    tree: DataTree,
-    /// The last txns recovery replayed into `tree` (ensemble members only).
+    start: SequencerStart,
+    /// The last txns recovery replayed into the tree (ensemble members only).
     replayed_tail: std::collections::VecDeque<crate::txn::Txn>,
     dirs: durability::DataDirs,
+}
+
+/// What core 0 starts from.
+enum SequencerStart {
+    /// The sequencer's start state, taken here from the recovered tree so
+    /// that core 0 never holds a copy of the whole tree.
+    Standalone(StartState),
+    /// The recovered tree: the member leads from it, if elected, until a
+    /// reload replaces it.
+    Ensemble(DataTree),
 }
 
 #[allow(clippy::too_many_arguments)]

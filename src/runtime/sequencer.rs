@@ -19,7 +19,7 @@ use glommio::channels::shared_channel::{ConnectedReceiver, ConnectedSender};
 use super::durability::{LogWriter, PendingSync};
 use super::notify::Notify;
 use super::shard::SharedState;
-use super::{snapshots, wall_clock_ms, SequencerParts, ServerOptions};
+use super::{snapshots, wall_clock_ms, SequencerParts, SequencerStart, ServerOptions};
 use crate::limits;
 use crate::pipeline::sequencer::Effect;
 use crate::pipeline::{Committed, Sequencer, SequencerConfig, ToSequencer};
@@ -91,10 +91,13 @@ impl LogQueue {
 }
 
 pub async fn run(options: ServerOptions, secret: u64, parts: SequencerParts, shared: Arc<SharedState>) -> std::io::Result<()> {
-    let (connected_receivers, outlet, tree, dirs) = connect(parts, shared.clone()).await;
+    let (connected_receivers, outlet, start, dirs) = connect(parts, shared.clone()).await;
+    let SequencerStart::Standalone(start) = start else {
+        return Err(std::io::Error::other("the standalone sequencer was given an ensemble member's start"));
+    };
     let config = &options.config;
     let tick_ms = config.tick_time_ms as i64;
-    let first_zxid = tree.last_processed_zxid() + 1;
+    let first_zxid = start.zxid() + 1;
     let mut log = LogWriter::create(&dirs.log_dir, first_zxid, config.pre_alloc_size_kib * 1024, config.force_sync).await?;
     log.set_fail_after_bytes(options.test_fail_log_after_bytes);
     if !config.force_sync {
@@ -110,10 +113,7 @@ pub async fn run(options: ServerOptions, secret: u64, parts: SequencerParts, sha
         snap_count: config.snap_count,
         random_seed: secret ^ wall_clock_ms() as u64,
     };
-    let sequencer = Rc::new(RefCell::new(Sequencer::new(&tree, sequencer_config, super::now())));
-    // Prep keeps only what it checks; the shards hold the committed tree.
-    drop(tree);
-    super::trim_heap();
+    let sequencer = Rc::new(RefCell::new(Sequencer::start(start, sequencer_config, super::now())));
     let queue = Rc::new(LogQueue::default());
     glommio::spawn_local(log_task(log, queue.clone(), sequencer.clone(), outlet)).detach();
 
@@ -413,8 +413,8 @@ async fn fail_forever(queue: Rc<LogQueue>, to_delivery: glommio::channels::local
 pub(super) async fn connect(
     parts: SequencerParts,
     shared: Arc<SharedState>,
-) -> (Vec<ConnectedReceiver<ToSequencer>>, Outlet, crate::tree::DataTree, super::durability::DataDirs) {
-    let SequencerParts { receivers, senders, snapshotter, snapshot_progress, tree, replayed_tail: _, dirs } = parts;
+) -> (Vec<ConnectedReceiver<ToSequencer>>, Outlet, SequencerStart, super::durability::DataDirs) {
+    let SequencerParts { receivers, senders, snapshotter, snapshot_progress, start, replayed_tail: _, dirs } = parts;
     let mut connected_receivers = Vec::new();
     for receiver in receivers {
         connected_receivers.push(receiver.connect().await);
@@ -426,7 +426,7 @@ pub(super) async fn connect(
     let snapshotter = snapshotter.connect().await;
     let snapshot_feed = Rc::new(SnapshotFeed::default());
     glommio::spawn_local(feed_snapshots(snapshot_feed.clone(), snapshotter, snapshot_progress.clone())).detach();
-    (connected_receivers, Outlet { shards, snapshot_feed, snapshot_progress, shared }, tree, dirs)
+    (connected_receivers, Outlet { shards, snapshot_feed, snapshot_progress, shared }, start, dirs)
 }
 
 impl Outlet {

@@ -98,7 +98,7 @@ fn matches_the_data_tree_on_random_workloads() {
             assert_eq!(nodes(latest), nodes(&expected), "{context}");
             assert_eq!(latest.last_processed_zxid(), tree.last_processed_zxid(), "{context}");
             for session in SESSIONS {
-                let from_tree: Vec<String> = tree.ephemerals(*session).cloned().collect();
+                let from_tree: Vec<String> = tree.ephemerals(*session).map(str::to_owned).collect();
                 assert_eq!(latest.ephemerals(*session), from_tree, "{context}");
             }
             for at in [now_ms, now_ms + 50, now_ms + 1_000] {

@@ -225,7 +225,7 @@ impl Shard {
                     .tree
                     .ephemerals(session_id)
                     .filter(|path| prefix.is_empty() || prefix == "/" || path.starts_with(prefix))
-                    .cloned()
+                    .map(str::to_owned)
                     .collect();
                 paths.sort();
                 Ok(Some(Response::Strings(StringsResponse { values: paths })))

@@ -326,7 +326,8 @@ pub struct DataTree {
     /// Keyed by the path the creating txn allocated, shared by every replica.
     nodes: SplitMap<Arc<str>, Box<Node>>,
     acl_cache: AclCache,
-    owned: OwnerIndex<String>,
+    /// Keyed by the same shared path allocations as `nodes`.
+    owned: OwnerIndex<Arc<str>>,
     /// Live sessions and their timeouts, as created and closed by txns.
     sessions: HashMap<i64, i32>,
     last_processed_zxid: i64,
@@ -415,14 +416,14 @@ impl DataTree {
         &self.sessions
     }
 
-    pub fn ephemerals(&self, session_id: i64) -> impl Iterator<Item = &String> {
-        self.owned.ephemerals(session_id)
+    pub fn ephemerals(&self, session_id: i64) -> impl Iterator<Item = &str> {
+        self.owned.ephemerals(session_id).map(|path| &**path)
     }
 
     /// Every session's ephemerals, for `dump`.
     pub fn ephemerals_by_session(&self) -> Vec<(i64, Vec<String>)> {
         let mut out: Vec<(i64, Vec<String>)> =
-            self.owned.sessions().map(|(session, paths)| (session, paths.iter().cloned().collect())).collect();
+            self.owned.sessions().map(|(session, paths)| (session, paths.iter().map(|path| path.to_string()).collect())).collect();
         out.sort();
         out
     }
@@ -600,7 +601,7 @@ impl DataTree {
         let full_stat = triggers.is_some().then(|| node.full_stat());
         self.nodes.insert(create.path.clone(), Box::new(node));
         if create.ephemeral_owner != 0 {
-            self.owned.add(create.path.to_string(), create.ephemeral_owner);
+            self.owned.add(create.path.clone(), create.ephemeral_owner);
         }
         let opcode = if create.opcode == op::CREATE { op::CREATE } else { op::CREATE2 };
         let Some(triggers) = triggers else { return ApplyResult::ok(opcode) };
@@ -682,11 +683,12 @@ impl DataTree {
                 }
             };
             tree.data_bytes += data.as_ref().map_or(0, Bytes::len) as u64;
+            let key: Arc<str> = node_path.as_str().into();
             if stat.ephemeral_owner != 0 {
-                tree.owned.add(node_path.clone(), stat.ephemeral_owner);
+                tree.owned.add(key.clone(), stat.ephemeral_owner);
             }
             let node = Node { data, acl, stat, children: Children::default() };
-            if tree.nodes.insert(node_path.as_str().into(), Box::new(node)).is_some() {
+            if tree.nodes.insert(key, Box::new(node)).is_some() {
                 return Err(format!("duplicate path {node_path:?}"));
             }
         }

@@ -94,8 +94,8 @@ fn assert_same_tree(a: &DataTree, b: &DataTree) {
     assert_eq!(a.data_bytes(), b.data_bytes());
     assert_eq!(a.acl_count(), b.acl_count());
     for session_id in a.sessions().keys().chain([&0, &ephemeral_owner::CONTAINER]) {
-        let mut left: Vec<&String> = a.ephemerals(*session_id).collect();
-        let mut right: Vec<&String> = b.ephemerals(*session_id).collect();
+        let mut left: Vec<&str> = a.ephemerals(*session_id).collect();
+        let mut right: Vec<&str> = b.ephemerals(*session_id).collect();
         left.sort();
         right.sort();
         assert_eq!(left, right, "ephemerals of {session_id:#x}");

@@ -187,7 +187,7 @@ pub fn encode_snapshot(tree: &DataTree) -> Vec<u8> {
 
 /// The same bytes as `encode_snapshot`, written to `sink` as they are
 /// serialized instead of held in memory whole (a 1M-znode snapshot is about
-/// 160 MB). The header comes first in the file but depends on the whole
+/// 200 MB with 100-byte values). The header comes first in the file but depends on the whole
 /// payload, so `sink` gets zeros in its place, and the header to write over
 /// the file's first `HEADER_BYTES` is returned.
 pub fn stream_snapshot<S: std::io::Write>(tree: &DataTree, mut sink: S) -> std::io::Result<(S, [u8; HEADER_BYTES])> {

@@ -132,6 +132,33 @@ fn follows(previous: i64, zxid: i64, counter_start: u32) -> bool {
     zxid == previous + 1 || (epoch > (previous as u64) >> 32 && counter == counter_start.wrapping_add(1))
 }
 
+/// Passes one flush's appends through the runtime's log format (batches of
+/// `storage::log::BatchEncoder`, sealed when full, as `runtime::ensemble`
+/// writes them) and reads them back: the model keeps entries, but what the
+/// runtime would write of them must encode and decode to the same txns. A
+/// flush may cross an epoch boundary (a DIFF's old and new epochs).
+fn encode_as_the_runtime_logs(flushed: &[(i64, Entry)]) {
+    use crate::storage::log::{encode_segment_header, scan_segment, BatchEncoder};
+    let Some((first, _)) = flushed.first() else { return };
+    let mut segment = encode_segment_header(*first);
+    let mut encoder = BatchEncoder::new();
+    for (_, entry) in flushed {
+        encoder.push(&entry.txn);
+        if encoder.is_full() {
+            segment.extend_from_slice(encoder.finish());
+            encoder.clear();
+        }
+    }
+    if !encoder.is_empty() {
+        segment.extend_from_slice(encoder.finish());
+    }
+    let scan = scan_segment(&bytes::Bytes::from(segment)).expect("a segment the runtime would write");
+    assert_eq!(scan.txns.len(), flushed.len(), "records read back from one flush");
+    for (logged, (zxid, entry)) in scan.txns.iter().zip(flushed) {
+        assert_eq!((logged.txn.zxid, &logged.txn), (*zxid, &*entry.txn), "a txn read back from the log");
+    }
+}
+
 impl Disk {
     pub fn new() -> Disk {
         Disk { base: Arc::new(DataTree::new()), ..Disk::default() }
@@ -621,6 +648,9 @@ impl Server {
             self.disk.install(tree);
         }
         let flushed: Vec<(i64, Entry)> = self.disk.pending.drain(..).collect();
+        if self.config.peer.epoch_counter_start == 0 {
+            encode_as_the_runtime_logs(&flushed);
+        }
         let last = flushed.last().map(|(zxid, _)| *zxid);
         self.disk.log.extend(flushed);
         let markers = std::mem::take(&mut self.disk.sync_markers);

@@ -57,7 +57,17 @@ pub fn encode_segment_header(first_zxid: i64) -> Vec<u8> {
     block
 }
 
+/// Whether `zxid` may come right after `previous` in a log: the next counter
+/// of the same epoch, or the first txn of a later epoch (a new leader's
+/// first proposal is (epoch, 1); epochs may skip numbers).
+pub fn follows(previous: i64, zxid: i64) -> bool {
+    let (epoch, counter) = ((zxid as u64) >> 32, zxid as u64 as u32);
+    zxid == previous + 1 || (epoch > (previous as u64) >> 32 && counter == 1)
+}
+
 /// Builds one batch: records appended in zxid order, then `finish` pads it.
+/// A batch may cross an epoch boundary: a learner synced by DIFF logs the
+/// old epoch's tail and the new leader's first proposals together.
 pub struct BatchEncoder {
     buffer: Vec<u8>,
     records: u32,
@@ -102,7 +112,7 @@ impl BatchEncoder {
     }
 
     pub fn push(&mut self, txn: &Txn) {
-        assert!(self.records == 0 || txn.zxid == self.last_zxid + 1, "zxid {:#x} does not follow {:#x}", txn.zxid, self.last_zxid);
+        assert!(self.records == 0 || follows(self.last_zxid, txn.zxid), "zxid {:#x} does not follow {:#x}", txn.zxid, self.last_zxid);
         self.scratch.buffer.clear();
         encode_txn(txn, &mut self.scratch);
         let payload = &self.scratch.buffer;
@@ -380,7 +390,7 @@ pub fn plan_truncate(bytes: &Bytes, to: i64) -> Result<TruncatePlan, String> {
         } else {
             let mut encoder = BatchEncoder::new();
             for pair in batch[..kept].windows(2) {
-                if pair[1].txn.zxid != pair[0].txn.zxid + 1 {
+                if !follows(pair[0].txn.zxid, pair[1].txn.zxid) {
                     return Err(format!("zxid gap inside the batch at offset {offset}: {:#x} after {:#x}", pair[1].txn.zxid, pair[0].txn.zxid));
                 }
             }

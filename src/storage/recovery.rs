@@ -27,7 +27,7 @@ use std::collections::VecDeque;
 
 use bytes::Bytes;
 
-use super::log::{scan_segment, SegmentEnd};
+use super::log::{follows, scan_segment, SegmentEnd};
 use crate::tree::DataTree;
 use crate::txn::Txn;
 
@@ -81,14 +81,6 @@ pub struct Recovered {
     /// from a leader may be another history's). Their buffers are copied out
     /// of the segment, so keeping them holds no segment in memory.
     pub replayed_tail: VecDeque<Txn>,
-}
-
-/// Whether `zxid` may come right after `previous` in a log: the next counter
-/// of the same epoch, or the first txn of a later epoch (a new leader's
-/// first proposal is (epoch, 1); epochs may skip numbers).
-pub fn follows(previous: i64, zxid: i64) -> bool {
-    let (epoch, counter) = ((zxid as u64) >> 32, zxid as u64 as u32);
-    zxid == previous + 1 || (epoch > (previous as u64) >> 32 && counter == 1)
 }
 
 /// Recovers the state the files hold, keeping the last `replayed_tail_max`

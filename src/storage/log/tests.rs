@@ -206,3 +206,28 @@ fn truncate_removes_corruption_only_after_the_record_at_to() {
 fn truncate_of_something_not_a_segment_is_an_error() {
     assert!(plan_truncate(&Bytes::from(vec![0u8; BLOCK_BYTES * 2]), 1).is_err());
 }
+
+#[test]
+fn a_batch_may_cross_into_a_new_epoch() {
+    // What a learner synced by DIFF logs in one batch: the old epoch's tail,
+    // then the new leader's first proposals (its epoch may skip numbers).
+    let zxids_logged = [(1 << 32) + 7, (1 << 32) + 8, (3 << 32) + 1, (3 << 32) + 2];
+    let mut bytes = encode_segment_header(zxids_logged[0]);
+    let mut encoder = BatchEncoder::new();
+    for zxid in zxids_logged {
+        encoder.push(&txn(zxid));
+    }
+    bytes.extend_from_slice(encoder.finish());
+    assert_eq!(zxids(&scan_segment(&Bytes::from(bytes.clone())).unwrap()), zxids_logged);
+    let (plan, scan) = cut(&bytes, (3 << 32) + 1);
+    assert_eq!((plan.records_kept, plan.records_removed), (3, 1));
+    assert_eq!(zxids(&scan), zxids_logged[..3]);
+}
+
+#[test]
+#[should_panic(expected = "does not follow")]
+fn a_batch_refuses_a_gap_inside_an_epoch() {
+    let mut encoder = BatchEncoder::new();
+    encoder.push(&txn((1 << 32) + 7));
+    encoder.push(&txn((1 << 32) + 9));
+}

@@ -146,3 +146,22 @@ for workload in dict.fromkeys(w for w, _ in runs):
     op, np_ = mean(old, "p99_us"), mean(new, "p99_us")
     print(f"| {workload} | {o:.0f} | {n:.0f} | {n / o:.2f} | {op:.0f} | {np_:.0f} | {np_ / op:.2f} | {oc:.1f} | {nc:.1f} | {nc / oc:.2f} |")
 EOF
+
+# Snapshots each standalone server took during the runs, prefill included
+# (count, median and max time in ms of those of the largest tree seen, from
+# its "snapshot taken" log lines).
+if [[ $ENSEMBLE != 1 ]]; then
+    for build in old new; do
+        grep -o 'snapshot taken.*elapsed_ms[^ ]*' "$WORK/$build.log" | sed 's/\x1b\[[0-9;]*m//g' | sed -n 's/.*nodes=\([0-9]*\).*elapsed_ms=\([0-9]*\).*/\1 \2/p' |
+            python3 -c '
+import sys, statistics
+rows = [tuple(map(int, line.split())) for line in sys.stdin]
+if rows:
+    largest = max(r[0] for r in rows)
+    big = sorted(r[1] for r in rows if r[0] >= largest * 0.9)
+    print(f"'"$build"' snapshots: {len(rows)}; of {len(big)} at >= 90 % of the largest tree ({largest} znodes): median {statistics.median(big):.0f} ms, max {big[-1]} ms")
+else:
+    print("'"$build"' snapshots: none")
+'
+    done
+fi

@@ -50,6 +50,8 @@ pub const HEADER_BYTES: usize = 64;
 /// rkyv's `AlignedVec` gives 16; we ask for 16 like `AlignedVec`.
 const PAYLOAD_ALIGN: usize = 16;
 const HEADER_CRC_AT: usize = 32;
+/// What `stream_snapshot` gathers before checksumming and passing it on.
+const STREAM_BUFFER_BYTES: usize = 64 * 1024;
 const FILE_PREFIX: &str = "snapshot.";
 
 const _: () = assert!(HEADER_BYTES.is_multiple_of(PAYLOAD_ALIGN));
@@ -192,9 +194,12 @@ pub fn encode_snapshot(tree: &DataTree) -> Vec<u8> {
 /// the file's first `HEADER_BYTES` is returned.
 pub fn stream_snapshot<S: std::io::Write>(tree: &DataTree, mut sink: S) -> std::io::Result<(S, [u8; HEADER_BYTES])> {
     sink.write_all(&[0u8; HEADER_BYTES])?;
-    let writer = rkyv::ser::writer::IoWriter::with_pos(ChecksummedWriter::new(sink), HEADER_BYTES);
+    // rkyv writes each path, value and record on its own: checksummed and
+    // passed on one by one, the small writes cost more than the encoding.
+    let buffered = std::io::BufWriter::with_capacity(STREAM_BUFFER_BYTES, ChecksummedWriter::new(sink));
+    let writer = rkyv::ser::writer::IoWriter::with_pos(buffered, HEADER_BYTES);
     let writer = serialize_payload::<_, rancor::Error>(tree, writer).map_err(std::io::Error::other)?;
-    let ChecksummedWriter { inner, crc, bytes } = writer.into_inner();
+    let ChecksummedWriter { inner, crc, bytes } = writer.into_inner().into_inner().map_err(|error| error.into_error())?;
     Ok((inner, header(tree.last_processed_zxid(), bytes, crc.finalize())))
 }
 

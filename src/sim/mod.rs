@@ -516,8 +516,18 @@ pub struct Sim {
     /// Scripted: clients that are silent (`Action::StopClient`).
     stopped_clients: BTreeSet<u32>,
     invariants: Invariants,
+    /// Per receiver: the simulated second and the election notifications
+    /// it received in it (`NOTIFICATIONS_PER_SECOND_MAX`).
+    notifications: BTreeMap<ServerId, (u64, u32)>,
     report: Report,
 }
+
+/// Election notifications one server may receive in a simulated second.
+/// Elections send a few dozen (a round to every voter, answers, re-sends
+/// backing off from 200 ms); two servers answering each other without end
+/// send hundreds, 1-8 ms apart, and time passing hides such a loop from the
+/// other checks.
+const NOTIFICATIONS_PER_SECOND_MAX: u32 = 500;
 
 impl Sim {
     pub fn new(config: SimConfig) -> Sim {
@@ -589,6 +599,7 @@ impl Sim {
             clients_paused: false,
             stopped_clients: BTreeSet::new(),
             invariants: Invariants::default(),
+            notifications: BTreeMap::new(),
             report,
         }
     }
@@ -768,6 +779,20 @@ impl Sim {
         self.schedule(at, Event::Tick { server: id });
     }
 
+    fn count_notification(&mut self, to: ServerId) {
+        let second = self.now / 1000;
+        let (at, count) = self.notifications.entry(to).or_insert((second, 0));
+        if *at != second {
+            (*at, *count) = (second, 0);
+        }
+        *count += 1;
+        if *count == NOTIFICATIONS_PER_SECOND_MAX + 1 {
+            self.report.violations.push(format!(
+                "Election: server {to} received more than {NOTIFICATIONS_PER_SECOND_MAX} notifications in simulated second {second} (a message storm)"
+            ));
+        }
+    }
+
     fn up(&self, id: ServerId) -> bool {
         self.nodes.get(&id).is_some_and(|node| node.up)
     }
@@ -790,6 +815,7 @@ impl Sim {
                     return;
                 }
                 self.trace(|| format!("notify {} -> {to}: {:?}", notification.sid, notification.vote));
+                self.count_notification(to);
                 let now = self.local_now(to);
                 let mut out = Vec::new();
                 self.nodes.get_mut(&to).expect("up").server.on_notification(now, notification, &mut out);

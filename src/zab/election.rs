@@ -344,8 +344,12 @@ impl Election {
             return;
         }
         // WorkerReceiver: a LOOKING peer lagging behind our round gets our
-        // proposal so that it catches up.
-        if n.state == ServerState::Looking && n.vote.election_epoch < self.logical_clock {
+        // proposal so that it catches up. Not from an observer: a voter
+        // answers every observer's notification with its own round's vote
+        // and never joins an observer's round, so the two answered each
+        // other without end, 1-8 ms apart (found by the simulator's
+        // message-storm check).
+        if self.participant && n.state == ServerState::Looking && n.vote.election_epoch < self.logical_clock {
             effects.push(self.message(n.sid, self.proposal(), ServerState::Looking));
         }
         if let Phase::Finalizing { .. } = self.phase {
@@ -1070,6 +1074,8 @@ mod tests {
 
     /// A voter backing a worse leader in our round is told ours at once;
     /// one backing our leader, or a better one, is not answered by name.
+    /// An observer answers a voter's looking notification never: voters
+    /// answer every observer's, so any answer back would loop.
     #[test]
     fn a_worse_vote_in_our_round_is_answered_with_ours() {
         let mut el = election(3, &[1, 2, 3], &[], 0, 1);
@@ -1091,6 +1097,12 @@ mod tests {
         observer.on_notification(10, looking(3, vote(3, 0, observer.proposal().election_epoch, 1)), &mut Vec::new());
         let mut fx = Vec::new();
         observer.on_notification(20, looking(2, vote(2, 0, observer.proposal().election_epoch, 1)), &mut fx);
+        assert!(sends(&fx).is_empty(), "{fx:?}");
+        // Nor a voter's vote from an older round (a voter does join a
+        // newer round it hears of, an observer's never).
+        let older = observer.proposal().election_epoch - 1;
+        let mut fx = Vec::new();
+        observer.on_notification(30, looking(2, vote(2, 0, older, 1)), &mut fx);
         assert!(sends(&fx).is_empty(), "{fx:?}");
     }
 

@@ -145,11 +145,8 @@ struct Leading<T, R> {
     snapping: BTreeSet<ServerId>,
     /// Learners between StartSync and UPTODATE.
     syncing: BTreeSet<ServerId>,
-    /// Learners sent TRUNC in their current sync, and learners whose TRUNC
-    /// sync ended with the link closing (they could not truncate exactly,
-    /// their log being cut by a snapshot): those get SNAP next time.
+    /// Learners sent TRUNC in their current sync (see `Peer::snap_next`).
     truncating: BTreeSet<ServerId>,
-    snap_next: BTreeSet<ServerId>,
     /// Replies waiting until everything proposed before them commits.
     replies: VecDeque<(i64, ServerId, R)>,
 }
@@ -191,6 +188,13 @@ pub struct Peer<T, R> {
     history: VecDeque<(i64, T)>,
     role: Role<T, R>,
     serving: bool,
+    /// Learners whose TRUNC sync ended with the link closing (they could
+    /// not truncate exactly, their log being cut by a snapshot): they get
+    /// SNAP the next time this server leads them. Kept across elections:
+    /// such a learner's leaving costs the leader its quorum when it was
+    /// needed for one, and a leader that forgot re-elected itself and sent
+    /// TRUNC again, round after round (found by the simulator).
+    snap_next: BTreeSet<ServerId>,
 }
 
 impl<T: Clone, R> Peer<T, R> {
@@ -206,6 +210,7 @@ impl<T: Clone, R> Peer<T, R> {
             history: VecDeque::new(),
             role: Role::Looking,
             serving: false,
+            snap_next: BTreeSet::new(),
         }
     }
 
@@ -364,7 +369,6 @@ impl<T: Clone, R> Peer<T, R> {
                     snapping: BTreeSet::new(),
                     syncing: BTreeSet::new(),
                     truncating: BTreeSet::new(),
-                    snap_next: BTreeSet::new(),
                     replies: VecDeque::new(),
                 }));
                 self.leader_effects(now_ms, out, effects);
@@ -490,7 +494,7 @@ impl<T: Clone, R> Peer<T, R> {
         match &mut self.role {
             Role::Leading(l) => {
                 if l.syncing.remove(&sid) && l.truncating.contains(&sid) {
-                    l.snap_next.insert(sid);
+                    self.snap_next.insert(sid);
                 }
                 l.truncating.remove(&sid);
                 l.snapping.remove(&sid);
@@ -710,7 +714,7 @@ impl<T: Clone, R> Peer<T, R> {
             last_processed_zxid: last_processed,
             committed_log: &zxids,
             on_disk_log: None,
-            force_snap: l.snap_next.remove(&sid),
+            force_snap: self.snap_next.remove(&sid),
         });
         let name = match plan.mode {
             SyncMode::Diff { .. } => "DIFF",
@@ -1153,6 +1157,7 @@ mod tests {
         PersistedCurrent { to: ServerId },
         Logged { to: ServerId, zxid: i64 },
         Synced { to: ServerId },
+        LinkClosed { to: ServerId, sid: ServerId },
     }
 
     struct Node {
@@ -1175,6 +1180,9 @@ mod tests {
         cut: BTreeSet<(ServerId, ServerId)>,
         /// Every sync mode a leader chose: (learner, "DIFF" / "TRUNC" / "SNAP").
         syncs: Vec<(ServerId, &'static str)>,
+        /// Learners whose TRUNC fails (their log is cut by a snapshot): they
+        /// leave the sync, closing the link to the leader.
+        truncate_fails: BTreeSet<ServerId>,
     }
 
     impl Sim {
@@ -1204,7 +1212,14 @@ mod tests {
                 };
                 nodes.insert(id, node);
             }
-            let mut sim = Sim { nodes, events: VecDeque::new(), now: 1_000, cut: BTreeSet::new(), syncs: Vec::new() };
+            let mut sim = Sim {
+                nodes,
+                events: VecDeque::new(),
+                now: 1_000,
+                cut: BTreeSet::new(),
+                syncs: Vec::new(),
+                truncate_fails: BTreeSet::new(),
+            };
             let ids: Vec<ServerId> = sim.nodes.keys().copied().collect();
             for id in ids {
                 sim.restart_looking(id);
@@ -1277,6 +1292,14 @@ mod tests {
                         self.events.push_back(Event::Logged { to: id, zxid });
                     }
                     Effect::SyncLog => self.events.push_back(Event::Synced { to: id }),
+                    Effect::Truncate { .. } if self.truncate_fails.contains(&id) => {
+                        let node = self.nodes.get_mut(&id).unwrap();
+                        let leader = node.peer.leader().expect("truncating for a leader");
+                        let mut out = Vec::new();
+                        node.peer.on_truncate_failed("the log is cut by a snapshot".into(), &mut out);
+                        self.events.push_back(Event::LinkClosed { to: leader, sid: id });
+                        self.carry(id, out);
+                    }
                     Effect::Truncate { to } => {
                         let node = self.nodes.get_mut(&id).unwrap();
                         node.log.retain(|(z, _)| *z <= to);
@@ -1348,6 +1371,11 @@ mod tests {
                 Event::Synced { to } => {
                     let mut out = Vec::new();
                     self.nodes.get_mut(&to).unwrap().peer.on_synced(now, &mut out);
+                    (to, out)
+                }
+                Event::LinkClosed { to, sid } => {
+                    let mut out = Vec::new();
+                    self.nodes.get_mut(&to).unwrap().peer.on_link_closed(now, sid, &mut out);
                     (to, out)
                 }
             };
@@ -1546,6 +1574,45 @@ mod tests {
             let logged: Vec<u64> = node.log.iter().map(|(_, v)| *v).collect();
             assert_eq!(logged, vec![1, 2], "node {id} log");
         }
+    }
+
+    /// A learner that cannot TRUNC (its log is cut by a snapshot it
+    /// received) leaves the sync, and its leader sends it SNAP next time,
+    /// even when its leaving cost the leader the quorum and the leader
+    /// elected itself again: the simulator once found a leader and such a
+    /// learner going through 58 elections, TRUNC each time.
+    #[test]
+    fn a_learner_that_cannot_truncate_gets_snap_from_its_reelected_leader() {
+        let mut sim = Sim::new(&[1, 2, 3], &[]);
+        sim.run(2_000);
+        sim.propose(1);
+        sim.run(500);
+        let old = sim.leader().unwrap();
+        let others: Vec<ServerId> = [1, 2, 3].into_iter().filter(|id| *id != old).collect();
+        // The old leader logs a proposal nobody else sees; the others elect
+        // and commit without it.
+        for other in &others {
+            sim.cut.insert((old, *other));
+        }
+        sim.propose(99);
+        sim.run(15_000);
+        let new = sim.leader().expect("new leader among the majority");
+        // Now the third server goes away, so the new leader needs the old
+        // one, which is ahead of its committed log in the same epoch (99):
+        // TRUNC, which it cannot carry out.
+        let third = *others.iter().find(|id| **id != new).unwrap();
+        sim.nodes.get_mut(&third).unwrap().up = false;
+        sim.truncate_fails.insert(old);
+        sim.cut.clear();
+        sim.run(30_000);
+        let synced_old: Vec<&str> = sim.syncs.iter().filter(|(to, _)| *to == old).map(|(_, mode)| *mode).collect();
+        assert_eq!(synced_old, ["TRUNC", "SNAP"], "old leader {old}'s syncs");
+        assert_eq!(sim.leader(), Some(new));
+        assert!(sim.serving_all(), "the leader and the old one serve");
+        sim.propose(2);
+        sim.run(500);
+        let values: Vec<u64> = sim.nodes[&old].applied.iter().map(|(_, v)| *v).collect();
+        assert_eq!(values, vec![1, 2], "the uncommitted 99 is gone");
     }
 
     /// ZooKeeper's ZKDatabase.loadDataBase refills the committed log from the

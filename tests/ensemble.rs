@@ -363,22 +363,35 @@ fn follower_restart_catches_up_by_diff() {
 /// snapshot, up to commitLogCount), so after the whole ensemble restarts —
 /// the leader too, with nothing left in memory — a follower that fell
 /// behind still catches up by DIFF, not SNAP.
+/// Creates `parent` with `before` children, stops a follower, and writes
+/// `missed` more past it. Returns (the stopped follower, the other one,
+/// every path written).
+fn write_past_a_stopped_follower(
+    ensemble: &mut Ensemble,
+    leader: u32,
+    parent: &str,
+    before: usize,
+    missed: usize,
+) -> (u32, u32, Vec<String>) {
+    let followers = followers_of(ensemble, leader);
+    let (lagging, other) = (followers[0], followers[1]);
+    let mut setup = session(ensemble, leader);
+    create_ok(&mut setup, parent, b"", PERSISTENT);
+    let mut paths = write_many(&mut setup, parent, "before-", before, 10);
+    let _ = setup.close();
+    ensemble.stop(lagging);
+    let mut writer = session(ensemble, leader);
+    paths.extend(write_many(&mut writer, parent, "missed-", missed, 10));
+    let _ = writer.close();
+    (lagging, other, paths)
+}
+
 #[test]
 fn lagging_follower_catches_up_by_diff_after_the_whole_ensemble_restarts() {
     let started = Instant::now();
     let (mut ensemble, leader) = started_ensemble("restart-diff", 3, 0);
     let ids = ensemble.ids();
-    let followers = followers_of(&ensemble, leader);
-    let (lagging, other) = (followers[0], followers[1]);
-    let mut setup = session(&ensemble, leader);
-    create_ok(&mut setup, "/restart", b"", PERSISTENT);
-    let mut paths = write_many(&mut setup, "/restart", "before-", 10, 10);
-    let _ = setup.close();
-
-    ensemble.stop(lagging);
-    let mut writer = session(&ensemble, leader);
-    paths.extend(write_many(&mut writer, "/restart", "missed-", 50, 10));
-    let _ = writer.close();
+    let (lagging, other, paths) = write_past_a_stopped_follower(&mut ensemble, leader, "/restart", 10, 50);
     // Then the other two go down as well, and all three come back.
     let marks: Vec<_> = [leader, other].iter().map(|&id| (id, ensemble.output_mark(id))).collect();
     ensemble.stop(leader);
@@ -408,17 +421,7 @@ fn lagging_follower_catches_up_by_diff_after_the_whole_ensemble_restarts() {
 fn lagging_follower_catches_up_by_a_diff_across_epochs() {
     let (mut ensemble, leader) = started_ensemble("epoch-diff", 3, 0);
     let ids = ensemble.ids();
-    let followers = followers_of(&ensemble, leader);
-    let (lagging, other) = (followers[0], followers[1]);
-    let mut setup = session(&ensemble, leader);
-    create_ok(&mut setup, "/epochs", b"", PERSISTENT);
-    let mut paths = write_many(&mut setup, "/epochs", "before-", 5, 5);
-    let _ = setup.close();
-
-    ensemble.stop(lagging);
-    let mut writer = session(&ensemble, leader);
-    paths.extend(write_many(&mut writer, "/epochs", "old-epoch-", 20, 10));
-    let _ = writer.close();
+    let (lagging, other, mut paths) = write_past_a_stopped_follower(&mut ensemble, leader, "/epochs", 5, 20);
     // A new epoch without the lagging follower, with writes of its own.
     ensemble.stop(leader);
     ensemble.stop(other);

@@ -152,7 +152,7 @@ EOF
 # its "snapshot taken" log lines).
 if [[ $ENSEMBLE != 1 ]]; then
     for build in old new; do
-        grep -o 'snapshot taken.*elapsed_ms[^ ]*' "$WORK/$build.log" | sed 's/\x1b\[[0-9;]*m//g' | sed -n 's/.*nodes=\([0-9]*\).*elapsed_ms=\([0-9]*\).*/\1 \2/p' |
+        { grep -o 'snapshot taken.*elapsed_ms[^ ]*' "$WORK/$build.log" || true; } | sed 's/\x1b\[[0-9;]*m//g' | sed -n 's/.*nodes=\([0-9]*\).*elapsed_ms=\([0-9]*\).*/\1 \2/p' |
             python3 -c '
 import sys, statistics
 rows = [tuple(map(int, line.split())) for line in sys.stdin]

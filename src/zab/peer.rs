@@ -1546,13 +1546,15 @@ mod tests {
         assert_eq!(values, vec![1, 2, 3, 4, 5, 6]);
     }
 
-    #[test]
-    fn deposed_leader_is_truncated() {
+    /// Three voters commit 1; then the leader is cut off and logs 99, which
+    /// nobody else sees, while the other two elect a new leader. Returns the
+    /// ensemble, the old leader and the new one (still cut off from each
+    /// other).
+    fn deposed_leader_logs_alone() -> (Sim, ServerId, ServerId) {
         let mut sim = Sim::new(&[1, 2, 3], &[]);
         sim.run(2_000);
         sim.propose(1);
         sim.run(500);
-        // Cut the leader off; it logs a proposal nobody else sees.
         let old = sim.leader().unwrap();
         for other in [1, 2, 3] {
             if other != old {
@@ -1563,6 +1565,12 @@ mod tests {
         sim.run(15_000);
         let new = sim.leader().expect("new leader among the majority");
         assert_ne!(new, old);
+        (sim, old, new)
+    }
+
+    #[test]
+    fn deposed_leader_is_truncated() {
+        let (mut sim, _, _) = deposed_leader_logs_alone();
         sim.propose(2);
         sim.run(500);
         sim.cut.clear();
@@ -1583,24 +1591,11 @@ mod tests {
     /// learner going through 58 elections, TRUNC each time.
     #[test]
     fn a_learner_that_cannot_truncate_gets_snap_from_its_reelected_leader() {
-        let mut sim = Sim::new(&[1, 2, 3], &[]);
-        sim.run(2_000);
-        sim.propose(1);
-        sim.run(500);
-        let old = sim.leader().unwrap();
-        let others: Vec<ServerId> = [1, 2, 3].into_iter().filter(|id| *id != old).collect();
-        // The old leader logs a proposal nobody else sees; the others elect
-        // and commit without it.
-        for other in &others {
-            sim.cut.insert((old, *other));
-        }
-        sim.propose(99);
-        sim.run(15_000);
-        let new = sim.leader().expect("new leader among the majority");
+        let (mut sim, old, new) = deposed_leader_logs_alone();
         // Now the third server goes away, so the new leader needs the old
         // one, which is ahead of its committed log in the same epoch (99):
         // TRUNC, which it cannot carry out.
-        let third = *others.iter().find(|id| **id != new).unwrap();
+        let third = [1, 2, 3].into_iter().find(|id| *id != old && *id != new).unwrap();
         sim.nodes.get_mut(&third).unwrap().up = false;
         sim.truncate_fails.insert(old);
         sim.cut.clear();

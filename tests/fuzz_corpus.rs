@@ -463,7 +463,7 @@ fn peer_messages() -> Vec<PeerMessage> {
                 origin: origin(11, request.opcode()),
                 session_id: SESSION,
                 request,
-                auth: vec![Id { scheme: "ip".into(), id: "127.0.0.1".into() }],
+                auth: vec![Id { scheme: "ip".into(), id: "127.0.0.1".into() }].into(),
             }));
         }
     }

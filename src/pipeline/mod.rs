@@ -80,7 +80,9 @@ pub fn replayed_history(txns: impl IntoIterator<Item = Txn>) -> Vec<(i64, Entry)
 /// Shard -> sequencer.
 #[derive(Debug)]
 pub enum ToSequencer {
-    Write { origin: Origin, session_id: i64, request: Request, auth: Vec<Id> },
+    /// `auth` is the connection's ids, shared: cloning it per request is a
+    /// reference count, not a list of strings.
+    Write { origin: Origin, session_id: i64, request: Request, auth: Arc<[Id]> },
     /// `sync`: answered once everything before it has been applied on the shard.
     Sync { origin: Origin, path: String },
     CreateSession { origin: Origin, timeout_ms: i32 },

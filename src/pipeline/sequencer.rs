@@ -294,7 +294,7 @@ mod tests {
     }
 
     fn write(session_id: i64, request: Request) -> ToSequencer {
-        ToSequencer::Write { origin: origin(request.opcode()), session_id, request, auth: vec![] }
+        ToSequencer::Write { origin: origin(request.opcode()), session_id, request, auth: Arc::from([]) }
     }
 
     fn touch(sequencer: &mut Sequencer, at: Now, session_id: i64) {

@@ -4,6 +4,8 @@
 //! order, and turns results into frames: watch events first, then the reply
 //! that reveals the change, so a client always sees the event before the data.
 
+use std::sync::Arc;
+
 use bytes::{Bytes, BytesMut};
 use hashbrown::HashMap;
 
@@ -41,7 +43,8 @@ pub enum ShardOutput {
 /// A connection as the shard knows it.
 pub struct ConnectionInfo {
     pub session_id: i64,
-    pub auth: Vec<Id>,
+    /// Shared with every write request the connection sends.
+    pub auth: Arc<[Id]>,
     /// Whether the handshake carried the trailing readOnly byte; the connect
     /// response mirrors it.
     pub read_only_byte: bool,
@@ -133,7 +136,7 @@ impl Shard {
 
     /// A new TCP connection; `remote_ip` becomes its `ip` auth id.
     pub fn open(&mut self, connection: ConnectionId, remote_ip: String, read_only_byte: bool) {
-        let auth = vec![Id { scheme: "ip".into(), id: remote_ip }];
+        let auth = Arc::from([Id { scheme: "ip".into(), id: remote_ip }]);
         self.connections.insert(connection, ConnectionInfo { session_id: 0, auth, read_only_byte, timeout_ms: 0 });
     }
 
@@ -144,11 +147,13 @@ impl Shard {
 
     pub fn add_auth(&mut self, connection: ConnectionId, ids: Vec<Id>) {
         if let Some(info) = self.connections.get_mut(&connection) {
+            let mut auth = info.auth.to_vec();
             for id in ids {
-                if !info.auth.contains(&id) {
-                    info.auth.push(id);
+                if !auth.contains(&id) {
+                    auth.push(id);
                 }
             }
+            info.auth = auth.into();
         }
     }
 

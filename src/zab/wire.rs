@@ -401,7 +401,7 @@ fn encode_forward(forwarded: &ToSequencer, writer: &mut Writer) -> WireResult<()
                 return Err(WireError::FrameTooLarge { length: request_bytes, limit: limits::PEER_FRAME_BYTES_MAX });
             }
             writer.buffer[length_at..request_start].copy_from_slice(&(request_bytes as i32).to_be_bytes());
-            auth.encode(writer);
+            writer.write_vec(auth, |writer, id| id.encode(writer));
         }
         ToSequencer::Sync { origin, path } => {
             put_u8(writer, tag::FORWARD_SYNC);
@@ -591,7 +591,7 @@ fn decode_forward(reader: &mut Reader) -> WireResult<ToSequencer> {
             if request_reader.remaining() != 0 {
                 return Err(WireError::Invalid("forwarded request has trailing bytes"));
             }
-            let auth = Vec::<Id>::decode(reader)?;
+            let auth = Vec::<Id>::decode(reader)?.into();
             ToSequencer::Write { origin, session_id, request, auth }
         }
         tag::FORWARD_SYNC => ToSequencer::Sync { origin: decode_origin(reader)?, path: reader.read_string()? },
@@ -700,25 +700,25 @@ mod tests {
                 origin: origin(5, op::CREATE2),
                 session_id: 77,
                 request: Request::Create { opcode: op::CREATE2, request: create_request("/a", None) },
-                auth: vec![Id { scheme: "digest".into(), id: "user:hash".into() }, Id { scheme: "ip".into(), id: "127.0.0.1".into() }],
+                auth: vec![Id { scheme: "digest".into(), id: "user:hash".into() }, Id { scheme: "ip".into(), id: "127.0.0.1".into() }].into(),
             }),
             PeerMessage::Forward(ToSequencer::Write {
                 origin: origin(6, op::MULTI),
                 session_id: 77,
                 request: Request::Multi(multi),
-                auth: vec![],
+                auth: Arc::from([]),
             }),
             PeerMessage::Forward(ToSequencer::Write {
                 origin: origin(7, op::DELETE_CONTAINER),
                 session_id: 78,
                 request: Request::DeleteContainer(PathRequest { path: "/c".into() }),
-                auth: vec![],
+                auth: Arc::from([]),
             }),
             PeerMessage::Forward(ToSequencer::Write {
                 origin: origin(8, op::CLOSE_SESSION),
                 session_id: 79,
                 request: Request::CloseSession,
-                auth: vec![],
+                auth: Arc::from([]),
             }),
             PeerMessage::Forward(ToSequencer::Sync { origin: origin(9, op::SYNC), path: "/s".into() }),
             PeerMessage::Forward(ToSequencer::CreateSession { origin: origin(0, op::CREATE_SESSION), timeout_ms: 30_000 }),
@@ -909,7 +909,7 @@ mod tests {
             origin: origin(1, op::DELETE),
             session_id: 1,
             request: Request::Create { opcode: op::CREATE, request: create_request("/a", None) },
-            auth: vec![],
+            auth: Arc::from([]),
         });
         assert!(matches!(encode(&wrong_opcode, &mut out), Err(WireError::Invalid(_))));
         let huge = PeerMessage::Forward(ToSequencer::Write {
@@ -920,7 +920,7 @@ mod tests {
                 data: Some(Bytes::from(vec![0; limits::PEER_FRAME_BYTES_MAX])),
                 version: -1,
             }),
-            auth: vec![],
+            auth: Arc::from([]),
         });
         assert!(matches!(encode(&huge, &mut out), Err(WireError::FrameTooLarge { .. })));
         assert!(out.is_empty());

@@ -150,10 +150,15 @@ impl LatestTree {
 
     fn create(&mut self, create: &CreateTxn, time_ms: i64) {
         let (parent_path, _) = path::split(&create.path);
-        if !self.nodes.contains_key(parent_path) || self.nodes.contains_key(&*create.path) {
+        if !self.nodes.contains_key(parent_path) {
             return;
         }
         let acl = self.acl_cache.intern(&create.acl);
+        let node = LatestNode::created(create.ephemeral_owner, time_ms, acl);
+        if let Err((_, node)) = self.nodes.try_insert(create.path.clone(), node) {
+            self.acl_cache.release(node.acl);
+            return;
+        }
         let parent = self.nodes.get_mut(parent_path).expect("checked above");
         // Only forward, as the DataTree moves it for replayed creates.
         if create.parent_cversion > parent.cversion {
@@ -163,7 +168,6 @@ impl LatestTree {
         if create.ephemeral_owner != 0 {
             self.owned.add(create.path.clone(), create.ephemeral_owner);
         }
-        self.nodes.insert(create.path.clone(), LatestNode::created(create.ephemeral_owner, time_ms, acl));
     }
 
     fn delete(&mut self, node_path: &str) {

@@ -571,20 +571,21 @@ impl DataTree {
 
     fn create_node(&mut self, create: &CreateTxn, zxid: i64, time_ms: i64, triggers: Option<&mut Vec<Trigger>>) -> ApplyResult {
         let (parent_path, _) = path::split(&create.path);
-        if !self.nodes.contains_key(parent_path) {
+        let Some(parent) = self.nodes.get_mut(parent_path) else {
             return ApplyResult::error(ErrorCode::NoNode);
-        }
-        if self.nodes.contains_key(&*create.path) {
+        };
+        // A znode is among its parent's children exactly while it exists, so
+        // the child set answers whether it does: one lookup in the (large)
+        // node table per create instead of two.
+        if !parent.children.insert(create.path.clone()) {
             return ApplyResult::error(ErrorCode::NodeExists);
         }
-        let acl = self.acl_cache.intern(&create.acl);
-        let parent = self.nodes.get_mut(parent_path).expect("checked above");
         // Only move cversion forward, as ZooKeeper does for replayed creates.
         if create.parent_cversion > parent.stat.cversion {
             parent.stat.cversion = create.parent_cversion;
             parent.stat.pzxid = zxid;
         }
-        parent.children.insert(create.path.clone());
+        let acl = self.acl_cache.intern(&create.acl);
         let stat = StatPersisted {
             czxid: zxid,
             mzxid: zxid,
@@ -599,7 +600,8 @@ impl DataTree {
         let node = Node { data: create.data.clone(), acl, stat, children: Children::default() };
         self.data_bytes += create.data.as_ref().map_or(0, Bytes::len) as u64;
         let full_stat = triggers.is_some().then(|| node.full_stat());
-        self.nodes.insert(create.path.clone(), Box::new(node));
+        let replaced = self.nodes.insert(create.path.clone(), Box::new(node));
+        debug_assert!(replaced.is_none(), "{} existed but was not among its parent's children", create.path);
         if create.ephemeral_owner != 0 {
             self.owned.add(create.path.clone(), create.ephemeral_owner);
         }

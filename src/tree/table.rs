@@ -7,7 +7,7 @@
 //! 310 ms, and the replica answered nothing meanwhile (each replica, and the
 //! sequencer's `LatestTree`, in turn).
 //!
-//! So a map past `SPLIT_AT` entries is split into `SHARDS` tables, chosen by
+//! So a map reaching `SPLIT_AT` entries is split into `SHARDS` tables, chosen by
 //! bits of the hash that hashbrown uses for neither the bucket nor the tag,
 //! and each grows on its own: no growth moves more than about 1/`SHARDS` of
 //! the entries (splitting itself moves `SPLIT_AT`, once). Keeping each
@@ -113,6 +113,21 @@ impl<K: TableKey, V> SplitMap<K, V> {
     /// Inserts `key`; if it was there, its value is replaced (the key kept)
     /// and the old value returned.
     pub fn insert(&mut self, key: K, value: V) -> Option<V> {
+        match self.try_insert(key, value) {
+            Ok(()) => None,
+            Err((present, value)) => Some(std::mem::replace(present, value)),
+        }
+    }
+
+    /// Inserts `key` if it is not there: one lookup where `contains_key`
+    /// then `insert` take two. If it is, nothing changes and the value
+    /// present comes back with the one not inserted.
+    pub fn try_insert(&mut self, key: K, value: V) -> Result<(), (&mut V, V)> {
+        // Split before the insert that could take it past `SPLIT_AT` (the
+        // borrow of an entry found cannot outlive a split after it).
+        if self.len >= SPLIT_AT {
+            self.split();
+        }
         let hash = self.hash(key.key());
         let SplitMap { tables, hasher, len } = self;
         let table = match tables {
@@ -120,16 +135,13 @@ impl<K: TableKey, V> SplitMap<K, V> {
             Tables::Split(tables) => &mut tables[shard(hash)],
         };
         match table.entry(hash, |(k, _)| k.key() == key.key(), |(k, _)| hasher.hash_one(k.key())) {
-            Entry::Occupied(mut entry) => return Some(std::mem::replace(&mut entry.get_mut().1, value)),
+            Entry::Occupied(entry) => return Err((&mut entry.into_mut().1, value)),
             Entry::Vacant(entry) => {
                 entry.insert((key, value));
                 *len += 1;
             }
         }
-        if self.len > SPLIT_AT {
-            self.split();
-        }
-        None
+        Ok(())
     }
 
     pub fn remove(&mut self, key: &str) -> Option<V> {
@@ -202,9 +214,16 @@ mod tests {
         let keys = 4 * SPLIT_AT as u64;
         for step in 0..(12 * keys) {
             let key = format!("/k{}", rng.below(keys));
-            match rng.below(5) {
+            match rng.below(6) {
                 0..=2 => assert_eq!(map.insert(key.as_str().into(), step), model.insert(key, step)),
-                3 => assert_eq!(map.remove(&key), model.remove(&key)),
+                3 => {
+                    let present = model.get(&key).copied();
+                    match map.try_insert(key.as_str().into(), step) {
+                        Ok(()) => assert_eq!((present, model.insert(key, step)), (None, None)),
+                        Err((value, refused)) => assert_eq!((Some(*value), refused), (present, step)),
+                    }
+                }
+                4 => assert_eq!(map.remove(&key), model.remove(&key)),
                 _ => assert_eq!(map.get(&key), model.get(&key)),
             }
             assert_eq!(map.len(), model.len());

@@ -4,6 +4,7 @@
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use bytes::Bytes;
 use glommio::io::DmaFile;
@@ -105,7 +106,7 @@ impl DataDirs {
             }
         }
         if recovered.fresh {
-            self.write_snapshot(&recovered.tree).map_err(|error| format!("cannot write the first snapshot: {error}"))?;
+            self.write_snapshot(&recovered.tree, &AtomicBool::new(false)).map_err(|error| format!("cannot write the first snapshot: {error}"))?;
         }
         Ok(recovered)
     }
@@ -134,17 +135,27 @@ impl DataDirs {
     }
 
     /// Writes `snapshot.<zxid>` atomically: a temporary file, fsync, rename, fsync the directory.
-    pub fn write_snapshot(&self, tree: &DataTree) -> std::io::Result<(PathBuf, usize)> {
+    /// Writes `tree`'s snapshot file. Raising `stop` abandons it within a
+    /// chunk: the error is `StopRequested` and no file is left (a snapshot
+    /// of millions of znodes takes seconds, which a stopping server should
+    /// not wait for; the log holds everything it has).
+    pub fn write_snapshot(&self, tree: &DataTree, stop: &AtomicBool) -> std::io::Result<(PathBuf, usize)> {
         // Streamed to the file as it is encoded, never held whole in memory
         // (about 200 MB per 1M znodes), and on the disk a chunk at a time.
         let name = snapshot_file_name(tree.last_processed_zxid());
         let mut length = 0;
-        let path = write_durably(&self.snapshot_dir, &name, |file| {
-            let (sink, header) = stream_snapshot(tree, ChunkedWriter::new(file))?;
+        let written = write_durably(&self.snapshot_dir, &name, |file| {
+            let (sink, header) = stream_snapshot(tree, ChunkedWriter::new(file).stopped_by(stop))?;
             length = sink.finish(&header)?;
             Ok(())
-        })?;
-        Ok((path, length as usize))
+        });
+        match written {
+            Ok(path) => Ok((path, length as usize)),
+            // The encoder does not carry its writer's error through (rancor
+            // without `alloc`), so a failure while stopping is the stop's.
+            Err(_) if stop.load(Ordering::Relaxed) => Err(std::io::Error::other(StopRequested)),
+            Err(error) => Err(error),
+        }
     }
 
     /// Keeps the newest `retain` snapshots and the log segments they need;
@@ -484,7 +495,11 @@ fn write_durably(dir: &Path, name: &str, fill: impl FnOnce(&std::fs::File) -> st
     let path = dir.join(name);
     let temporary = dir.join(format!("{name}.tmp"));
     let file = std::fs::File::create(&temporary)?;
-    fill(&file)?;
+    if let Err(error) = fill(&file) {
+        // Not left behind: a failed or abandoned snapshot can be hundreds of MB.
+        let _ = std::fs::remove_file(&temporary);
+        return Err(error);
+    }
     file.sync_all()?;
     std::fs::rename(&temporary, &path)?;
     sync_directory(dir)?;
@@ -511,6 +526,25 @@ struct ChunkedWriter<'a> {
     offset: u64,
     /// The file's first block as written.
     first_block: Vec<u8>,
+    /// Raised: the next chunk fails with `StopRequested` instead.
+    stop: Option<&'a AtomicBool>,
+}
+
+/// Why a snapshot write was abandoned: the server is stopping.
+#[derive(Debug)]
+pub struct StopRequested;
+
+impl std::fmt::Display for StopRequested {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("abandoned: the server is stopping")
+    }
+}
+
+impl std::error::Error for StopRequested {}
+
+/// Whether `error` is a write abandoned by `StopRequested`.
+pub fn is_stop_requested(error: &std::io::Error) -> bool {
+    error.get_ref().is_some_and(|inner| inner.is::<StopRequested>())
 }
 
 /// What direct I/O needs offsets, lengths and buffers aligned to (any
@@ -542,7 +576,11 @@ impl<'a> ChunkedWriter<'a> {
     fn with(file: &'a std::fs::File, direct: bool) -> Self {
         let memory = vec![0u8; crate::limits::SNAPSHOT_WRITE_CHUNK_BYTES + DIRECT_BLOCK_BYTES];
         let start = memory.as_ptr().align_offset(DIRECT_BLOCK_BYTES);
-        ChunkedWriter { file, direct, memory, start, filled: 0, offset: 0, first_block: Vec::new() }
+        ChunkedWriter { file, direct, memory, start, filled: 0, offset: 0, first_block: Vec::new(), stop: None }
+    }
+
+    fn stopped_by(self, stop: &'a AtomicBool) -> Self {
+        ChunkedWriter { stop: Some(stop), ..self }
     }
 
     fn chunk(&mut self) -> &mut [u8] {
@@ -552,6 +590,10 @@ impl<'a> ChunkedWriter<'a> {
     /// Writes the chunk's first `filled` bytes (direct: zero-padded to
     /// whole blocks, the padding cut off by `finish`).
     fn write_chunk(&mut self) -> std::io::Result<()> {
+        // Not ErrorKind::Interrupted, which write_all retries.
+        if self.stop.is_some_and(|stop| stop.load(Ordering::Relaxed)) {
+            return Err(std::io::Error::other(StopRequested));
+        }
         let (filled, offset) = (self.filled, self.offset);
         let length = if self.direct { filled.next_multiple_of(DIRECT_BLOCK_BYTES) } else { filled };
         self.chunk()[filled..length].fill(0);

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use glommio::channels::shared_channel::SharedReceiver;
 
-use super::durability::DataDirs;
+use super::durability::{is_stop_requested, DataDirs};
 use super::ServerOptions;
 use crate::tree::DataTree;
 use crate::txn::Txn;
@@ -95,7 +95,7 @@ pub async fn run(
                     pending = None;
                     let zxid = tree.last_processed_zxid();
                     let started = Instant::now();
-                    match dirs.write_snapshot(&tree) {
+                    match dirs.write_snapshot(&tree, &shutdown) {
                         Ok((path, bytes)) => tracing::info!(
                             file = %path.display(),
                             zxid = format_args!("{zxid:#x}"),
@@ -104,6 +104,9 @@ pub async fn run(
                             elapsed_ms = started.elapsed().as_millis() as u64,
                             "snapshot taken"
                         ),
+                        Err(error) if is_stop_requested(&error) => {
+                            tracing::info!(zxid = format_args!("{zxid:#x}"), "snapshot abandoned: stopping");
+                        }
                         // The log still holds everything: a failed snapshot loses nothing.
                         Err(error) => tracing::error!(%error, zxid = format_args!("{zxid:#x}"), "snapshot failed"),
                     }

@@ -91,7 +91,7 @@ fn write_segment(dirs: &DataDirs, first: i64, batches: &[std::ops::RangeInclusiv
 
 /// `snapshot.<zxid>` of the `/n` history 1..=zxid.
 fn write_snapshot_at(dirs: &DataDirs, zxid: i64) {
-    dirs.write_snapshot(&tree_of(&history("n", 1..=zxid))).unwrap();
+    dirs.write_snapshot(&tree_of(&history("n", 1..=zxid)), &AtomicBool::new(false)).unwrap();
 }
 
 /// The runtime's next step after a truncation: a new segment at `first`,
@@ -588,7 +588,7 @@ fn a_streamed_snapshot_is_byte_for_byte_the_encoded_one() {
     let dirs = TempDirs::new("snapshot-streamed");
     // Large enough to span many write chunks.
     let tree = tree_of(&history("n", 1..=10_000));
-    let (path, length) = dirs.write_snapshot(&tree).unwrap();
+    let (path, length) = dirs.write_snapshot(&tree, &AtomicBool::new(false)).unwrap();
     let written = std::fs::read(&path).unwrap();
     let encoded = encode_snapshot(&tree);
     assert!(encoded.len() > 2 * crate::limits::SNAPSHOT_WRITE_CHUNK_BYTES, "{} bytes", encoded.len());
@@ -596,6 +596,20 @@ fn a_streamed_snapshot_is_byte_for_byte_the_encoded_one() {
     assert!(written == encoded, "streamed {} bytes, encoded {}", written.len(), encoded.len());
     let decoded = decode_snapshot(Bytes::from(written)).unwrap();
     assert_eq!(decoded.digest(), tree.digest());
+}
+
+/// A snapshot write the server's stop interrupts ends at the next chunk with
+/// `StopRequested` and leaves no file, finished or temporary, behind.
+#[test]
+fn a_stopped_snapshot_write_is_abandoned_and_leaves_no_file() {
+    let dirs = TempDirs::new("snapshot-stopped");
+    let tree = tree_of(&history("n", 1..=10_000));
+    let error = dirs.write_snapshot(&tree, &AtomicBool::new(true)).unwrap_err();
+    assert!(is_stop_requested(&error), "{error}");
+    let left: Vec<_> = std::fs::read_dir(&dirs.snapshot_dir).unwrap().map(|entry| entry.unwrap().file_name()).collect();
+    assert!(left.iter().all(|name| !name.to_string_lossy().starts_with("snapshot.")), "left behind: {left:?}");
+    // Not stopped, the same tree is written.
+    dirs.write_snapshot(&tree, &AtomicBool::new(false)).unwrap();
 }
 
 /// Files written a chunk at a time hold exactly what was written, with a

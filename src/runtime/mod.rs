@@ -167,6 +167,9 @@ pub fn run(options: ServerOptions) -> std::io::Result<()> {
         tracing::info!(%address, cores, "warden serving (standalone)");
     }
     let mut handles = Vec::new();
+    // Each executor's result, sent when its work is done and before it
+    // frees its state (see the end of this function).
+    let (done_sender, done) = std::sync::mpsc::channel::<std::io::Result<()>>();
     let snapshot_progress = Arc::new(snapshots::Progress::default());
     {
         let shutdown = shutdown.clone();
@@ -174,11 +177,14 @@ pub fn run(options: ServerOptions) -> std::io::Result<()> {
         let dirs = dirs.clone();
         let tree = tree.clone();
         let options = options.clone();
+        let done_sender = done_sender.clone();
         let handle = LocalExecutorBuilder::new(Placement::Unbound)
             .name("warden-snapshots")
             .spawn(move || async move {
                 glommio::spawn_local(keep_awake(shutdown.clone())).detach();
-                snapshots::run(snapshotter_receiver, tree, dirs, options, snapshot_progress, shutdown).await
+                let mut tree = tree;
+                let result = snapshots::run(snapshotter_receiver, &mut tree, dirs, options, snapshot_progress, shutdown).await;
+                let _ = done_sender.send(result);
             })
             .map_err(|error| std::io::Error::other(format!("cannot start the snapshot executor: {error}")))?;
         handles.push(handle);
@@ -202,11 +208,14 @@ pub fn run(options: ServerOptions) -> std::io::Result<()> {
         let options = options.clone();
         // The last shard takes the recovered tree itself: one clone fewer.
         let tree = if shard_index + 1 == cores { std::mem::take(&mut tree) } else { tree.clone() };
+        let done_sender = done_sender.clone();
         let handle = LocalExecutorBuilder::new(placement)
             .name(&format!("warden-core-{shard_index}"))
             .spawn(move || async move {
                 glommio::spawn_local(keep_awake(shutdown.clone())).detach();
-                run_core(shard_index, address, options, secret, tree, to_sequencer, commits, sequencer, shared, shutdown).await
+                // The replica stays with the executor's tasks until it is torn down.
+                let result = run_core(shard_index, address, options, secret, tree, to_sequencer, commits, sequencer, shared, shutdown).await;
+                let _ = done_sender.send(result);
             })
             .map_err(|error| std::io::Error::other(format!("cannot start executor {shard_index}: {error}")))?;
         handles.push(handle);
@@ -216,12 +225,30 @@ pub fn run(options: ServerOptions) -> std::io::Result<()> {
     // glibc keeps such memory mapped unless asked to give it back (a server
     // restarted on 300,000 znodes held about 10 % more than before it).
     trim_heap();
+    drop(done_sender);
+    // Each executor reports once it has stopped: its connections and log
+    // writes are done with, an abandoned snapshot's file is removed. Freeing
+    // its replicas is left to the process's exit: with 2.2M znodes, freeing
+    // them made stopping take 1.6-1.9 s instead of 0.3 s (three threads
+    // freeing values and paths they share). An executor that panicked
+    // reports nothing; then every thread is joined.
     let mut result = Ok(());
-    for handle in handles {
-        match handle.join() {
-            Ok(Ok(())) => {}
-            Ok(Err(error)) => result = Err(error),
-            Err(error) => result = Err(std::io::Error::other(format!("executor failed: {error}"))),
+    let mut reported = 0;
+    while reported < handles.len() {
+        match done.recv() {
+            Ok(Ok(())) => reported += 1,
+            Ok(Err(error)) => {
+                reported += 1;
+                result = Err(error);
+            }
+            Err(_) => break,
+        }
+    }
+    if reported < handles.len() {
+        for handle in handles {
+            if let Err(error) = handle.join() {
+                result = Err(std::io::Error::other(format!("executor failed: {error}")));
+            }
         }
     }
     tracing::info!("warden stopped");

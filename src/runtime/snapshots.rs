@@ -40,9 +40,11 @@ pub struct Progress {
     pub backlog_bytes: AtomicUsize,
 }
 
+/// Runs until shutdown. The replica is the caller's, so that a stopping
+/// server need not wait for it to be freed (seconds for millions of znodes).
 pub async fn run(
     receiver: SharedReceiver<Input>,
-    mut tree: DataTree,
+    tree: &mut DataTree,
     dirs: DataDirs,
     options: ServerOptions,
     progress: Arc<Progress>,
@@ -84,7 +86,7 @@ pub async fn run(
                 }
                 Input::Snapshot(zxid) => pending = Some(zxid),
                 Input::Reset(new_tree) => {
-                    tree = DataTree::clone(&new_tree);
+                    *tree = DataTree::clone(&new_tree);
                     if pending.take().is_some() {
                         progress.busy.store(false, Ordering::Release);
                     }
@@ -95,7 +97,7 @@ pub async fn run(
                     pending = None;
                     let zxid = tree.last_processed_zxid();
                     let started = Instant::now();
-                    match dirs.write_snapshot(&tree, &shutdown) {
+                    match dirs.write_snapshot(tree, &shutdown) {
                         Ok((path, bytes)) => tracing::info!(
                             file = %path.display(),
                             zxid = format_args!("{zxid:#x}"),
@@ -172,7 +174,7 @@ mod tests {
         let executor = {
             let (progress, shutdown, dirs) = (progress.clone(), shutdown.clone(), dirs.clone());
             LocalExecutorBuilder::new(Placement::Unbound)
-                .spawn(move || async move { run(receiver, DataTree::new(), dirs, options, progress, shutdown).await })
+                .spawn(move || async move { run(receiver, &mut DataTree::new(), dirs, options, progress, shutdown).await })
                 .unwrap()
         };
         let txns: Vec<Arc<Txn>> = (1..=3).map(create).collect();

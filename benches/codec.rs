@@ -122,7 +122,7 @@ fn create_txns() -> Vec<Txn> {
                 opcode: op::CREATE,
                 path: path.into(),
                 data: Some(Bytes::from_static(&[b'd'; 100])),
-                acl: open_acl_unsafe(),
+                acl: open_acl_unsafe().into(),
                 ephemeral_owner: 0,
                 parent_cversion: 1,
             }),

@@ -26,7 +26,7 @@ fn create_txn(zxid: i64, path: String, data: Option<Bytes>, parent_cversion: i32
             opcode: op::CREATE,
             path: path.into(),
             data,
-            acl: open_acl_unsafe(),
+            acl: open_acl_unsafe().into(),
             ephemeral_owner: 0,
             parent_cversion,
         }),

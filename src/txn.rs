@@ -43,7 +43,9 @@ pub struct CreateTxn {
     /// its parent's children, with this one allocation.
     pub path: Arc<str>,
     pub data: Option<Bytes>,
-    pub acl: Vec<Acl>,
+    /// `tree::shared_open_acl()` for OPEN_ACL_UNSAFE, as Prep and the txn
+    /// decoder make it.
+    pub acl: Arc<[Acl]>,
     /// The session for ephemerals, `CONTAINER_OWNER` for containers, a TTL
     /// encoding for TTL nodes, 0 otherwise (ZooKeeper's EphemeralType).
     pub ephemeral_owner: i64,

@@ -321,7 +321,7 @@ fn txns() -> Vec<Txn> {
             opcode,
             path: path.into(),
             data: Some(Bytes::copy_from_slice(path.as_bytes())),
-            acl: if owner == 0 { digest_acl() } else { open_acl_unsafe() },
+            acl: if owner == 0 { digest_acl() } else { open_acl_unsafe() }.into(),
             ephemeral_owner: owner,
             parent_cversion: 1,
         })

@@ -12,7 +12,7 @@ use super::auth::{check_acl, fixup_acl};
 use super::latest::{LatestNode, LatestTree};
 use crate::proto::codes::{op, perms, CreateMode};
 use crate::proto::{CreateRequest, ErrorCode, Id, MultiOp, Request};
-use crate::tree::{path, DataTree};
+use crate::tree::{path, shared_acl, shared_open_acl, DataTree};
 use crate::txn::{ephemeral_owner, CreateTxn, Txn, TxnBody};
 
 #[derive(Debug, Clone)]
@@ -243,7 +243,10 @@ impl Prep {
             return Err(ErrorCode::BadArguments);
         }
         let (parent_path, _) = path::split(&request.path);
-        let acl = fixup_acl(&request.acl, auth)?;
+        // OPEN_ACL_UNSAFE, nearly every create's, is valid and fixed up as
+        // itself: the shared list, with nothing allocated.
+        let open = shared_open_acl();
+        let acl = if request.acl[..] == open[..] { open } else { shared_acl(fixup_acl(&request.acl, auth)?) };
         let mut parent = self.record(parent_path)?;
         check_acl(&parent.acl, perms::CREATE, auth)?;
         let mut node_path = request.path.clone();
@@ -271,7 +274,7 @@ impl Prep {
             parent.child_count += 1;
             parent.cversion = parent_cversion;
             self.remember(parent_path, Some(parent));
-            self.remember(&node_path, Some(LatestNode::created(owner, now_ms, acl.clone().into())));
+            self.remember(&node_path, Some(LatestNode::created(owner, now_ms, acl.clone())));
         }
         Ok(TxnBody::Create(CreateTxn {
             opcode,

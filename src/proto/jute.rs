@@ -62,6 +62,15 @@ impl Reader {
         self.frame.slice(self.position..)
     }
 
+    /// Consumes `expected` if the unread bytes start with it.
+    pub fn skip_if_next(&mut self, expected: &[u8]) -> bool {
+        let next = self.frame[self.position..].starts_with(expected);
+        if next {
+            self.position += expected.len();
+        }
+        next
+    }
+
     fn take(&mut self, count: usize) -> DecodeResult<&[u8]> {
         if self.remaining() < count {
             return Err(DecodeError::Truncated { needed: count, remaining: self.remaining() });

@@ -151,7 +151,7 @@ mod tests {
             opcode: op::CREATE,
             path: format!("/n{zxid}").into(),
             data: Some(bytes::Bytes::from_static(b"value")),
-            acl: crate::tree::open_acl_unsafe(),
+            acl: crate::tree::open_acl_unsafe().into(),
             ephemeral_owner: 0,
             parent_cversion: zxid as i32,
         });

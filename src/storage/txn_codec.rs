@@ -1,6 +1,8 @@
 //! The binary encoding of a `Txn` inside a log record. Jute primitives, with
 //! ZooKeeper's opcodes as body tags.
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 
 use crate::proto::codes::op;
@@ -28,7 +30,7 @@ fn encode_body(body: &TxnBody, writer: &mut Writer) {
             writer.write_i32(create.opcode);
             writer.write_string(&create.path);
             writer.write_buffer_opt(&create.data);
-            create.acl.encode(writer);
+            writer.write_vec(&create.acl, |writer, acl| acl.encode(writer));
             writer.write_i64(create.ephemeral_owner);
             writer.write_i32(create.parent_cversion);
         }
@@ -76,6 +78,20 @@ pub fn decode_txn(reader: &mut Reader) -> DecodeResult<Txn> {
     })
 }
 
+/// A create's ACL list; OPEN_ACL_UNSAFE, as nearly every create has, is
+/// recognised by its bytes and shared, not decoded into new strings.
+fn decode_create_acl(reader: &mut Reader) -> DecodeResult<Arc<[Acl]>> {
+    static OPEN_ENCODED: std::sync::LazyLock<Vec<u8>> = std::sync::LazyLock::new(|| {
+        let mut writer = Writer::new();
+        crate::tree::open_acl_unsafe().encode(&mut writer);
+        writer.into_bytes().to_vec()
+    });
+    if reader.skip_if_next(&OPEN_ENCODED) {
+        return Ok(crate::tree::shared_open_acl());
+    }
+    Ok(Vec::<Acl>::decode(reader)?.into())
+}
+
 fn decode_body(reader: &mut Reader, top_level: bool) -> DecodeResult<TxnBody> {
     Ok(match reader.read_i32()? {
         op::CREATE_SESSION => TxnBody::CreateSession { timeout_ms: reader.read_i32()? },
@@ -84,7 +100,7 @@ fn decode_body(reader: &mut Reader, top_level: bool) -> DecodeResult<TxnBody> {
             opcode: reader.read_i32()?,
             path: reader.read_string()?.into(),
             data: reader.read_buffer_opt()?,
-            acl: Vec::<Acl>::decode(reader)?,
+            acl: decode_create_acl(reader)?,
             ephemeral_owner: reader.read_i64()?,
             parent_cversion: reader.read_i32()?,
         }),
@@ -129,6 +145,8 @@ pub fn txn_to_bytes(txn: &Txn) -> Bytes {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::proto::codes::perms;
+    use crate::proto::Id;
     use crate::tree::open_acl_unsafe;
 
     #[test]
@@ -137,7 +155,7 @@ mod tests {
             opcode: op::CREATE2,
             path: "/a".into(),
             data: None,
-            acl: open_acl_unsafe(),
+            acl: open_acl_unsafe().into(),
             ephemeral_owner: 7,
             parent_cversion: 3,
         });
@@ -158,6 +176,33 @@ mod tests {
             let mut reader = Reader::new(bytes);
             assert_eq!(decode_txn(&mut reader).unwrap(), txn);
             assert_eq!(reader.remaining(), 0);
+        }
+    }
+
+    /// A create with OPEN_ACL_UNSAFE decodes to the process's shared list,
+    /// allocating nothing for it; any other list decodes as itself, and a
+    /// list that only starts like the open one is not taken for it.
+    #[test]
+    fn the_open_acl_decodes_to_the_shared_list() {
+        let digest = Acl { perms: perms::READ, id: Id { scheme: "digest".into(), id: "u:h".into() } };
+        let open_then_more: Vec<Acl> = open_acl_unsafe().into_iter().chain([digest.clone()]).collect();
+        for (acl, shared) in [(open_acl_unsafe(), true), (vec![digest], false), (open_then_more, false)] {
+            let body = TxnBody::Create(CreateTxn {
+                opcode: op::CREATE,
+                path: "/a".into(),
+                data: None,
+                acl: acl.clone().into(),
+                ephemeral_owner: 0,
+                parent_cversion: 1,
+            });
+            let txn = Txn { session_id: 9, cxid: 4, zxid: 1, time_ms: 123, body };
+            let mut reader = Reader::new(txn_to_bytes(&txn));
+            let decoded = decode_txn(&mut reader).unwrap();
+            assert_eq!(decoded, txn);
+            assert_eq!(reader.remaining(), 0);
+            let TxnBody::Create(create) = decoded.body else { unreachable!() };
+            assert_eq!(&create.acl[..], &acl[..]);
+            assert_eq!(Arc::ptr_eq(&create.acl, &crate::tree::shared_open_acl()), shared, "{acl:?}");
         }
     }
 

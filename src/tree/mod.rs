@@ -180,6 +180,24 @@ pub fn open_acl_unsafe() -> Vec<Acl> {
     vec![Acl { perms: perms::ALL, id: Id { scheme: "world".into(), id: "anyone".into() } }]
 }
 
+/// OPEN_ACL_UNSAFE, the list nearly every znode has, allocated once per
+/// process: a create txn made or decoded with it shares this one.
+pub fn shared_open_acl() -> Arc<[Acl]> {
+    static OPEN: std::sync::LazyLock<Arc<[Acl]>> = std::sync::LazyLock::new(|| open_acl_unsafe().into());
+    OPEN.clone()
+}
+
+/// An ACL list as a create txn holds it: the shared OPEN_ACL_UNSAFE where
+/// it is that list.
+pub fn shared_acl(acl: Vec<Acl>) -> Arc<[Acl]> {
+    let open = shared_open_acl();
+    if acl[..] == open[..] {
+        open
+    } else {
+        acl.into()
+    }
+}
+
 pub fn read_acl_unsafe() -> Vec<Acl> {
     vec![Acl { perms: perms::READ, id: Id { scheme: "world".into(), id: "anyone".into() } }]
 }

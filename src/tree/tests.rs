@@ -9,7 +9,7 @@ fn create(path: &str, owner: i64, parent_cversion: i32) -> TxnBody {
         opcode: op::CREATE,
         path: path.into(),
         data: Some(Bytes::from_static(b"v")),
-        acl: open_acl_unsafe(),
+        acl: open_acl_unsafe().into(),
         ephemeral_owner: owner,
         parent_cversion,
     })
@@ -122,7 +122,7 @@ fn acl_interning_releases_unused_lists() {
     let baseline = tree.acl_count();
     let mut body = create("/a", 0, 1);
     if let TxnBody::Create(create) = &mut body {
-        create.acl = vec![Acl { perms: 1, id: Id { scheme: "digest".into(), id: "u:x".into() } }];
+        create.acl = vec![Acl { perms: 1, id: Id { scheme: "digest".into(), id: "u:x".into() } }].into();
     }
     tree.apply(&txn(1, body), &mut triggers);
     assert_eq!(tree.acl_count(), baseline + 1);

@@ -683,7 +683,7 @@ mod tests {
             opcode: op::CREATE2,
             path: "/a".into(),
             data: Some(Bytes::from_static(b"payload")),
-            acl: open_acl_unsafe(),
+            acl: open_acl_unsafe().into(),
             ephemeral_owner: 0x1234_5678_9abc,
             parent_cversion: 4,
         });

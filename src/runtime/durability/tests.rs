@@ -51,7 +51,7 @@ fn create(prefix: &str, zxid: i64) -> Txn {
             opcode: 1,
             path: format!("/{prefix}{zxid}").into(),
             data: None,
-            acl: crate::tree::open_acl_unsafe(),
+            acl: crate::tree::open_acl_unsafe().into(),
             ephemeral_owner: 0,
             parent_cversion: 0,
         }),

@@ -14,7 +14,7 @@ fn create(zxid: i64) -> Txn {
             opcode: 1,
             path: format!("/n{zxid}").into(),
             data: None,
-            acl: crate::tree::open_acl_unsafe(),
+            acl: crate::tree::open_acl_unsafe().into(),
             ephemeral_owner: 0,
             parent_cversion: zxid as i32,
         }),

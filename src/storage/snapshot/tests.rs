@@ -48,7 +48,7 @@ impl Builder {
                 opcode,
                 path: path.into(),
                 data: data.map(Bytes::copy_from_slice),
-                acl,
+                acl: acl.into(),
                 ephemeral_owner: owner,
                 parent_cversion,
             }),
@@ -447,7 +447,7 @@ fn million_node_timing() {
             opcode: op::CREATE,
             path: format!("/d{dir:04}").into(),
             data: None,
-            acl: open_acl_unsafe(),
+            acl: open_acl_unsafe().into(),
             ephemeral_owner: 0,
             parent_cversion: dir + 1,
         };
@@ -458,7 +458,7 @@ fn million_node_timing() {
                 opcode: op::CREATE,
                 path: format!("/d{dir:04}/n{leaf:06}").into(),
                 data: Some(value.clone()),
-                acl: open_acl_unsafe(),
+                acl: open_acl_unsafe().into(),
                 ephemeral_owner: 0,
                 parent_cversion: leaf + 1,
             };

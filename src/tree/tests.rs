@@ -232,3 +232,24 @@ fn applying_quietly_reaches_the_same_state() {
     assert!(quiet.get("/a/e").is_none(), "the session's ephemeral went with it");
     assert!(quiet.get("/m").is_some() && quiet.get("/n").is_none());
 }
+
+/// A create of a znode that exists (a replayed txn) is NodeExists and
+/// changes nothing: not the node, not its parent's cversion, pzxid or child
+/// count. The child set answers whether it exists (one node-table probe).
+#[test]
+fn a_create_of_an_existing_znode_changes_nothing() {
+    let mut tree = DataTree::new();
+    tree.apply_quietly(&txn(1, create("/p", 0, 1)));
+    tree.apply_quietly(&txn(2, create("/p/a", 0, 1)));
+    let before = (tree.get("/p").unwrap().full_stat(), tree.get("/p/a").unwrap().full_stat(), tree.node_count());
+    let mut again = create("/p/a", 0, 5);
+    if let TxnBody::Create(create) = &mut again {
+        create.data = Some(Bytes::from_static(b"other"));
+    }
+    let result = tree.apply(&txn(3, again), &mut Vec::new());
+    assert_eq!(result.err, ErrorCode::NodeExists);
+    let after = (tree.get("/p").unwrap().full_stat(), tree.get("/p/a").unwrap().full_stat(), tree.node_count());
+    assert_eq!(before, after);
+    assert_eq!(tree.get("/p/a").unwrap().data.as_deref(), Some(&b"v"[..]));
+    assert_eq!(tree.get("/p").unwrap().children.len(), 1);
+}

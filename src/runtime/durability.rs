@@ -135,10 +135,10 @@ impl DataDirs {
     }
 
     /// Writes `snapshot.<zxid>` atomically: a temporary file, fsync, rename, fsync the directory.
-    /// Writes `tree`'s snapshot file. Raising `stop` abandons it within a
-    /// chunk: the error is `StopRequested` and no file is left (a snapshot
-    /// of millions of znodes takes seconds, which a stopping server should
-    /// not wait for; the log holds everything it has).
+    /// Raising `stop` abandons it within a chunk: the error is
+    /// `StopRequested` and no file is left (a snapshot of millions of znodes
+    /// takes seconds, which a stopping server should not wait for; the log
+    /// holds everything it has).
     pub fn write_snapshot(&self, tree: &DataTree, stop: &AtomicBool) -> std::io::Result<(PathBuf, usize)> {
         // Streamed to the file as it is encoded, never held whole in memory
         // (about 200 MB per 1M znodes), and on the disk a chunk at a time.

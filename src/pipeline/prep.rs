@@ -12,7 +12,7 @@ use super::auth::{check_acl, fixup_acl};
 use super::latest::{LatestNode, LatestTree};
 use crate::proto::codes::{op, perms, CreateMode};
 use crate::proto::{CreateRequest, ErrorCode, Id, MultiOp, Request};
-use crate::tree::{path, shared_acl, shared_open_acl, DataTree};
+use crate::tree::{path, shared_open_acl, DataTree};
 use crate::txn::{ephemeral_owner, CreateTxn, Txn, TxnBody};
 
 #[derive(Debug, Clone)]
@@ -246,7 +246,7 @@ impl Prep {
         // OPEN_ACL_UNSAFE, nearly every create's, is valid and fixed up as
         // itself: the shared list, with nothing allocated.
         let open = shared_open_acl();
-        let acl = if request.acl[..] == open[..] { open } else { shared_acl(fixup_acl(&request.acl, auth)?) };
+        let acl = if request.acl[..] == open[..] { open } else { fixup_acl(&request.acl, auth)?.into() };
         let mut parent = self.record(parent_path)?;
         check_acl(&parent.acl, perms::CREATE, auth)?;
         let mut node_path = request.path.clone();

@@ -214,6 +214,12 @@ impl Writer {
         }
     }
 
+    /// A vector of records, encoded as `Vec<T>` is, from any slice (a
+    /// shared `Arc<[T]>` too).
+    pub fn write_records<T: Jute>(&mut self, elements: &[T]) {
+        self.write_vec(elements, |writer, element| element.encode(writer))
+    }
+
     pub fn len(&self) -> usize {
         self.buffer.len()
     }
@@ -312,7 +318,7 @@ impl<T: Jute> Jute for Vec<T> {
         reader.read_vec(T::ENCODED_BYTES_MIN, T::decode)
     }
     fn encode(&self, writer: &mut Writer) {
-        writer.write_vec(self, |writer, element| element.encode(writer))
+        writer.write_records(self)
     }
 }
 

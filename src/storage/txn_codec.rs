@@ -30,7 +30,7 @@ fn encode_body(body: &TxnBody, writer: &mut Writer) {
             writer.write_i32(create.opcode);
             writer.write_string(&create.path);
             writer.write_buffer_opt(&create.data);
-            writer.write_vec(&create.acl, |writer, acl| acl.encode(writer));
+            writer.write_records(&create.acl);
             writer.write_i64(create.ephemeral_owner);
             writer.write_i32(create.parent_cversion);
         }

@@ -187,17 +187,6 @@ pub fn shared_open_acl() -> Arc<[Acl]> {
     OPEN.clone()
 }
 
-/// An ACL list as a create txn holds it: the shared OPEN_ACL_UNSAFE where
-/// it is that list.
-pub fn shared_acl(acl: Vec<Acl>) -> Arc<[Acl]> {
-    let open = shared_open_acl();
-    if acl[..] == open[..] {
-        open
-    } else {
-        acl.into()
-    }
-}
-
 pub fn read_acl_unsafe() -> Vec<Acl> {
     vec![Acl { perms: perms::READ, id: Id { scheme: "world".into(), id: "anyone".into() } }]
 }

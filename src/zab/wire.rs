@@ -401,7 +401,7 @@ fn encode_forward(forwarded: &ToSequencer, writer: &mut Writer) -> WireResult<()
                 return Err(WireError::FrameTooLarge { length: request_bytes, limit: limits::PEER_FRAME_BYTES_MAX });
             }
             writer.buffer[length_at..request_start].copy_from_slice(&(request_bytes as i32).to_be_bytes());
-            writer.write_vec(auth, |writer, id| id.encode(writer));
+            writer.write_records(auth);
         }
         ToSequencer::Sync { origin, path } => {
             put_u8(writer, tag::FORWARD_SYNC);

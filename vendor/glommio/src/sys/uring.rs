@@ -37,7 +37,7 @@ use crate::{
         self,
         blocking::{BlockingThreadOp, BlockingThreadPool},
         dma_buffer::{BufferStorage, DmaBuffer},
-        membarrier, DirectIo, EnqueuedSource, EnqueuedStatus, InnerSource, IoBuffer,
+        DirectIo, EnqueuedSource, EnqueuedStatus, InnerSource, IoBuffer,
         PollableStatus, Source, SourceType, Statx, TimeSpec64,
     },
     uring_sys::{self, IoRingOp},
@@ -1860,10 +1860,16 @@ impl Reactor {
             // last time until now it could be that something happened in a remote executor
             // that opened up room. If it did we bail on sleep and go process it.
             self.notifier.prepare_to_sleep();
-            // See https://www.scylladb.com/2018/02/15/memory-barriers-seastar-linux/ for
-            // details. This translates to `sys_membarrier()` /
-            // `MEMBARRIER_CMD_PRIVATE_EXPEDITED`
-            membarrier::heavy();
+            // warden patch: a SeqCst fence, paired with the one at the start of
+            // `SleepNotifier::notify`, instead of `membarrier()`. Either this
+            // executor's sweep below sees a remote push, or the pusher's
+            // `notify` sees `should_notify` set and writes the eventfd (the
+            // store-buffering pattern, which two SeqCst fences order).
+            // Upstream pairs a `membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED)`
+            // here with no fence in `notify`; that syscall interrupts every
+            // CPU running one of this process's threads, on every sleep, and
+            // was a fifth of a mostly idle server's CPU (see vendor/README.md).
+            std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
             let events = process_remote_channels() + self.flush_syscall_thread();
             if events == 0 {
                 if self.eventfd_src.is_installed().unwrap() {

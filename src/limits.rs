@@ -71,6 +71,10 @@ pub const ELECTION_FRAME_BYTES_MAX: usize = 1024;
 /// A snapshot travels to a learner in pieces of at most this many bytes, so
 /// that no frame holds a whole snapshot and proposals can follow it closely.
 pub const SNAP_CHUNK_BYTES: usize = 1024 * 1024;
+/// A snapshot streamed to a learner is fed to its link while at most this
+/// many bytes wait for the socket, so its size is not bounded by the link's
+/// queue (`PEER_QUEUE_BYTES_MAX`): only the leader's one encoded copy.
+pub const SNAP_STREAM_AHEAD_BYTES: usize = 4 * SNAP_CHUNK_BYTES;
 /// Notifications waiting on one outbound election link. When full the oldest
 /// is dropped: fast leader election re-sends its vote on every timeout, so a
 /// lost notification delays an election but never wedges it.
@@ -78,9 +82,9 @@ pub const ELECTION_QUEUE_MAX: usize = 64;
 /// Encoded bytes waiting on one quorum link, beside the message bound
 /// (`zab::broadcast::LEARNER_QUEUE_MAX`): with frames up to
 /// `PEER_FRAME_BYTES_MAX`, the message bound alone would let one slow learner
-/// hold 80 GiB. Past either bound a send fails with QueueFull. Generous,
-/// because a leader may queue a whole snapshot for a learner at once; a
-/// larger snapshot must be streamed with `PeerNet::wait_room`.
+/// hold 80 GiB. Past either bound a send fails with QueueFull. A snapshot
+/// is streamed (`SNAP_STREAM_AHEAD_BYTES`); what is queued behind it (the
+/// txns committed meanwhile) counts here.
 pub const PEER_QUEUE_BYTES_MAX: usize = 1024 * 1024 * 1024;
 /// Quorum-port connections open at once; one more is closed on accept. An
 /// ensemble needs one per learner, plus a few replaced ones still closing.
@@ -102,5 +106,6 @@ const _: () = assert!(CONNECTION_OUTBOUND_BYTES_HIGH < CONNECTION_OUTBOUND_BYTES
 const _: () = assert!(SHARDS_MAX <= 1 << 16);
 const _: () = assert!(SNAP_CHUNK_BYTES + 64 <= PEER_FRAME_BYTES_MAX);
 const _: () = assert!(PEER_FRAME_BYTES_MAX <= PEER_QUEUE_BYTES_MAX);
+const _: () = assert!(SNAP_STREAM_AHEAD_BYTES + PEER_FRAME_BYTES_MAX <= PEER_QUEUE_BYTES_MAX);
 const _: () = assert!(PEER_FRAME_BYTES_MAX <= i32::MAX as usize);
 const _: () = assert!(ELECTION_FRAME_BYTES_MAX <= PEER_FRAME_BYTES_MAX);

@@ -515,6 +515,72 @@ fn wiped_follower_gets_snap() {
     println!("[snap] took {:?}", started.elapsed());
 }
 
+/// A SNAP many times the leader's stream window (`SNAP_STREAM_AHEAD_BYTES`,
+/// 4 MiB: the snapshot is fed to the link a few chunks at a time) while a
+/// client keeps writing: what commits during the transfer is held behind
+/// the snapshot and follows it, so the synced follower ends up with all of
+/// it.
+#[test]
+fn a_large_snap_streams_while_writes_commit() {
+    let started = Instant::now();
+    let (mut ensemble, leader) = started_ensemble("bigsnap", 3, 0);
+    let ids = ensemble.ids();
+    let wiped = followers_of(&ensemble, leader)[0];
+    let mut setup = session(&ensemble, leader);
+    create_ok(&mut setup, "/big", b"", PERSISTENT);
+    create_ok(&mut setup, "/during", b"", PERSISTENT);
+    let _ = setup.close();
+
+    ensemble.stop(wiped);
+    ensemble.wipe(wiped);
+    let mark = ensemble.output_mark(leader);
+    // 24 MiB of values.
+    let nodes: Vec<(String, Vec<u8>)> = (0..384).map(|i| (format!("/big/n{i}"), vec![b'v'; 64 * 1024])).collect();
+    let mut writer = session(&ensemble, leader);
+    let errors = writer.create_many(&nodes, 32).unwrap_or_else(|e| panic!("large writes: {e:?}"));
+    assert!(errors.iter().all(|&err| err == OK), "large writes: {errors:?}");
+    let _ = writer.close();
+
+    let port = ensemble.client_port(leader);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let during = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut client = Session::connect(port).expect("session on the leader");
+            let mut paths = Vec::new();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) && paths.len() < 20_000 {
+                let path = format!("/during/k{}", paths.len());
+                let name = path.rsplit('/').next().unwrap().as_bytes().to_vec();
+                assert_eq!(client.create(&path, &name, PERSISTENT).expect("create during the sync"), OK, "{path}");
+                paths.push(path);
+            }
+            let _ = client.close();
+            paths
+        })
+    };
+    ensemble.start(wiped);
+    assert_eq!(ensemble.wait_stable(STABLE_TIMEOUT), leader);
+    let modes = ensemble.wait_sync_modes(&mark, wiped, SYNC_LOG_TIMEOUT);
+    // Let some writes follow the sync too.
+    sleep(Duration::from_millis(300));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let during_paths = during.join().expect("writer thread");
+    println!("[bigsnap] leader {leader} synced wiped node {wiped}: {modes:?}; {} writes meanwhile", during_paths.len());
+    assert_sync_mode(&modes, SyncMode::Snap, &[SyncMode::Diff, SyncMode::Trunc], "a wiped follower gets a SNAP");
+    assert!(!during_paths.is_empty(), "no writes while the follower synced");
+    assert_readable_everywhere(&ensemble, &[wiped], &during_paths);
+    let mut reader = session(&ensemble, wiped);
+    reader.sync("/").expect("sync");
+    let paths: Vec<String> = nodes.iter().map(|(path, _)| path.clone()).collect();
+    for (path, found) in paths.iter().zip(reader.get_data_many(&paths).expect("reads")) {
+        let (data, _) = found.unwrap_or_else(|| panic!("{path} missing on node {wiped}"));
+        assert_eq!(data.len(), 64 * 1024, "{path} on node {wiped}");
+    }
+    let _ = reader.close();
+    ensemble.assert_converged(&ids, CONVERGE_TIMEOUT);
+    println!("[bigsnap] took {:?}", started.elapsed());
+}
+
 /// Cuts the leader off from both followers and at once writes through it:
 /// the leader logs the proposal but can never commit it. Returns the path of
 /// that write and its session (its connection is gone or going).

@@ -686,7 +686,12 @@ impl Driver {
     }
 
     /// SNAP: the committed tree is shard 0's replica once it applied every
-    /// commit already sent to it (this core's shard).
+    /// commit already sent to it (this core's shard). Its chunks are fed to
+    /// the link at the socket's pace by a task of their own
+    /// (`stream_snapshot`), at most `SNAP_STREAM_AHEAD_BYTES` ahead, so a
+    /// snapshot of any size fits the link's queue bound. Everything queued
+    /// for the learner meanwhile — the committed txns after the snapshot's
+    /// zxid, NEWLEADER, live proposals — is held behind the stream.
     async fn send_snapshot(&mut self, now: u64, to: ServerId, more: &mut Vec<PeerEffect>) {
         let Some(link) = self.learners.get(&to).copied() else { return };
         let Some(bytes) = super::shard::local_snapshot().await else {
@@ -695,16 +700,11 @@ impl Driver {
             return;
         };
         let zxid = crate::storage::snapshot::snapshot_zxid(&bytes).unwrap_or(0);
-        let mut ok = self.net.send(link, PeerMessage::Snap { zxid }).is_ok();
-        for chunk in bytes.chunks(limits::SNAP_CHUNK_BYTES) {
-            ok &= self.net.send(link, PeerMessage::SnapChunk { bytes: Bytes::copy_from_slice(chunk) }).is_ok();
-        }
-        ok &= self.net.send(link, PeerMessage::SnapEnd).is_ok();
-        tracing::info!(to, zxid = format_args!("{zxid:#x}"), bytes = bytes.len(), "sent a snapshot");
-        if !ok {
+        if self.net.send(link, PeerMessage::Snap { zxid }).is_err() || self.net.begin_stream(link).is_err() {
             self.peer.on_learner_queue_full(now, to, more);
             return;
         }
+        glommio::spawn_local(stream_snapshot(self.net.clone(), link, to, zxid, Bytes::from(bytes))).detach();
         self.peer.on_snapshot_sent(now, to, zxid, more);
     }
 
@@ -834,6 +834,28 @@ impl Driver {
 
 fn origin_of_failed(origin: Option<Origin>) -> Option<Origin> {
     origin
+}
+
+/// Feeds a SNAP's chunks and its end to `link` (after `begin_stream`), at
+/// most `SNAP_STREAM_AHEAD_BYTES` ahead of the socket, then releases what
+/// was held behind it. If the link closes the learner reconnects and syncs
+/// again; if its queue overflows (the learner fell too far behind while the
+/// snapshot was in flight) it is closed for the same effect.
+async fn stream_snapshot(net: Rc<PeerNet>, link: LinkId, to: ServerId, zxid: i64, bytes: Bytes) {
+    let chunks = (0..bytes.len()).step_by(limits::SNAP_CHUNK_BYTES);
+    let messages = chunks.map(|start| PeerMessage::SnapChunk { bytes: bytes.slice(start..bytes.len().min(start + limits::SNAP_CHUNK_BYTES)) });
+    for message in messages.chain(std::iter::once(PeerMessage::SnapEnd)) {
+        if net.wait_stream_room(link, limits::SNAP_STREAM_AHEAD_BYTES).await.is_err() {
+            return;
+        }
+        if let Err(error) = net.send_streamed(link, &message) {
+            tracing::warn!(to, %error, "cannot queue the snapshot for the learner; closing its link");
+            net.close(link);
+            return;
+        }
+    }
+    net.end_stream(link);
+    tracing::info!(to, zxid = format_args!("{zxid:#x}"), bytes = bytes.len(), "sent a snapshot");
 }
 
 fn to_msg(message: PeerMessage) -> Option<Msg<Entry, Committed>> {

@@ -183,6 +183,11 @@ struct QuorumLink {
     writer_wake: Notify,
     /// Woken whenever the queue shrinks or the link closes (`wait_room`).
     room: NotifyAll,
+    /// While a stream (a snapshot) is fed into `pending` piece by piece,
+    /// what `send_ref` queues waits here, encoded, and follows the stream's
+    /// end (`begin_stream` .. `end_stream`).
+    held: RefCell<Option<BytesMut>>,
+    held_messages: Cell<usize>,
 }
 
 impl QuorumLink {
@@ -197,14 +202,21 @@ impl QuorumLink {
             reader_wake: Notify::default(),
             writer_wake: Notify::default(),
             room: NotifyAll::default(),
+            held: RefCell::new(None),
+            held_messages: Cell::new(0),
         }
     }
 
     fn queued(&self) -> usize {
-        self.pending_messages.get() + self.writing_messages.get()
+        self.pending_messages.get() + self.writing_messages.get() + self.held_messages.get()
     }
 
     fn queued_bytes(&self) -> usize {
+        self.unheld_bytes() + self.held.borrow().as_ref().map_or(0, |held| held.len())
+    }
+
+    /// Bytes queued for the writer or being written, not counting held ones.
+    fn unheld_bytes(&self) -> usize {
         self.pending.borrow().len() + self.writing_bytes.get()
     }
 
@@ -336,7 +348,12 @@ impl PeerNet {
     /// queue holds `LEARNER_QUEUE_MAX` messages or the frame would take it
     /// past `limits::PEER_QUEUE_BYTES_MAX` bytes; `Closed` when the link is closing
     /// or gone. Messages are written in the order they were queued.
+    /// While `link` carries a stream, the message is held until its end.
     pub fn send_ref(&self, link: LinkId, msg: &PeerMessage) -> Result<(), SendError> {
+        self.enqueue(link, msg, false)
+    }
+
+    fn enqueue(&self, link: LinkId, msg: &PeerMessage, streamed: bool) -> Result<(), SendError> {
         let links = self.links.borrow();
         let link = links.get(&link).ok_or(SendError::Closed)?;
         if link.closing.get() {
@@ -346,17 +363,75 @@ impl PeerNet {
             return Err(SendError::QueueFull);
         }
         let queued_bytes_before = link.queued_bytes();
+        let mut held = link.held.borrow_mut();
         let mut pending = link.pending.borrow_mut();
-        let pending_before = pending.len();
-        wire::encode(msg, &mut pending).map_err(SendError::Encode)?;
-        if queued_bytes_before + (pending.len() - pending_before) > self.queue_bytes_max {
-            pending.truncate(pending_before);
+        let (buffer, count) = match held.as_mut() {
+            Some(held) if !streamed => (held, &link.held_messages),
+            _ => (&mut *pending, &link.pending_messages),
+        };
+        let before = buffer.len();
+        wire::encode(msg, buffer).map_err(SendError::Encode)?;
+        if queued_bytes_before + (buffer.len() - before) > self.queue_bytes_max {
+            buffer.truncate(before);
             return Err(SendError::QueueFull);
         }
-        drop(pending);
-        link.pending_messages.set(link.pending_messages.get() + 1);
+        count.set(count.get() + 1);
+        drop((held, pending));
         link.writer_wake.notify();
         Ok(())
+    }
+
+    /// Starts a stream on `link`: from now until `end_stream`, messages
+    /// queued with `send`/`send_ref` are held back, and only those queued
+    /// with `send_streamed` go to the socket. So a sender can feed a large
+    /// message sequence (a snapshot) at the socket's pace with
+    /// `wait_stream_room`, while what it (or anyone) queues meanwhile, still
+    /// bounded by the queue limits, follows the whole stream.
+    pub fn begin_stream(&self, link: LinkId) -> Result<(), SendError> {
+        let links = self.links.borrow();
+        let link = links.get(&link).ok_or(SendError::Closed)?;
+        if link.closing.get() {
+            return Err(SendError::Closed);
+        }
+        let mut held = link.held.borrow_mut();
+        if held.is_some() {
+            // One stream at a time: a second snapshot for the same link
+            // means the learner restarted its sync; let it reconnect.
+            return Err(SendError::QueueFull);
+        }
+        *held = Some(BytesMut::new());
+        Ok(())
+    }
+
+    /// Queues `msg` as the next part of `link`'s stream, ahead of everything
+    /// held; the same bounds as `send_ref`.
+    pub fn send_streamed(&self, link: LinkId, msg: &PeerMessage) -> Result<(), SendError> {
+        self.enqueue(link, msg, true)
+    }
+
+    /// Waits until at most `ahead_bytes` of `link`'s queue, held messages
+    /// not counted, are waiting for the socket. `Closed` if the link closes.
+    pub async fn wait_stream_room(&self, link: LinkId, ahead_bytes: usize) -> Result<(), SendError> {
+        loop {
+            let Some(link) = self.links.borrow().get(&link).cloned() else { return Err(SendError::Closed) };
+            if link.closing.get() {
+                return Err(SendError::Closed);
+            }
+            if link.unheld_bytes() <= ahead_bytes {
+                return Ok(());
+            }
+            link.room.notified().await;
+        }
+    }
+
+    /// Ends `link`'s stream: what was held follows it, in the order queued.
+    pub fn end_stream(&self, link: LinkId) {
+        let links = self.links.borrow();
+        let Some(link) = links.get(&link) else { return };
+        let Some(held) = link.held.borrow_mut().take() else { return };
+        link.pending.borrow_mut().extend_from_slice(&held);
+        link.pending_messages.set(link.pending_messages.get() + link.held_messages.replace(0));
+        link.writer_wake.notify();
     }
 
     /// Closes `link` now, dropping what is still queued; `QuorumClosed`
@@ -1047,6 +1122,69 @@ mod tests {
             assert_eq!(learner.queued(learner_link), 0);
             leader.shutdown().await;
             learner.shutdown().await;
+        });
+    }
+
+    #[test]
+    fn a_stream_larger_than_the_queue_bound_arrives_whole_with_held_messages_after_it() {
+        run(|| async {
+            let servers = ensemble(2);
+            let (leader, leader_events) = start(1, &servers, 64);
+            let (sender, learner_events) = local_channel::new_bounded(64);
+            // A queue of 8 MiB, and a 40 MiB stream fed through it.
+            let queue_bytes_max = 8 * 1024 * 1024;
+            let streamer = PeerNet::start_with_queue_bytes_max(2, &servers, sender, queue_bytes_max).expect("start");
+            let (leader_link, link) = connect(&leader, &leader_events, &streamer, &learner_events).await;
+            const CHUNKS: usize = 40;
+            streamer.send(link, PeerMessage::Snap { zxid: 7 }).unwrap();
+            streamer.begin_stream(link).unwrap();
+            assert_eq!(streamer.begin_stream(link), Err(SendError::QueueFull), "one stream at a time");
+            // Queued during the stream: held, whatever the stream's progress.
+            streamer.send(link, PeerMessage::Ping { zxid: 0 }).unwrap();
+            let feeder = {
+                let streamer = streamer.clone();
+                glommio::spawn_local(async move {
+                    for index in 0..CHUNKS {
+                        streamer.wait_stream_room(link, 2 * limits::SNAP_CHUNK_BYTES).await.expect("link open");
+                        let bytes = Bytes::from(vec![index as u8; limits::SNAP_CHUNK_BYTES]);
+                        streamer.send_streamed(link, &PeerMessage::SnapChunk { bytes }).expect("room");
+                        if index == CHUNKS / 2 {
+                            streamer.send(link, PeerMessage::Ping { zxid: 1 }).unwrap();
+                        }
+                    }
+                    streamer.send_streamed(link, &PeerMessage::SnapEnd).expect("room");
+                    streamer.end_stream(link);
+                    streamer.send(link, PeerMessage::Ping { zxid: 2 }).unwrap();
+                })
+            };
+            let mut received = Vec::new();
+            while received.len() < CHUNKS + 5 {
+                match next_event(&leader_events).await {
+                    NetEvent::QuorumMessage { link: from, msg } if from == leader_link => {
+                        assert!(streamer.queued_bytes(link) <= queue_bytes_max);
+                        received.push(match msg {
+                            PeerMessage::Snap { zxid } => format!("snap {zxid}"),
+                            PeerMessage::SnapChunk { bytes } => {
+                                assert_eq!(bytes.len(), limits::SNAP_CHUNK_BYTES);
+                                assert!(bytes.iter().all(|&byte| byte == bytes[0]));
+                                format!("chunk {}", bytes[0])
+                            }
+                            PeerMessage::SnapEnd => "end".to_string(),
+                            PeerMessage::Ping { zxid } => format!("ping {zxid}"),
+                            other => panic!("unexpected {other:?}"),
+                        });
+                    }
+                    other => panic!("unexpected {other:?}"),
+                }
+            }
+            feeder.await;
+            let mut expected = vec!["snap 7".to_string()];
+            expected.extend((0..CHUNKS).map(|index| format!("chunk {index}")));
+            expected.extend(["end", "ping 0", "ping 1", "ping 2"].map(String::from));
+            assert_eq!(received, expected);
+            assert_eq!(streamer.queued(link), 0);
+            leader.shutdown().await;
+            streamer.shutdown().await;
         });
     }
 

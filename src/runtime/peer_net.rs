@@ -181,7 +181,7 @@ struct QuorumLink {
     closing: Cell<bool>,
     reader_wake: Notify,
     writer_wake: Notify,
-    /// Woken whenever the queue shrinks or the link closes (`wait_room`).
+    /// Woken whenever the queue shrinks or the link closes (`wait_stream_room`).
     room: NotifyAll,
     /// While a stream (a snapshot) is fed into `pending` piece by piece,
     /// what `send_ref` queues waits here, encoded, and follows the stream's
@@ -353,21 +353,25 @@ impl PeerNet {
         self.enqueue(link, msg, false)
     }
 
-    fn enqueue(&self, link: LinkId, msg: &PeerMessage, streamed: bool) -> Result<(), SendError> {
-        let links = self.links.borrow();
-        let link = links.get(&link).ok_or(SendError::Closed)?;
-        if link.closing.get() {
-            return Err(SendError::Closed);
+    /// `link`, unless it is closing or gone.
+    fn open_link(&self, link: LinkId) -> Result<Rc<QuorumLink>, SendError> {
+        match self.links.borrow().get(&link) {
+            Some(link) if !link.closing.get() => Ok(link.clone()),
+            _ => Err(SendError::Closed),
         }
+    }
+
+    fn enqueue(&self, link: LinkId, msg: &PeerMessage, streamed: bool) -> Result<(), SendError> {
+        let link = self.open_link(link)?;
         if link.queued() >= LEARNER_QUEUE_MAX {
             return Err(SendError::QueueFull);
         }
         let queued_bytes_before = link.queued_bytes();
         let mut held = link.held.borrow_mut();
         let mut pending = link.pending.borrow_mut();
-        let (buffer, count) = match held.as_mut() {
-            Some(held) if !streamed => (held, &link.held_messages),
-            _ => (&mut *pending, &link.pending_messages),
+        let (buffer, count, to_writer) = match held.as_mut() {
+            Some(held) if !streamed => (held, &link.held_messages, false),
+            _ => (&mut *pending, &link.pending_messages, true),
         };
         let before = buffer.len();
         wire::encode(msg, buffer).map_err(SendError::Encode)?;
@@ -377,7 +381,9 @@ impl PeerNet {
         }
         count.set(count.get() + 1);
         drop((held, pending));
-        link.writer_wake.notify();
+        if to_writer {
+            link.writer_wake.notify();
+        }
         Ok(())
     }
 
@@ -388,11 +394,7 @@ impl PeerNet {
     /// `wait_stream_room`, while what it (or anyone) queues meanwhile, still
     /// bounded by the queue limits, follows the whole stream.
     pub fn begin_stream(&self, link: LinkId) -> Result<(), SendError> {
-        let links = self.links.borrow();
-        let link = links.get(&link).ok_or(SendError::Closed)?;
-        if link.closing.get() {
-            return Err(SendError::Closed);
-        }
+        let link = self.open_link(link)?;
         let mut held = link.held.borrow_mut();
         if held.is_some() {
             // One stream at a time: a second snapshot for the same link
@@ -413,10 +415,7 @@ impl PeerNet {
     /// not counted, are waiting for the socket. `Closed` if the link closes.
     pub async fn wait_stream_room(&self, link: LinkId, ahead_bytes: usize) -> Result<(), SendError> {
         loop {
-            let Some(link) = self.links.borrow().get(&link).cloned() else { return Err(SendError::Closed) };
-            if link.closing.get() {
-                return Err(SendError::Closed);
-            }
+            let link = self.open_link(link)?;
             if link.unheld_bytes() <= ahead_bytes {
                 return Ok(());
             }
@@ -450,23 +449,6 @@ impl PeerNet {
     /// Encoded bytes queued on `link` and not yet written (0 if gone).
     pub fn queued_bytes(&self, link: LinkId) -> usize {
         self.links.borrow().get(&link).map_or(0, |link| link.queued_bytes())
-    }
-
-    /// Waits until `link`'s queue has room for `messages` more messages and
-    /// `bytes` more bytes (for a bulk sender such as a snapshot stream, which
-    /// should ask for more than it needs so proposals queued after it still
-    /// fit). `Closed` if the link closes first.
-    pub async fn wait_room(&self, link: LinkId, messages: usize, bytes: usize) -> Result<(), SendError> {
-        loop {
-            let Some(link) = self.links.borrow().get(&link).cloned() else { return Err(SendError::Closed) };
-            if link.closing.get() {
-                return Err(SendError::Closed);
-            }
-            if link.queued() + messages <= LEARNER_QUEUE_MAX && link.queued_bytes() + bytes <= self.queue_bytes_max {
-                return Ok(());
-            }
-            link.room.notified().await;
-        }
     }
 
     /// Stops everything: the accept loops (their ports are free once this
@@ -1118,7 +1100,7 @@ mod tests {
                     other => panic!("unexpected {other:?}"),
                 }
             }
-            learner.wait_room(learner_link, LEARNER_QUEUE_MAX, queue_bytes_max).await.expect("link open");
+            learner.wait_stream_room(learner_link, 0).await.expect("link open");
             assert_eq!(learner.queued(learner_link), 0);
             leader.shutdown().await;
             learner.shutdown().await;
@@ -1200,7 +1182,7 @@ mod tests {
             assert!(matches!(next_event(&learner_events).await, NetEvent::QuorumClosed { link } if link == learner_link));
             assert!(matches!(next_event(&leader_events).await, NetEvent::QuorumClosed { link } if link == leader_link));
             assert_eq!(leader.send(leader_link, PeerMessage::UpToDate), Err(SendError::Closed));
-            assert_eq!(leader.wait_room(leader_link, 1, 1).await, Err(SendError::Closed));
+            assert_eq!(leader.wait_stream_room(leader_link, 0).await, Err(SendError::Closed));
 
             // And from the accepting side, with messages still queued.
             let (leader_link, learner_link) = connect(&leader, &leader_events, &learner, &learner_events).await;

@@ -99,8 +99,9 @@ pub fn run(options: ServerOptions) -> std::io::Result<()> {
         }
     }
     let config = &options.config;
-    let available = std::thread::available_parallelism().map_or(1, |count| count.get());
-    let cores = if config.cores == 0 { available } else { config.cores }.clamp(1, limits::SHARDS_MAX);
+    let allowed = allowed_cpus();
+    let cores = if config.cores == 0 { allowed.len() } else { config.cores }.clamp(1, limits::SHARDS_MAX);
+    let placements = shard_placements(cores, &allowed);
     let address = SocketAddr::new(config.client_port_address, config.client_port);
 
     // Recovery before anything serves: newest valid snapshot plus the log.
@@ -198,8 +199,7 @@ pub fn run(options: ServerOptions) -> std::io::Result<()> {
         replayed_tail: recovered.replayed_tail,
         dirs,
     });
-    for shard_index in 0..cores {
-        let placement = if cores <= available { Placement::Fixed(shard_index) } else { Placement::Unbound };
+    for (shard_index, placement) in placements.into_iter().enumerate() {
         let to_sequencer = to_sequencer_senders[shard_index].take().expect("one sender per shard");
         let commits = commit_receivers[shard_index].take().expect("one receiver per shard");
         let sequencer = if shard_index == 0 { sequencer_parts.take() } else { None };
@@ -253,6 +253,39 @@ pub fn run(options: ServerOptions) -> std::io::Result<()> {
     }
     tracing::info!("warden stopped");
     result
+}
+
+/// The CPUs this process may run on, lowest first: its affinity mask, as
+/// `taskset`, `numactl` or a container's cpuset left it. Falls back to CPUs
+/// 0..available_parallelism if the mask cannot be read.
+fn allowed_cpus() -> Vec<usize> {
+    // SAFETY: cpu_set_t is plain bits, valid when zeroed; sched_getaffinity
+    // writes at most size_of::<cpu_set_t>() bytes into it.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    let read = unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) } == 0;
+    let cpus: Vec<usize> = if read {
+        // SAFETY: CPU_ISSET only reads the set, at an index below CPU_SETSIZE.
+        (0..libc::CPU_SETSIZE as usize).filter(|&cpu| unsafe { libc::CPU_ISSET(cpu, &set) }).collect()
+    } else {
+        Vec::new()
+    };
+    if cpus.is_empty() {
+        let available = std::thread::available_parallelism().map_or(1, |count| count.get());
+        return (0..available).collect();
+    }
+    cpus
+}
+
+/// Where each shard's executor runs: shard i pinned to the i-th allowed CPU
+/// while there are enough of them, else every shard unpinned (within the
+/// process's mask). Pinning to CPU i itself would escape `taskset -c 4-7`,
+/// and would stack every server of a one-machine ensemble on CPU 0.
+fn shard_placements(cores: usize, allowed: &[usize]) -> Vec<Placement> {
+    if cores <= allowed.len() {
+        allowed[..cores].iter().map(|&cpu| Placement::Fixed(cpu)).collect()
+    } else {
+        (0..cores).map(|_| Placement::Unbound).collect()
+    }
 }
 
 /// Returns the heap's free pages to the kernel, after start-up or a reload
@@ -511,5 +544,21 @@ fn host_environment() -> crate::fourlw::EnvSnapshot {
         user_name: env("USER"),
         user_home: env("HOME"),
         user_dir: std::env::current_dir().map_or_else(|_| "<NA>".into(), |dir| dir.display().to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shards_are_pinned_to_the_allowed_cpus_in_order() {
+        assert_eq!(shard_placements(2, &[4, 5, 6, 7]), [Placement::Fixed(4), Placement::Fixed(5)]);
+        assert_eq!(shard_placements(3, &[1, 3, 8]), [Placement::Fixed(1), Placement::Fixed(3), Placement::Fixed(8)]);
+    }
+
+    #[test]
+    fn more_shards_than_allowed_cpus_run_unpinned() {
+        assert_eq!(shard_placements(3, &[2, 3]), [Placement::Unbound, Placement::Unbound, Placement::Unbound]);
     }
 }

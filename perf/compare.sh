@@ -20,6 +20,16 @@
 # Environment: WORK [/tmp/perf-compare] scratch (data dirs are removed as
 # soon as their server stops; logs and results.jsonl stay), RESULTS
 # [perf/RESULTS.md], JAVA [java], SKIP_BUILD=1 to use the existing binaries.
+# For a machine without the Debian package or a build: ZK_JARS [/usr/share/java]
+# and ZK_VERSION, the jars' directory and version; BIN_DIR [target/release],
+# where warden and warden-loadgen are (set, it skips the build); COMMIT, the
+# commit to name when the tree is not a git checkout.
+# CPU placement (`taskset -c` lists; unset = the scheduler's choice, all
+# processes on all CPUs): SERVER_CPUS, the standalone and memory servers of
+# both systems; ENSEMBLE_CPUS, three lists, one per ensemble node;
+# LOADGEN_CPUS, the load generator; CORES_CPUS, the servers of the read
+# scaling runs. CORES_LIST ["1 2"], the --cores values those compare, and
+# CORES_CONNS [8], their connections (enough to land on every shard).
 # Every load is bounded in ops and seconds; every server started here is
 # stopped by its own pid on exit.
 set -euo pipefail
@@ -40,6 +50,16 @@ done
 WORK="${WORK:-/tmp/perf-compare}"
 RESULTS_MD="${RESULTS:-$REPO/perf/RESULTS.md}"
 JAVA="${JAVA:-java}"
+ZK_JARS="${ZK_JARS:-/usr/share/java}"
+# ZooKeeper's server classpath, from the Debian package (perf/bundle.sh reads this line).
+ZK_JAR_NAMES="zookeeper zookeeper-jute slf4j-api slf4j-nop netty-handler netty-common netty-buffer netty-transport netty-codec netty-resolver netty-transport-native-epoll netty-transport-native-unix-common metrics-core commons-cli snappy-java jline"
+BIN_DIR="${BIN_DIR:-}"
+SERVER_CPUS="${SERVER_CPUS:-}"
+LOADGEN_CPUS="${LOADGEN_CPUS:-}"
+CORES_CPUS="${CORES_CPUS:-}"
+read -r -a ENSEMBLE_CPUS <<<"${ENSEMBLE_CPUS:-}"
+read -r -a CORES_LIST <<<"${CORES_LIST:-1 2}"
+CORES_CONNS="${CORES_CONNS:-8}"
 
 if [[ $MODE == quick ]]; then
     SECS=3; FANOUT=2000; DELETE_KEYS=20000; NODES="${NODES:-100000}"; SNAP_SECS=5
@@ -60,34 +80,51 @@ if [[ $RENDER_ONLY == 1 ]]; then
     MODE=$(cat "$WORK/mode"); NODES=$(cat "$WORK/nodes"); ELAPSED=$(cat "$WORK/elapsed")
 else
 # --- prerequisites ----------------------------------------------------------
-if [[ ! -f /usr/share/java/zookeeper.jar ]]; then
+if [[ ! -f $ZK_JARS/zookeeper.jar ]]; then
     echo "installing the Debian zookeeper package" >&2
     SUDO=""; (( EUID == 0 )) || SUDO=sudo
     $SUDO apt-get update
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y zookeeper
 fi
-if [[ "${SKIP_BUILD:-0}" != 1 ]]; then
+if [[ "${SKIP_BUILD:-0}" != 1 && -z $BIN_DIR ]]; then
     (cd "$REPO" && cargo build --release --bins)
+fi
+BIN_DIR="${BIN_DIR:-$REPO/target/release}"
+if [[ -n $SERVER_CPUS$LOADGEN_CPUS$CORES_CPUS${ENSEMBLE_CPUS[*]} ]] && ! command -v taskset >/dev/null; then
+    echo "CPU placement asked for, but taskset is missing" >&2; exit 1
 fi
 rm -rf "$WORK"
 mkdir -p "$WORK/bin"
 # Private copies, so that a rebuild during the run cannot swap the binaries.
-cp "$REPO/target/release/warden" "$REPO/target/release/warden-loadgen" "$WORK/bin/"
+cp "$BIN_DIR/warden" "$BIN_DIR/warden-loadgen" "$WORK/bin/"
 WARDEN="$WORK/bin/warden"
 LG="$WORK/bin/warden-loadgen"
 : > "$RESULTS"
 echo "$MODE" > "$WORK/mode"
 echo "$NODES" > "$WORK/nodes"
+{
+    echo "server=${SERVER_CPUS:-any}"
+    echo "ensemble=${ENSEMBLE_CPUS[*]:-any}"
+    echo "loadgen=${LOADGEN_CPUS:-any}"
+    echo "cores=${CORES_CPUS:-any}"
+    echo "cores_list=${CORES_LIST[*]}"
+    echo "cores_conns=$CORES_CONNS"
+} > "$WORK/placement"
 # 10,000 watching sessions need 10,000 sockets on each side.
 ulimit -n "$(ulimit -Hn)"
 
 CLASSPATH_ZK=""
-for jar in zookeeper zookeeper-jute slf4j-api slf4j-nop netty-handler netty-common netty-buffer \
-    netty-transport netty-codec netty-resolver netty-transport-native-epoll \
-    netty-transport-native-unix-common metrics-core commons-cli snappy-java jline; do
-    [[ -f /usr/share/java/$jar.jar ]] && CLASSPATH_ZK="$CLASSPATH_ZK${CLASSPATH_ZK:+:}/usr/share/java/$jar.jar"
+for jar in $ZK_JAR_NAMES; do
+    [[ -f $ZK_JARS/$jar.jar ]] && CLASSPATH_ZK="$CLASSPATH_ZK${CLASSPATH_ZK:+:}$ZK_JARS/$jar.jar"
 done
 ZK_JVM_FLAGS="-Xmx2g -Dzookeeper.admin.enableServer=false -Dzookeeper.jmx.log4j.disable=true"
+
+# on_cpus CPUS: the command prefix that runs a command on CPUS (a taskset -c
+# list), nothing if CPUS is empty; used unquoted. taskset execs the command,
+# so $! stays the server's pid.
+on_cpus() {
+    [[ -z $1 ]] || echo "taskset -c $1"
+}
 
 # --- servers ----------------------------------------------------------------
 # Both systems of a setup run at the same time, each idle while the other is
@@ -144,10 +181,11 @@ wait_ready() {
 
 : > "$SERVER_COMMANDS"
 
-# start_standalone SYSTEM INSTANCE [SNAP_COUNT [CORES]]: data in $WORK/INSTANCE/data
-# (kept if it exists, for a restart on the same tree).
+# start_standalone SYSTEM INSTANCE [SNAP_COUNT [CORES [CPUS]]]: data in
+# $WORK/INSTANCE/data (kept if it exists, for a restart on the same tree), on
+# CPUS [SERVER_CPUS].
 start_standalone() {
-    local system="$1" name="$2" snap="${3:-100000}" cores="${4:-}" port dir
+    local system="$1" name="$2" snap="${3:-100000}" cores="${4:-}" cpus="${5-$SERVER_CPUS}" port dir
     port=$(free_ports 1)
     dir="$WORK/$name"
     mkdir -p "$dir/data"
@@ -156,7 +194,7 @@ start_standalone() {
             --max-client-cnxns 0 --snap-count "$snap" --4lw-commands-whitelist '*')
         [[ -n $cores ]] && args+=(--cores "$cores")
         echo "$(basename "$WORK")/$name: warden ${args[*]}" >> "$SERVER_COMMANDS"
-        NO_COLOR=1 "$WARDEN" "${args[@]}" >> "$dir/server.log" 2>&1 &
+        NO_COLOR=1 $(on_cpus "$cpus") "$WARDEN" "${args[@]}" >> "$dir/server.log" 2>&1 &
     else
         cat > "$dir/zoo.cfg" <<EOF
 tickTime=2000
@@ -171,7 +209,7 @@ EOF
         echo "$(basename "$WORK")/$name: java $ZK_JVM_FLAGS -cp <Debian jars> org.apache.zookeeper.server.ZooKeeperServerMain zoo.cfg" \
             "($(grep -v '^dataDir\|^clientPort=' "$dir/zoo.cfg" | paste -sd' '))" >> "$SERVER_COMMANDS"
         # shellcheck disable=SC2086
-        "$JAVA" $ZK_JVM_FLAGS -cp "$CLASSPATH_ZK" org.apache.zookeeper.server.ZooKeeperServerMain "$dir/zoo.cfg" \
+        $(on_cpus "$cpus") "$JAVA" $ZK_JVM_FLAGS -cp "$CLASSPATH_ZK" org.apache.zookeeper.server.ZooKeeperServerMain "$dir/zoo.cfg" \
             >> "$dir/server.log" 2>&1 &
     fi
     PIDS+=($!)
@@ -202,10 +240,10 @@ start_ensemble() {
             done
         } | grep -v '^4lw.commands.whitelist=srvr' > "$dir/zoo.cfg"
         if [[ $system == warden ]]; then
-            NO_COLOR=1 "$WARDEN" server --config "$dir/zoo.cfg" > "$dir/server.log" 2>&1 &
+            NO_COLOR=1 $(on_cpus "${ENSEMBLE_CPUS[$((n - 1))]:-}") "$WARDEN" server --config "$dir/zoo.cfg" > "$dir/server.log" 2>&1 &
         else
             # shellcheck disable=SC2086
-            "$JAVA" $ZK_JVM_FLAGS -cp "$CLASSPATH_ZK" org.apache.zookeeper.server.quorum.QuorumPeerMain "$dir/zoo.cfg" \
+            $(on_cpus "${ENSEMBLE_CPUS[$((n - 1))]:-}") "$JAVA" $ZK_JVM_FLAGS -cp "$CLASSPATH_ZK" org.apache.zookeeper.server.quorum.QuorumPeerMain "$dir/zoo.cfg" \
                 > "$dir/server.log" 2>&1 &
         fi
         PIDS+=($!)
@@ -230,7 +268,7 @@ load() {
     local args=(--server "${SERVERS[$instance]}" --pids "${SERVER_PIDS[$instance]}" --json "$@")
     loadavg=$(cut -d' ' -f1 /proc/loadavg)
     echo "+ [$setup/$system] warden-loadgen ${args[*]}" >&2
-    line=$(timeout 600 "$LG" "${args[@]}" 2> "$WORK/loadgen-stderr.txt") || status=$?
+    line=$(timeout 600 $(on_cpus "$LOADGEN_CPUS") "$LG" "${args[@]}" 2> "$WORK/loadgen-stderr.txt") || status=$?
     if [[ $status != 0 || -z $line ]]; then
         echo "  FAILED ($status): $(head -c 500 "$WORK/loadgen-stderr.txt")" >&2
         line="{\"workload\":\"$label\",\"failed\":\"exit $status: $(head -c 200 "$WORK/loadgen-stderr.txt" | tr -d '\"\\\n')\"}"
@@ -284,7 +322,7 @@ workloads() {
     local setup="$1" rate="$2" system
     # Warm-up, not recorded: JIT for the JVM, page cache and log preallocation for both.
     for system in zookeeper warden; do
-        timeout 120 "$LG" --server "${SERVERS[$system]}" --workload a --connections 4 --in-flight 32 --seconds 3 \
+        timeout 120 $(on_cpus "$LOADGEN_CPUS") "$LG" --server "${SERVERS[$system]}" --workload a --connections 4 --in-flight 32 --seconds 3 \
             --parent /warm >/dev/null 2>&1 || true
     done
     pair "$setup" 0 a --workload a --keys "$KEYS" --parent /ycsb-a "${COMMON[@]}"
@@ -367,15 +405,16 @@ memory_and_snapshots
 
 WORK="$WORK_ROOT/cores"
 mkdir -p "$WORK"
-for cores in 1 2; do
-    start_standalone warden "cores-$cores" 100000 "$cores"
+for cores in "${CORES_LIST[@]}"; do
+    start_standalone warden "cores-$cores" 100000 "$cores" "$CORES_CPUS"
     DATA_DIRS+=("$WORK/cores-$cores/data")
 done
 for round in 1 2; do
-    # 1, 2, 2, 1: each --cores setting runs once early and once late.
-    if (( round == 1 )); then order="1 2"; else order="2 1"; fi
+    # Ascending, then descending: each --cores setting runs once early and once late.
+    if (( round == 1 )); then order="${CORES_LIST[*]}"; else order=$(printf '%s\n' "${CORES_LIST[@]}" | tac | paste -sd' '); fi
     for cores in $order; do
-        load cores warden "cores-$cores" "c, --cores $cores #$round" --workload c --keys "$KEYS" --parent /cores "${COMMON[@]}"
+        load cores warden "cores-$cores" "c, --cores $cores #$round" --workload c --keys "$KEYS" --parent /cores \
+            --connections "$CORES_CONNS" --in-flight "$IN_FLIGHT" --seconds "$SECS"
     done
 done
 stop_all
@@ -385,20 +424,23 @@ echo "$ELAPSED" > "$WORK/elapsed"
 fi  # RENDER_ONLY
 
 # ---------------------------------------------------------------------------
-COMMIT="$(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo unknown)"
+COMMIT="${COMMIT:-$(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo unknown)}"
 DIRTY="$(git -C "$REPO" status --porcelain 2>/dev/null | grep -c . || true)"
+DIRTY="${DIRTY:-0}"
+export JAVA ZK_VERSION="${ZK_VERSION:-}"
 python3 - "$RESULTS" "$RESULTS_MD" "$MODE" "$ELAPSED" "$COMMIT" "$DIRTY" "$SERVER_COMMANDS" \
-    "$CONNS" "$IN_FLIGHT" "$SECS" "$NODES" <<'EOF'
+    "$CONNS" "$IN_FLIGHT" "$SECS" "$NODES" "$WORK/placement" <<'EOF'
 import json, os, platform, subprocess, sys, datetime
 (results, out, mode, elapsed, commit, dirty, server_commands,
- conns, in_flight, secs, nodes) = sys.argv[1:12]
+ conns, in_flight, secs, nodes, placement_file) = sys.argv[1:13]
+placement = dict(l.strip().split("=", 1) for l in open(placement_file) if "=" in l) if os.path.exists(placement_file) else {}
 rows = [json.loads(l) for l in open(results) if l.strip()]
 def sh(cmd):
     try: return subprocess.run(cmd, shell=True, capture_output=True, text=True).stdout.strip()
     except Exception: return "?"
 cpu_model = sh("lscpu | sed -n 's/^Model name: *//p' | head -1")
-java = sh("java -version 2>&1 | head -1")
-zk = sh("dpkg-query -W -f='${Version}' zookeeper")
+java = sh("\"${JAVA:-java}\" -version 2>&1 | head -1")
+zk = os.environ.get("ZK_VERSION") or sh("dpkg-query -W -f='${Version}' zookeeper")
 by = {}
 for r in rows:
     by[(r["setup"], r["system"], r["label"])] = r
@@ -429,7 +471,12 @@ L.append("| Kernel | %s |" % platform.release())
 L.append("| Memory | %s |" % sh("free -g | awk '/Mem:/ {print $2\" GiB\"}'"))
 L.append("| warden | commit `%s`%s, `cargo build --release` |" % (commit, " plus %s uncommitted file(s)" % dirty if dirty != "0" else ""))
 L.append("| ZooKeeper | Debian `zookeeper` %s; %s |" % (zk, java))
-L.append("| Load | `warden-loadgen` on the same machine, so it competes with the servers for the same cores |")
+if placement.get("loadgen", "any") == "any":
+    L.append("| Load | `warden-loadgen` on the same machine, so it competes with the servers for the same cores |")
+else:
+    L.append("| CPU placement (`taskset -c`) | load generator: CPUs %s; standalone and memory servers: %s; ensemble nodes: %s;"
+             " read-scaling servers: %s. Both systems get the same CPUs. |"
+             % (placement.get("loadgen"), placement.get("server"), placement.get("ensemble"), placement.get("cores")))
 L.append("")
 L.append("Both systems run with their defaults for durability (`forceSync=yes`: every write is fsynced before"
          " it is acknowledged), on loopback, data dirs on the same filesystem (`%s`). Both servers (or both ensembles)"
@@ -521,18 +568,31 @@ L.append("RSS is VmRSS from `/proc/PID/status`. ZooKeeper runs with `-Xmx2g` and
 cores_rows = [r for r in rows if r["setup"] == "cores" and "throughput" in r]
 if cores_rows:
     L.append("## warden read throughput by cores (workload c, standalone)\n")
-    L.append("Both servers (`--cores 1` and `--cores 2`) run at once, each idle while the other is measured, in the order 1, 2, 2, 1.\n")
-    L.append("| run | ops/s | p50 / p99 µs | server CPU µs/op |\n|---|---:|---:|---:|")
+    core_counts = [int(c) for c in placement.get("cores_list", "1 2").split()]
+    cores_conns = int(placement.get("cores_conns", conns))
+    L.append("One server per `--cores` value (%s), all running at once, each idle while another is measured: ascending,"
+             " then descending. %d connections × %s in flight.\n" % (", ".join(map(str, core_counts)), cores_conns, in_flight))
+    L.append("| run | ops/s | p50 / p99 µs | server CPU µs/op | server CPUs busy |\n|---|---:|---:|---:|---:|")
     for r in cores_rows:
-        L.append("| %s | %s | %s / %s | %s |" % (r["label"], num(r, "throughput", "%.0f"), num(r, "p50_us"), num(r, "p99_us"), num(r, "cpu_us_per_op", "%.2f")))
+        busy = r["throughput"] * r["cpu_us_per_op"] / 1e6 if "cpu_us_per_op" in r else None
+        L.append("| %s | %s | %s / %s | %s | %s |" % (r["label"], num(r, "throughput", "%.0f"), num(r, "p50_us"), num(r, "p99_us"),
+                 num(r, "cpu_us_per_op", "%.2f"), "%.2f" % busy if busy is not None else "–"))
     def mean_of(cores):
         values = [r["throughput"] for r in cores_rows if r["label"].startswith("c, --cores %d " % cores)]
         return sum(values) / len(values) if values else None
-    m1, m2 = mean_of(1), mean_of(2)
-    if m1 and m2:
-        L.append("| mean of --cores 2 ÷ mean of --cores 1 | %.2f | | |" % (m2 / m1))
-    L.append("\nThe load generator (8 connections, 16 threads) runs on the same machine: with `nproc` = 2 it competes with the"
-             " server for both cores, so this machine cannot show how reads scale with cores.\n")
+    base = mean_of(core_counts[0])
+    for cores in core_counts[1:]:
+        m = mean_of(cores)
+        if base and m:
+            L.append("| mean of --cores %d ÷ mean of --cores %d | %.2f | | | |" % (cores, core_counts[0], m / base))
+    if placement.get("loadgen", "any") == "any":
+        L.append("\nThe load generator (%d connections, %d threads) runs on the same machine, unpinned: it competes with the"
+                 " server for the same cores, so on a small machine this table cannot show how reads scale with cores.\n"
+                 % (cores_conns, 2 * cores_conns))
+    else:
+        L.append("\nThe servers run on CPUs %s and the load generator (%d connections, %d threads) on CPUs %s. \"Server CPUs"
+                 " busy\" is server CPU time over the run's wall time: a server that keeps fewer CPUs busy than it has shards"
+                 " is waiting on the load generator.\n" % (placement.get("cores"), cores_conns, 2 * cores_conns, placement.get("loadgen")))
 
 # Anything a server logged about dying: a panic, or warden's refused proposals.
 import glob, re

@@ -37,5 +37,8 @@ jlink --add-modules "$MODULES" --strip-debug --no-header-files --no-man-pages --
 tar -C "$jre" -cJf "$DIR/jre.tar.xz" jre
 rm -rf "$jre"
 echo "$(dpkg-query -W -f='${Version}' zookeeper 2>/dev/null || echo unknown) (the Debian package's jars)" > "$DIR/zk-version"
-git -C "$REPO" rev-parse --short HEAD > "$DIR/commit"
+commit="$(git -C "$REPO" rev-parse --short HEAD)"
+dirty="$(git -C "$REPO" status --porcelain | grep -c . || true)"
+[[ $dirty == 0 ]] || commit="$commit plus $dirty uncommitted file(s)"
+echo "$commit" > "$DIR/commit"
 du -sh "$DIR"/*

@@ -9,6 +9,9 @@
 #
 # ENSEMBLE=1 runs two 3-node ensembles on loopback instead (connections
 # spread over each ensemble's three servers); RATE=N offers N ops/s.
+# CPU placement (`taskset -c` lists, as in compare.sh): SERVER_CPUS for the
+# standalone servers, ENSEMBLE_CPUS one list per ensemble node, LOADGEN_CPUS.
+# Each run's line carries its server threads' CPU (server_threads_ms).
 # Standalone only: SNAP=N starts the servers with --snap-count N; PREFILL=N
 # first creates N znodes of 100 bytes under /prefill on each server, and the
 # workloads then run on those keys (e.g. PREFILL=1000000 SNAP=2000 ... set:
@@ -16,7 +19,8 @@
 # resident memory once they hold them.
 #
 # Prints one line per run and, per workload, the mean ops/s and CPU µs/op of
-# each build and their ratio (new ÷ old). Uses target/release/warden-loadgen.
+# each build and their ratio (new ÷ old). Uses target/release/warden-loadgen
+# (LG=PATH for another).
 set -euo pipefail
 
 OLD="${1:?usage: perf/ab.sh OLD_BINARY NEW_BINARY [WORKLOAD...]}"
@@ -31,7 +35,13 @@ INFLIGHT="${INFLIGHT:-32}"
 RATE="${RATE:-0}"
 ENSEMBLE="${ENSEMBLE:-0}"
 REPO="$(cd "$(dirname "$0")/.." && pwd)"
-LG="$REPO/target/release/warden-loadgen"
+# shellcheck source=perf/lib.sh
+source "$REPO/perf/lib.sh"
+SERVER_CPUS="${SERVER_CPUS:-}"
+LOADGEN_CPUS="${LOADGEN_CPUS:-}"
+read -r -a ENSEMBLE_CPUS <<<"${ENSEMBLE_CPUS:-}"
+need_taskset "$SERVER_CPUS$LOADGEN_CPUS${ENSEMBLE_CPUS[*]}"
+LG="${LG:-$REPO/target/release/warden-loadgen}"
 [[ -x $LG ]] || { echo "build the load generator first: cargo build --release" >&2; exit 1; }
 
 WORK="$(mktemp -d /tmp/warden-ab.XXXXXX)"
@@ -76,7 +86,7 @@ for build in old new; do
                     echo "server.$m=127.0.0.1:${ports[$((m + 2))]}:${ports[$((m + 5))]}:participant;127.0.0.1:${ports[$((m - 1))]}"
                 done
             } > "$dir/zoo.cfg"
-            "$binary" server --config "$dir/zoo.cfg" > "$dir/server.log" 2>&1 &
+            $(on_cpus "${ENSEMBLE_CPUS[$((n - 1))]:-}") "$binary" server --config "$dir/zoo.cfg" > "$dir/server.log" 2>&1 &
             PIDS+=($!)
             PIDLIST[$build]="${PIDLIST[$build]:-}${PIDLIST[$build]:+,}$!"
             SERVERS[$build]="${SERVERS[$build]:-}${SERVERS[$build]:+,}127.0.0.1:${ports[$((n - 1))]}"
@@ -85,7 +95,7 @@ for build in old new; do
     else
         mkdir -p "$WORK/$build"
         port=$(free_port)
-        "$binary" server --client-port "$port" --client-port-address 127.0.0.1 --data-dir "$WORK/$build" \
+        $(on_cpus "$SERVER_CPUS") "$binary" server --client-port "$port" --client-port-address 127.0.0.1 --data-dir "$WORK/$build" \
             --max-client-cnxns 0 ${SNAP:+--snap-count "$SNAP"} > "$WORK/$build.log" 2>&1 &
         PIDS+=($!)
         PIDLIST[$build]=$!
@@ -120,7 +130,7 @@ for workload in "${WORKLOADS[@]}"; do
         for build in $order; do
             keys=(--parent "/ab-$workload" --keys 1000)
             [[ ${#KEY_ARGS[@]} -gt 0 ]] && keys=("${KEY_ARGS[@]}")
-            line=$("$LG" --server "${SERVERS[$build]}" --pids "${PIDLIST[$build]}" --json --workload "$workload" \
+            line=$($(on_cpus "$LOADGEN_CPUS") "$LG" --server "${SERVERS[$build]}" --pids "${PIDLIST[$build]}" --json --workload "$workload" \
                 "${keys[@]}" --connections "$CONNS" --in-flight "$INFLIGHT" --seconds "$SECS" --rate "$RATE")
             echo "$workload $build $line" >> "$RESULTS"
             echo "$workload #$round $build: $line"
@@ -128,8 +138,8 @@ for workload in "${WORKLOADS[@]}"; do
     done
 done
 
-python3 - "$RESULTS" <<'EOF'
-import json, sys, collections
+python3 - "$RESULTS" "old=${PIDLIST[old]}" "new=${PIDLIST[new]}" <<'EOF'
+import json, sys, collections, re
 runs = collections.defaultdict(list)
 for line in open(sys.argv[1]):
     workload, build, record = line.split(" ", 2)
@@ -145,6 +155,29 @@ for workload in dict.fromkeys(w for w, _ in runs):
     oc, nc = mean(old, "cpu_us_per_op"), mean(new, "cpu_us_per_op")
     op, np_ = mean(old, "p99_us"), mean(new, "p99_us")
     print(f"| {workload} | {o:.0f} | {n:.0f} | {n / o:.2f} | {op:.0f} | {np_:.0f} | {np_ / op:.2f} | {oc:.1f} | {nc:.1f} | {nc / oc:.2f} |")
+
+# Where each build's server CPU went: µs per op by server (node N of an
+# ensemble) and thread name (glommio's executor id suffix dropped), the
+# mean over rounds; threads under 2 % of the total are left out.
+node_of = {}
+for arg in sys.argv[2:]:
+    build, pids = arg.split("=", 1)
+    for index, pid in enumerate(p for p in pids.split(",") if p):
+        node_of[pid] = (build, index + 1)
+print("\nServer CPU µs/op by thread:\n")
+for workload in dict.fromkeys(w for w, _ in runs):
+    for build in ("old", "new"):
+        per_thread = collections.defaultdict(float)
+        records = runs[(workload, build)]
+        for r in records:
+            for key, ms in (r.get("server_threads_ms") or {}).items():
+                pid, name = key.split("/", 1)
+                node = node_of.get(pid, (build, 0))[1]
+                name = re.sub(r"-\d+$", "", name) if name.startswith("warden-") else name
+                per_thread[(node, name)] += ms * 1e3 / max(1, float(r["ops"])) / len(records)
+        total = sum(per_thread.values())
+        shown = sorted(((v, k) for k, v in per_thread.items() if v >= 0.02 * total), reverse=True)
+        print(f"- {workload} {build}: " + ", ".join(f"node{k[0]} {k[1]} {v:.1f}" for v, k in shown))
 EOF
 
 # Snapshots each standalone server took during the runs, prefill included

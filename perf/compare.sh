@@ -36,6 +36,8 @@
 set -euo pipefail
 
 REPO="$(cd "$(dirname "$0")/.." && pwd)"
+# shellcheck source=perf/lib.sh
+source "$REPO/perf/lib.sh"
 ARGS=("$@")
 # The placement settings given, for the report's command line.
 GIVEN=""
@@ -97,9 +99,7 @@ if [[ "${SKIP_BUILD:-0}" != 1 && -z $BIN_DIR ]]; then
     (cd "$REPO" && cargo build --release --bins)
 fi
 BIN_DIR="${BIN_DIR:-$REPO/target/release}"
-if [[ -n $SERVER_CPUS$LOADGEN_CPUS$CORES_CPUS${ENSEMBLE_CPUS[*]} ]] && ! command -v taskset >/dev/null; then
-    echo "CPU placement asked for, but taskset is missing" >&2; exit 1
-fi
+need_taskset "$SERVER_CPUS$LOADGEN_CPUS$CORES_CPUS${ENSEMBLE_CPUS[*]}"
 rm -rf "$WORK"
 mkdir -p "$WORK/bin"
 # Private copies, so that a rebuild during the run cannot swap the binaries.
@@ -145,13 +145,6 @@ for jar in $ZK_JAR_NAMES; do
     [[ -f $ZK_JARS/$jar.jar ]] && CLASSPATH_ZK="$CLASSPATH_ZK${CLASSPATH_ZK:+:}$ZK_JARS/$jar.jar"
 done
 ZK_JVM_FLAGS="-Xmx2g -Dzookeeper.admin.enableServer=false -Dzookeeper.jmx.log4j.disable=true"
-
-# on_cpus CPUS: the command prefix that runs a command on CPUS (a taskset -c
-# list), nothing if CPUS is empty; used unquoted. taskset execs the command,
-# so $! stays the server's pid.
-on_cpus() {
-    [[ -z $1 ]] || echo "taskset -c $1"
-}
 
 # --- servers ----------------------------------------------------------------
 # Both systems of a setup run at the same time, each idle while the other is

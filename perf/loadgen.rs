@@ -782,26 +782,62 @@ fn sync_servers(plan: &Plan, path: &str) -> Result<(), Error> {
 // ---------------------------------------------------------------------------
 // Server CPU time
 
-/// Sum of utime + stime (all threads) of `pids`, in seconds.
-fn cpu_seconds(pids: &[u32]) -> Result<f64, Error> {
+/// CPU time (utime + stime) of the server processes, in seconds: all
+/// threads together, and per thread name within each process (threads that
+/// share a name are summed; one that exits between two samples drops out of
+/// the per-thread figures but not out of the total).
+#[derive(Default)]
+struct CpuSample {
+    total: f64,
+    threads: std::collections::BTreeMap<String, f64>,
+}
+
+/// utime + stime, in clock ticks, from a /proc/.../stat file.
+fn stat_ticks(path: &str) -> Result<u64, Error> {
+    let stat = std::fs::read_to_string(path)?;
+    // The command name (field 2) may hold spaces; fields after its ')' are
+    // state (3) ... utime (14), stime (15).
+    let after_name = stat.rsplit_once(')').ok_or("unexpected /proc/PID/stat")?.1;
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    let field = |index: usize| -> Result<u64, Error> { Ok(fields.get(index).ok_or("short /proc/PID/stat")?.parse::<u64>()?) };
+    Ok(field(11)? + field(12)?)
+}
+
+fn cpu_sample(pids: &[u32]) -> Result<CpuSample, Error> {
     // SAFETY: sysconf has no preconditions.
     let ticks_per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
     if ticks_per_second <= 0 {
         return Err("sysconf(_SC_CLK_TCK) failed".into());
     }
-    let mut ticks = 0u64;
+    let seconds = |ticks: u64| ticks as f64 / ticks_per_second as f64;
+    let mut sample = CpuSample::default();
     for pid in pids {
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-        // The command name (field 2) may hold spaces; fields after its ')' are
-        // state (3) ... utime (14), stime (15).
-        let after_name = stat.rsplit_once(')').ok_or("unexpected /proc/PID/stat")?.1;
-        let fields: Vec<&str> = after_name.split_whitespace().collect();
-        let field = |index: usize| -> Result<u64, Error> {
-            Ok(fields.get(index).ok_or("short /proc/PID/stat")?.parse::<u64>()?)
-        };
-        ticks += field(11)? + field(12)?;
+        sample.total += seconds(stat_ticks(&format!("/proc/{pid}/stat"))?);
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { continue };
+        for task in tasks.flatten() {
+            let task = task.path();
+            let (Ok(name), Ok(ticks)) = (std::fs::read_to_string(task.join("comm")), stat_ticks(&task.join("stat").to_string_lossy()))
+            else {
+                continue; // exited meanwhile
+            };
+            *sample.threads.entry(format!("{pid}/{}", name.trim())).or_default() += seconds(ticks);
+        }
     }
-    Ok(ticks as f64 / ticks_per_second as f64)
+    Ok(sample)
+}
+
+/// Server CPU between two samples: the total, and a JSON object of each
+/// thread name's milliseconds (those of at least 10 ms), busiest first.
+fn cpu_between(before: &CpuSample, after: &CpuSample) -> (f64, String) {
+    let mut threads: Vec<(&String, f64)> = after
+        .threads
+        .iter()
+        .map(|(name, seconds)| (name, seconds - before.threads.get(name).copied().unwrap_or(0.0)))
+        .filter(|(_, seconds)| *seconds >= 0.01)
+        .collect();
+    threads.sort_by(|a, b| b.1.total_cmp(&a.1));
+    let body: Vec<String> = threads.iter().map(|(name, seconds)| format!("\"{name}\":{:.0}", seconds * 1e3)).collect();
+    (after.total - before.total, format!("{{{}}}", body.join(",")))
 }
 
 fn parse_pids(text: &str) -> Result<Vec<u32>, Error> {
@@ -912,7 +948,7 @@ struct Fanout {
     /// From just before the setData was sent to the last notification.
     fanout_seconds: f64,
     write_latency: Duration,
-    cpu_seconds: Option<f64>,
+    cpu: Option<(f64, String)>,
     /// Sessions whose closeSession got no answer (within REPLY_WAIT_MS).
     close_unanswered: usize,
     failures: Vec<String>,
@@ -1091,7 +1127,7 @@ fn run_fanout(plan: &Plan, sessions: usize, run_id: &str, pids: &[u32]) -> Resul
         }));
     }
 
-    let cpu_before = if pids.is_empty() { None } else { Some(cpu_seconds(pids)?) };
+    let cpu_before = if pids.is_empty() { None } else { Some(cpu_sample(pids)?) };
     // Record the write time before releasing the pollers, then send the write.
     let written = Instant::now();
     *write_time.lock().unwrap_or_else(|e| e.into_inner()) = Some(written);
@@ -1118,7 +1154,7 @@ fn run_fanout(plan: &Plan, sessions: usize, run_id: &str, pids: &[u32]) -> Resul
         all.extend(group);
     }
     let cpu = match cpu_before {
-        Some(before) => Some(cpu_seconds(pids)? - before),
+        Some(before) => Some(cpu_between(&before, &cpu_sample(pids)?)),
         None => None,
     };
     let fanout_seconds = last.map(|l| l.saturating_duration_since(written).as_secs_f64()).unwrap_or(0.0);
@@ -1150,7 +1186,7 @@ fn run_fanout(plan: &Plan, sessions: usize, run_id: &str, pids: &[u32]) -> Resul
         notifications,
         fanout_seconds,
         write_latency,
-        cpu_seconds: cpu,
+        cpu,
         close_unanswered,
         failures,
     })
@@ -1286,9 +1322,10 @@ fn run(args: &Args) -> Result<(), Error> {
         report.put("p99_us", n.percentile(99.0));
         report.put("p999_us", n.percentile(99.9));
         report.put("max_us", n.max_us);
-        if let Some(cpu) = fanout.cpu_seconds {
+        if let Some((cpu, threads)) = &fanout.cpu {
             report.put("server_cpu_ms", format!("{:.1}", cpu * 1e3));
             report.put("cpu_us_per_op", format!("{:.2}", cpu * 1e6 / (n.count.max(1)) as f64));
+            report.put("server_threads_ms", threads);
         }
         report.put("close_unanswered", fanout.close_unanswered);
         report.put("errors", 0);
@@ -1312,9 +1349,9 @@ fn run(args: &Args) -> Result<(), Error> {
     }
 
     let mut cpu_before = None;
-    let sample_cpu = |slot: &mut Option<Result<f64, Error>>| {
+    let sample_cpu = |slot: &mut Option<Result<CpuSample, Error>>| {
         if !pids.is_empty() {
-            *slot = Some(cpu_seconds(&pids));
+            *slot = Some(cpu_sample(&pids));
         }
     };
     let (result, started) = if plan.workload == Workload::SessionChurn {
@@ -1334,7 +1371,7 @@ fn run(args: &Args) -> Result<(), Error> {
         run_phase(&phase, || sample_cpu(&mut cpu_before))?
     };
     let cpu = match cpu_before {
-        Some(before) => Some(cpu_seconds(&pids)? - before?),
+        Some(before) => Some(cpu_between(&before?, &cpu_sample(&pids)?)),
         None => None,
     };
 
@@ -1358,9 +1395,10 @@ fn run(args: &Args) -> Result<(), Error> {
     report.put("read_p99_us", result.reads.percentile(99.0));
     report.put("writes", result.writes.count);
     report.put("write_p99_us", result.writes.percentile(99.0));
-    if let Some(cpu) = cpu {
+    if let Some((cpu, threads)) = cpu {
         report.put("server_cpu_ms", format!("{:.1}", cpu * 1e3));
         report.put("cpu_us_per_op", format!("{:.2}", cpu * 1e6 / ops.max(1) as f64));
+        report.put("server_threads_ms", threads);
     }
     report.put("errors", result.errors);
     report.put("first_error", result.first_error.map(|e| e.to_string()).unwrap_or_else(|| "null".into()));

@@ -31,6 +31,12 @@
 # LOADGEN_CPUS, the load generator; CORES_CPUS, the servers of the read
 # scaling runs. CORES_LIST ["1 2"], the --cores values those compare, and
 # CORES_CONNS [8], their connections (enough to land on every shard).
+# ZK_SERVER_CPUS and ZK_ENSEMBLE_CPUS give ZooKeeper CPUs of its own (then
+# SERVER_CPUS and ENSEMBLE_CPUS are warden's), so that neither system's
+# background work shares a CPU with the other's measured run.
+# A part of the run: SETUPS [standalone ensemble memory cores] and WORKLOADS
+# [a b c a@rate create-heavy delete-heavy large-values session-churn
+# watch-fanout] (of the standalone and ensemble setups).
 # Every load is bounded in ops and seconds; every server started here is
 # stopped by its own pid on exit.
 set -euo pipefail
@@ -41,7 +47,7 @@ source "$REPO/perf/lib.sh"
 ARGS=("$@")
 # The placement settings given, for the report's command line.
 GIVEN=""
-for var in SERVER_CPUS ENSEMBLE_CPUS LOADGEN_CPUS CORES_CPUS CORES_LIST CORES_CONNS; do
+for var in SETUPS WORKLOADS ZK_SERVER_CPUS ZK_ENSEMBLE_CPUS SERVER_CPUS ENSEMBLE_CPUS LOADGEN_CPUS CORES_CPUS CORES_LIST CORES_CONNS; do
     [[ -z ${!var:-} ]] || GIVEN="$GIVEN$var=\"${!var}\" "
 done
 MODE=full
@@ -67,6 +73,10 @@ SERVER_CPUS="${SERVER_CPUS:-}"
 LOADGEN_CPUS="${LOADGEN_CPUS:-}"
 CORES_CPUS="${CORES_CPUS:-}"
 read -r -a ENSEMBLE_CPUS <<<"${ENSEMBLE_CPUS:-}"
+ZK_SERVER_CPUS="${ZK_SERVER_CPUS:-$SERVER_CPUS}"
+read -r -a ZK_ENSEMBLE_CPUS <<<"${ZK_ENSEMBLE_CPUS:-${ENSEMBLE_CPUS[*]}}"
+SETUPS=" ${SETUPS:-standalone ensemble memory cores} "
+WORKLOADS=" ${WORKLOADS:-a b c a@rate create-heavy delete-heavy large-values session-churn watch-fanout} "
 read -r -a CORES_LIST <<<"${CORES_LIST:-1 2}"
 CORES_CONNS="${CORES_CONNS:-8}"
 
@@ -99,7 +109,7 @@ if [[ "${SKIP_BUILD:-0}" != 1 && -z $BIN_DIR ]]; then
     (cd "$REPO" && cargo build --release --bins)
 fi
 BIN_DIR="${BIN_DIR:-$REPO/target/release}"
-need_taskset "$SERVER_CPUS$LOADGEN_CPUS$CORES_CPUS${ENSEMBLE_CPUS[*]}"
+need_taskset "$SERVER_CPUS$ZK_SERVER_CPUS$LOADGEN_CPUS$CORES_CPUS${ENSEMBLE_CPUS[*]}${ZK_ENSEMBLE_CPUS[*]}"
 rm -rf "$WORK"
 mkdir -p "$WORK/bin"
 # Private copies, so that a rebuild during the run cannot swap the binaries.
@@ -112,6 +122,8 @@ echo "$NODES" > "$WORK/nodes"
 {
     echo "server=${SERVER_CPUS:-any}"
     echo "ensemble=${ENSEMBLE_CPUS[*]:-any}"
+    echo "zk_server=${ZK_SERVER_CPUS:-any}"
+    echo "zk_ensemble=${ZK_ENSEMBLE_CPUS[*]:-any}"
     echo "loadgen=${LOADGEN_CPUS:-any}"
     echo "cores=${CORES_CPUS:-any}"
     echo "cores_list=${CORES_LIST[*]}"
@@ -203,9 +215,11 @@ wait_ready() {
 
 # start_standalone SYSTEM INSTANCE [SNAP_COUNT [CORES [CPUS]]]: data in
 # $WORK/INSTANCE/data (kept if it exists, for a restart on the same tree), on
-# CPUS [SERVER_CPUS].
+# CPUS [the system's: SERVER_CPUS or ZK_SERVER_CPUS].
 start_standalone() {
-    local system="$1" name="$2" snap="${3:-100000}" cores="${4:-}" cpus="${5-$SERVER_CPUS}" port dir
+    local system="$1" name="$2" snap="${3:-100000}" cores="${4:-}" port dir cpus="$SERVER_CPUS"
+    [[ $system == warden ]] || cpus="$ZK_SERVER_CPUS"
+    cpus="${5-$cpus}"
     port=$(free_ports 1)
     dir="$WORK/$name"
     mkdir -p "$dir/data"
@@ -263,7 +277,7 @@ start_ensemble() {
             NO_COLOR=1 $(on_cpus "${ENSEMBLE_CPUS[$((n - 1))]:-}") "$WARDEN" server --config "$dir/zoo.cfg" > "$dir/server.log" 2>&1 &
         else
             # shellcheck disable=SC2086
-            $(on_cpus "${ENSEMBLE_CPUS[$((n - 1))]:-}") "$JAVA" $ZK_JVM_FLAGS -cp "$CLASSPATH_ZK" org.apache.zookeeper.server.quorum.QuorumPeerMain "$dir/zoo.cfg" \
+            $(on_cpus "${ZK_ENSEMBLE_CPUS[$((n - 1))]:-}") "$JAVA" $ZK_JVM_FLAGS -cp "$CLASSPATH_ZK" org.apache.zookeeper.server.quorum.QuorumPeerMain "$dir/zoo.cfg" \
                 > "$dir/server.log" 2>&1 &
         fi
         PIDS+=($!)
@@ -335,6 +349,12 @@ pair() {
     for system in $order; do load "$setup" "$system" "$system" "$label" "$@"; done
 }
 
+maybe_pair() {  # maybe_pair WORKLOAD PAIR-ARGS...: pair PAIR-ARGS... if WORKLOADS includes WORKLOAD
+    local workload="$1"
+    shift
+    [[ $WORKLOADS != *" $workload "* ]] || pair "$@"
+}
+
 # The workloads both setups run. Reads and writes use separate parents so
 # that every workload has its own key pool.
 COMMON=(--connections "$CONNS" --in-flight "$IN_FLIGHT" --seconds "$SECS")
@@ -345,16 +365,16 @@ workloads() {
         timeout 120 $(on_cpus "$LOADGEN_CPUS") "$LG" --server "${SERVERS[$system]}" --workload a --connections 4 --in-flight 32 --seconds 3 \
             --parent /warm >/dev/null 2>&1 || true
     done
-    pair "$setup" 0 a --workload a --keys "$KEYS" --parent /ycsb-a "${COMMON[@]}"
-    pair "$setup" 1 b --workload b --keys "$KEYS" --parent /ycsb-b "${COMMON[@]}"
-    pair "$setup" 2 c --workload c --keys "$KEYS" --parent /ycsb-c "${COMMON[@]}"
-    pair "$setup" 3 "a@${rate}/s" --workload a --keys "$KEYS" --parent /ycsb-a-rate --rate "$rate" "${COMMON[@]}"
-    pair "$setup" 4 create-heavy --workload create-heavy --parent /create-heavy "${COMMON[@]}"
-    pair "$setup" 5 delete-heavy --workload delete-heavy --keys "$DELETE_KEYS" --parent /delete-heavy "${COMMON[@]}"
-    pair "$setup" 6 large-values --workload large-values --keys 50 --connections 4 --in-flight 4 \
+    maybe_pair a "$setup" 0 a --workload a --keys "$KEYS" --parent /ycsb-a "${COMMON[@]}"
+    maybe_pair b "$setup" 1 b --workload b --keys "$KEYS" --parent /ycsb-b "${COMMON[@]}"
+    maybe_pair c "$setup" 2 c --workload c --keys "$KEYS" --parent /ycsb-c "${COMMON[@]}"
+    maybe_pair a@rate "$setup" 3 "a@${rate}/s" --workload a --keys "$KEYS" --parent /ycsb-a-rate --rate "$rate" "${COMMON[@]}"
+    maybe_pair create-heavy "$setup" 4 create-heavy --workload create-heavy --parent /create-heavy "${COMMON[@]}"
+    maybe_pair delete-heavy "$setup" 5 delete-heavy --workload delete-heavy --keys "$DELETE_KEYS" --parent /delete-heavy "${COMMON[@]}"
+    maybe_pair large-values "$setup" 6 large-values --workload large-values --keys 50 --connections 4 --in-flight 4 \
         --seconds "$SECS" --parent /large
-    pair "$setup" 7 session-churn --workload session-churn --connections "$CONNS" --seconds "$SECS" --parent /churn
-    pair "$setup" 8 watch-fanout --workload watch-fanout --sessions "$FANOUT" --seconds 60 --parent /fanout
+    maybe_pair session-churn "$setup" 7 session-churn --workload session-churn --connections "$CONNS" --seconds "$SECS" --parent /churn
+    maybe_pair watch-fanout "$setup" 8 watch-fanout --workload watch-fanout --sessions "$FANOUT" --seconds 60 --parent /fanout
 }
 
 # Snapshot files in a data dir: both systems name them version-2/snapshot.<zxid>
@@ -404,6 +424,7 @@ echo "mode=$MODE work=$WORK nodes=$NODES" >&2
 
 WORK_ROOT="$WORK"
 for setup in standalone ensemble; do
+    [[ $SETUPS == *" $setup "* ]] || continue
     # Instances are named after their system; each setup has its own directory.
     WORK="$WORK_ROOT/$setup"
     mkdir -p "$WORK"
@@ -419,10 +440,13 @@ for setup in standalone ensemble; do
     stop_all
 done
 
-WORK="$WORK_ROOT/memory"
-mkdir -p "$WORK"
-memory_and_snapshots
+if [[ $SETUPS == *" memory "* ]]; then
+    WORK="$WORK_ROOT/memory"
+    mkdir -p "$WORK"
+    memory_and_snapshots
+fi
 
+if [[ $SETUPS == *" cores "* ]]; then
 WORK="$WORK_ROOT/cores"
 mkdir -p "$WORK"
 for cores in "${CORES_LIST[@]}"; do
@@ -438,6 +462,7 @@ for round in 1 2; do
     done
 done
 stop_all
+fi
 WORK="$WORK_ROOT"
 ELAPSED=$(( $(date +%s) - START ))
 echo "$ELAPSED" > "$WORK/elapsed"
@@ -487,9 +512,15 @@ L.append("| ZooKeeper | Debian `zookeeper` %s; %s |" % (machine["zookeeper"], ma
 if placement.get("loadgen", "any") == "any":
     L.append("| Load | `warden-loadgen` on the same machine, so it competes with the servers for the same cores |")
 else:
-    L.append("| CPU placement (`taskset -c`) | load generator: CPUs %s; standalone and memory servers: %s; ensemble nodes: %s;"
-             " read-scaling servers: %s. Both systems get the same CPUs. |"
-             % (placement.get("loadgen"), placement.get("server"), placement.get("ensemble"), placement.get("cores")))
+    zk_server, zk_ensemble = placement.get("zk_server", placement.get("server")), placement.get("zk_ensemble", placement.get("ensemble"))
+    if (zk_server, zk_ensemble) == (placement.get("server"), placement.get("ensemble")):
+        servers = ("standalone and memory servers: %s; ensemble nodes: %s; read-scaling servers: %s. Both systems run on the"
+                   " same CPUs, each idle while the other is measured." % (placement.get("server"), placement.get("ensemble"), placement.get("cores")))
+    else:
+        servers = ("ZooKeeper's standalone server: %s, its ensemble nodes: %s; warden's standalone server: %s, its ensemble"
+                   " nodes: %s; read-scaling servers: %s. Each system has as many CPUs as the other, and its own."
+                   % (zk_server, zk_ensemble, placement.get("server"), placement.get("ensemble"), placement.get("cores")))
+    L.append("| CPU placement (`taskset -c`) | load generator: CPUs %s; %s |" % (placement.get("loadgen"), servers))
 L.append("")
 L.append("Both systems run with their defaults for durability (`forceSync=yes`: every write is fsynced before"
          " it is acknowledged), on loopback, data dirs on the same filesystem (`%s`). Both servers (or both ensembles)"
@@ -550,33 +581,34 @@ def table(setup, title):
 table("standalone", "Standalone")
 table("ensemble", "3-node ensemble on loopback (connections spread over the three servers)")
 
-L.append("## Memory, and writes during snapshots (standalone, %s znodes of 100 bytes)\n" % nodes)
-L.append("| | ZooKeeper | warden | ratio |\n|---|---:|---:|---:|")
-mz = by.get(("memory", "zookeeper", "memory")); mw = by.get(("memory", "warden", "memory"))
-if mz and mw:
-    L.append("| RSS idle, before loading (MiB) | %.0f | %.0f | %s |" % (mz["rss_idle_kib"] / 1024, mw["rss_idle_kib"] / 1024, ratio(mw["rss_idle_kib"], mz["rss_idle_kib"])))
-    L.append("| RSS after loading %s znodes (MiB) | %.0f | %.0f | **%s** |" % (nodes, mz["rss_loaded_kib"] / 1024, mw["rss_loaded_kib"] / 1024, ratio(mw["rss_loaded_kib"], mz["rss_loaded_kib"])))
-pz = by.get(("memory", "zookeeper", "populate")); pw = by.get(("memory", "warden", "populate"))
-if pz and pw:
-    L.append("| populate throughput (creates/s, 4×64) | %s | %s | %s |" % (num(pz, "throughput", "%.0f"), num(pw, "throughput", "%.0f"), ratio(pw.get("throughput"), pz.get("throughput"))))
-for system_label in ("set, no snapshots", "set, snapCount 2000"):
-    z = by.get(("memory", "zookeeper", system_label)); w = by.get(("memory", "warden", system_label))
-    if z and w:
-        L.append("| %s: ops/s | %s | %s | %s |" % (system_label, num(z, "throughput", "%.0f"), num(w, "throughput", "%.0f"), ratio(w.get("throughput"), z.get("throughput"))))
-        L.append("| %s: p99 / p99.9 µs | %s / %s | %s / %s | %s |" % (system_label, num(z, "p99_us"), num(z, "p999_us"), num(w, "p99_us"), num(w, "p999_us"), ratio(w.get("p99_us"), z.get("p99_us"))))
-sz = by.get(("memory", "zookeeper", "snapshots")); sw = by.get(("memory", "warden", "snapshots"))
-if sz and sw:
-    L.append("| snapshots written during the snapCount 2000 run | %d | %d | |" % (sz["taken"], sw["taken"]))
-for system in ("zookeeper", "warden"):
-    s = by.get(("memory", system, "set, snapCount 2000")); n = by.get(("memory", system, "set, no snapshots"))
-    if s and n and "p99_us" in s and "p99_us" in n:
-        L.append("| %s p99 with snapshots ÷ without | %s | | |" % (system, ratio(s["p99_us"], n["p99_us"])) if system == "zookeeper"
-                 else "| warden p99 with snapshots ÷ without | | %s | |" % ratio(s["p99_us"], n["p99_us"]))
-L.append("")
-L.append("RSS is VmRSS from `/proc/PID/status`. ZooKeeper runs with `-Xmx2g` and the JVM's default collector (G1), so its"
-         " RSS includes heap the collector has not returned: it is what the process costs the machine, not its live data."
-         " The steady load is setData on random keys of the loaded tree (2 connections × 8 in flight): first on the server"
-         " that loaded the tree (snapshots off), then after a restart on the same data with snapCount=2000.\n")
+if any(r["setup"] == "memory" for r in rows):
+    L.append("## Memory, and writes during snapshots (standalone, %s znodes of 100 bytes)\n" % nodes)
+    L.append("| | ZooKeeper | warden | ratio |\n|---|---:|---:|---:|")
+    mz = by.get(("memory", "zookeeper", "memory")); mw = by.get(("memory", "warden", "memory"))
+    if mz and mw:
+        L.append("| RSS idle, before loading (MiB) | %.0f | %.0f | %s |" % (mz["rss_idle_kib"] / 1024, mw["rss_idle_kib"] / 1024, ratio(mw["rss_idle_kib"], mz["rss_idle_kib"])))
+        L.append("| RSS after loading %s znodes (MiB) | %.0f | %.0f | **%s** |" % (nodes, mz["rss_loaded_kib"] / 1024, mw["rss_loaded_kib"] / 1024, ratio(mw["rss_loaded_kib"], mz["rss_loaded_kib"])))
+    pz = by.get(("memory", "zookeeper", "populate")); pw = by.get(("memory", "warden", "populate"))
+    if pz and pw:
+        L.append("| populate throughput (creates/s, 4×64) | %s | %s | %s |" % (num(pz, "throughput", "%.0f"), num(pw, "throughput", "%.0f"), ratio(pw.get("throughput"), pz.get("throughput"))))
+    for system_label in ("set, no snapshots", "set, snapCount 2000"):
+        z = by.get(("memory", "zookeeper", system_label)); w = by.get(("memory", "warden", system_label))
+        if z and w:
+            L.append("| %s: ops/s | %s | %s | %s |" % (system_label, num(z, "throughput", "%.0f"), num(w, "throughput", "%.0f"), ratio(w.get("throughput"), z.get("throughput"))))
+            L.append("| %s: p99 / p99.9 µs | %s / %s | %s / %s | %s |" % (system_label, num(z, "p99_us"), num(z, "p999_us"), num(w, "p99_us"), num(w, "p999_us"), ratio(w.get("p99_us"), z.get("p99_us"))))
+    sz = by.get(("memory", "zookeeper", "snapshots")); sw = by.get(("memory", "warden", "snapshots"))
+    if sz and sw:
+        L.append("| snapshots written during the snapCount 2000 run | %d | %d | |" % (sz["taken"], sw["taken"]))
+    for system in ("zookeeper", "warden"):
+        s = by.get(("memory", system, "set, snapCount 2000")); n = by.get(("memory", system, "set, no snapshots"))
+        if s and n and "p99_us" in s and "p99_us" in n:
+            L.append("| %s p99 with snapshots ÷ without | %s | | |" % (system, ratio(s["p99_us"], n["p99_us"])) if system == "zookeeper"
+                     else "| warden p99 with snapshots ÷ without | | %s | |" % ratio(s["p99_us"], n["p99_us"]))
+    L.append("")
+    L.append("RSS is VmRSS from `/proc/PID/status`. ZooKeeper runs with `-Xmx2g` and the JVM's default collector (G1), so its"
+             " RSS includes heap the collector has not returned: it is what the process costs the machine, not its live data."
+             " The steady load is setData on random keys of the loaded tree (2 connections × 8 in flight): first on the server"
+             " that loaded the tree (snapshots off), then after a restart on the same data with snapCount=2000.\n")
 
 cores_rows = [r for r in rows if r["setup"] == "cores" and "throughput" in r]
 if cores_rows:

@@ -3,7 +3,7 @@
 # fallocated space, like the log): the reason the log overlaps its syncs
 # (LOG_SYNCS_IN_FLIGHT_MAX). Usage: python3 perf/fsync_probe.py [DIR] (default /tmp).
 import os,time,threading,mmap,sys
-def run(nthreads, mode, n=150):
+def run(nthreads, mode, n=int(os.environ.get('FSYNCS', '150'))):
     path=os.path.join(sys.argv[1] if len(sys.argv) > 1 else '/tmp', 'fsync-probe.test')
     fd=os.open(path,os.O_CREAT|os.O_RDWR|os.O_TRUNC|os.O_DIRECT)
     if mode=='fallocate': os.posix_fallocate(fd,0,64<<20)
@@ -23,7 +23,8 @@ def run(nthreads, mode, n=150):
     [t.start() for t in ths]; [t.join() for t in ths]
     el=time.perf_counter()-t0
     lat.sort()
-    print(f"{mode} {nthreads} threads: {nthreads*n/el:.0f} fsyncs/s, p50 {lat[len(lat)//2]*1e3:.2f} ms p90 {lat[len(lat)*9//10]*1e3:.2f}")
+    print(f"{mode} {nthreads} threads: {nthreads*n/el:.0f} fsyncs/s, p50 {lat[len(lat)//2]*1e3:.2f} ms p90 {lat[len(lat)*9//10]*1e3:.2f}"
+          f" p99 {lat[len(lat)*99//100]*1e3:.2f} max {lat[-1]*1e3:.2f}")
     os.close(fd); os.unlink(path)
 for r in range(2):
   for t in [1,2,3,4]:

@@ -372,7 +372,8 @@ pub struct Config {
     pub super_digest: Option<String>,
     /// fsync the transaction log before acknowledging writes.
     pub force_sync: bool,
-    /// Shard cores to run on; 0 = one per CPU of the process's affinity mask.
+    /// Shard cores to run on; 0 = one per CPU the process may use (its
+    /// affinity mask, fewer under a CPU quota).
     pub cores: usize,
     pub peer_type: PeerType,
     /// Ensemble members; empty = standalone.

@@ -100,7 +100,10 @@ pub fn run(options: ServerOptions) -> std::io::Result<()> {
     }
     let config = &options.config;
     let allowed = allowed_cpus();
-    let cores = if config.cores == 0 { allowed.len() } else { config.cores }.clamp(1, limits::SHARDS_MAX);
+    // The CPUs this process may use: its mask, fewer under a cgroup CPU
+    // quota (a container's --cpus), which available_parallelism reads.
+    let usable = std::thread::available_parallelism().map_or(allowed.len(), |count| count.get()).min(allowed.len());
+    let cores = if config.cores == 0 { usable } else { config.cores }.clamp(1, limits::SHARDS_MAX);
     let placements = shard_placements(cores, &allowed);
     let address = SocketAddr::new(config.client_port_address, config.client_port);
 

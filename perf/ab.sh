@@ -41,8 +41,7 @@ SERVER_CPUS="${SERVER_CPUS:-}"
 LOADGEN_CPUS="${LOADGEN_CPUS:-}"
 read -r -a ENSEMBLE_CPUS <<<"${ENSEMBLE_CPUS:-}"
 need_taskset "$SERVER_CPUS$LOADGEN_CPUS${ENSEMBLE_CPUS[*]}"
-LG="${LG:-$REPO/target/release/warden-loadgen}"
-[[ -x $LG ]] || { echo "build the load generator first: cargo build --release" >&2; exit 1; }
+use_loadgen "$REPO"
 
 WORK="$(mktemp -d /tmp/warden-ab.XXXXXX)"
 PIDS=()
@@ -53,21 +52,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-free_port() {
-    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-
 declare -A SERVERS PIDLIST
-wait_serving() {  # wait_serving PORT
-    for _ in $(seq 300); do
-        if (echo srvr | timeout 1 bash -c "exec 3<>/dev/tcp/127.0.0.1/$1; cat >&3; cat <&3") 2> /dev/null | grep -q Mode; then
-            return 0
-        fi
-        sleep 0.1
-    done
-    echo "server on port $1 never served" >&2
-    return 1
-}
 for build in old new; do
     binary="$OLD"
     [[ $build == new ]] && binary="$NEW"

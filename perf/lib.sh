@@ -15,3 +15,30 @@ need_taskset() {
         exit 1
     fi
 }
+
+# use_loadgen REPO: sets LG to the load generator, LG=PATH or this checkout's
+# release build, and fails loudly if it is missing.
+use_loadgen() {
+    LG="${LG:-$1/target/release/warden-loadgen}"
+    [[ -x $LG ]] || { echo "no load generator at $LG: cargo build --release (or LG=PATH)" >&2; exit 1; }
+}
+
+# free_port: a free loopback port.
+free_port() {
+    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+# srvr PORT: the server's answer to srvr, or nothing.
+srvr() {
+    (echo srvr | timeout 1 bash -c "exec 3<>/dev/tcp/127.0.0.1/$1; cat >&3; cat <&3") 2> /dev/null || true
+}
+
+# wait_serving PORT: until the server on PORT answers srvr with its Mode (60 s).
+wait_serving() {
+    for _ in $(seq 600); do
+        srvr "$1" | grep -q "Mode: [slf]" && return 0
+        sleep 0.1
+    done
+    echo "server on port $1 never served" >&2
+    return 1
+}

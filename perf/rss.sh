@@ -14,8 +14,9 @@ set -euo pipefail
 BINARY="${1:?usage: perf/rss.sh BINARY [COUNT]}"
 COUNT="${2:-300000}"
 REPO="$(cd "$(dirname "$0")/.." && pwd)"
-LG="$REPO/target/release/warden-loadgen"
-[[ -x $LG ]] || { echo "build the load generator first: cargo build --release" >&2; exit 1; }
+# shellcheck source=perf/lib.sh
+source "$REPO/perf/lib.sh"
+use_loadgen "$REPO"
 
 WORK="$(mktemp -d /tmp/warden-rss.XXXXXX)"
 PIDS=()
@@ -27,23 +28,6 @@ stop_all() {
     PIDS=()
 }
 trap 'stop_all; rm -rf "$WORK"' EXIT
-
-free_port() {
-    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-
-srvr() {  # srvr PORT: the server's srvr answer, or nothing
-    (echo srvr | timeout 1 bash -c "exec 3<>/dev/tcp/127.0.0.1/$1; cat >&3; cat <&3") 2> /dev/null || true
-}
-
-wait_serving() {  # wait_serving PORT
-    for _ in $(seq 600); do
-        srvr "$1" | grep -q "Mode: [slf]" && return 0
-        sleep 0.1
-    done
-    echo "server on port $1 never served" >&2
-    return 1
-}
 
 report() {  # report LABEL PORT...
     local label=$1 i=0

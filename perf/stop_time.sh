@@ -11,8 +11,9 @@ set -euo pipefail
 BINARY="${1:?usage: perf/stop_time.sh BINARY}"
 LOAD="${LOAD:-30}"
 REPO="$(cd "$(dirname "$0")/.." && pwd)"
-LG="$REPO/target/release/warden-loadgen"
-[[ -x $LG ]] || { echo "build the load generator first: cargo build --release" >&2; exit 1; }
+# shellcheck source=perf/lib.sh
+source "$REPO/perf/lib.sh"
+use_loadgen "$REPO"
 
 WORK="$(mktemp -d /tmp/warden-stop.XXXXXX)"
 PID=""
@@ -22,10 +23,10 @@ cleanup() {
 }
 trap cleanup EXIT
 
-PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+PORT=$(free_port)
 "$BINARY" server --client-port "$PORT" --client-port-address 127.0.0.1 --data-dir "$WORK/data" --max-client-cnxns 0 > "$WORK/log" 2>&1 &
 PID=$!
-sleep 1
+wait_serving "$PORT"
 "$LG" --server "127.0.0.1:$PORT" --workload create-heavy --parent /stop --connections 8 --in-flight 32 --seconds "$LOAD" > /dev/null
 sleep 3
 started=$(date +%s.%N)

@@ -836,7 +836,10 @@ fn cpu_between(before: &CpuSample, after: &CpuSample) -> (f64, String) {
         .filter(|(_, seconds)| *seconds >= 0.01)
         .collect();
     threads.sort_by(|a, b| b.1.total_cmp(&a.1));
-    let body: Vec<String> = threads.iter().map(|(name, seconds)| format!("\"{name}\":{:.0}", seconds * 1e3)).collect();
+    let body: Vec<String> = threads
+        .iter()
+        .map(|(name, seconds)| format!("{}:{:.0}", json_string(name), seconds * 1e3))
+        .collect();
     (after.total - before.total, format!("{{{}}}", body.join(",")))
 }
 
@@ -1196,6 +1199,11 @@ fn run_fanout(plan: &Plan, sessions: usize, run_id: &str, pids: &[u32]) -> Resul
 // Reporting
 
 /// An ordered list of result fields; values are already JSON literals.
+/// `text` as a JSON string literal (quotes and backslashes escaped).
+fn json_string(text: &str) -> String {
+    format!("\"{}\"", text.replace('\\', "\\\\").replace('"', "\\\""))
+}
+
 struct Report {
     fields: Vec<(&'static str, String)>,
 }
@@ -1206,7 +1214,7 @@ impl Report {
     }
 
     fn put_str(&mut self, key: &'static str, value: &str) {
-        self.fields.push((key, format!("\"{}\"", value.replace('\\', "\\\\").replace('"', "\\\""))));
+        self.fields.push((key, json_string(value)));
     }
 
     fn print(&self, json: bool) {

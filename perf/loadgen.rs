@@ -1423,8 +1423,67 @@ fn run(args: &Args) -> Result<(), Error> {
 
 #[cfg(test)]
 mod tests {
-    use super::Histogram;
+    use super::{cpu_between, cpu_sample, json_string, Histogram};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
     use std::time::Duration;
+
+    /// This thread's own CPU time.
+    fn thread_cpu() -> Duration {
+        let mut now = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+        // SAFETY: now is a valid timespec for clock_gettime to fill in.
+        assert_eq!(unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut now) }, 0);
+        Duration::new(now.tv_sec as u64, now.tv_nsec as u32)
+    }
+
+    /// Spins until this thread has used `cpu` of CPU time, then sets
+    /// `spent` and spins on until `stop` (if any) says so.
+    fn burn(cpu: Duration, spent: &AtomicBool, stop: Option<&AtomicBool>) {
+        let mut x = 0u64;
+        loop {
+            for _ in 0..10_000 {
+                x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(7));
+            }
+            if thread_cpu() >= cpu {
+                spent.store(true, Ordering::Release);
+                if stop.is_none_or(|stop| stop.load(Ordering::Acquire)) {
+                    return;
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn thread_cpu_names_the_busy_thread_and_is_valid_json() {
+        let pid = std::process::id();
+        let name = "busy \"q\\";
+        // A thread that has exited counts in the process's total only.
+        let before = cpu_sample(&[pid]).unwrap();
+        let spent = Arc::new(AtomicBool::new(false));
+        let flag = spent.clone();
+        std::thread::Builder::new().name(name.into()).spawn(move || burn(Duration::from_millis(200), &flag, None)).unwrap().join().unwrap();
+        let (total, threads) = cpu_between(&before, &cpu_sample(&[pid]).unwrap());
+        assert!(total >= 0.18, "total {total}");
+        assert!(threads.starts_with('{') && threads.ends_with('}'), "{threads}");
+
+        // A running one is named, its name escaped.
+        let before = cpu_sample(&[pid]).unwrap();
+        let (spent, stop) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false)));
+        let busy = {
+            let (spent, stop) = (spent.clone(), stop.clone());
+            std::thread::Builder::new().name(name.into()).spawn(move || burn(Duration::from_millis(100), &spent, Some(&stop))).unwrap()
+        };
+        while !spent.load(Ordering::Acquire) {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let after = cpu_sample(&[pid]).unwrap();
+        stop.store(true, Ordering::Release);
+        busy.join().unwrap();
+        let (_, threads) = cpu_between(&before, &after);
+        let key = json_string(&format!("{pid}/{name}"));
+        assert!(threads.contains(&format!("{key}:")), "{threads} lacks {key}");
+        assert_eq!(json_string("a\"b\\c"), "\"a\\\"b\\\\c\"");
+    }
 
     #[test]
     fn histogram_buckets_are_monotonic_and_tight() {

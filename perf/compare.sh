@@ -45,9 +45,9 @@ REPO="$(cd "$(dirname "$0")/.." && pwd)"
 # shellcheck source=perf/lib.sh
 source "$REPO/perf/lib.sh"
 ARGS=("$@")
-# The placement settings given, for the report's command line.
+# The settings given (inputs, placement, parts), for the report's command line.
 GIVEN=""
-for var in SETUPS WORKLOADS ZK_SERVER_CPUS ZK_ENSEMBLE_CPUS SERVER_CPUS ENSEMBLE_CPUS LOADGEN_CPUS CORES_CPUS CORES_LIST CORES_CONNS; do
+for var in JAVA ZK_JARS BIN_DIR SETUPS WORKLOADS ZK_SERVER_CPUS ZK_ENSEMBLE_CPUS SERVER_CPUS ENSEMBLE_CPUS LOADGEN_CPUS CORES_CPUS CORES_LIST CORES_CONNS; do
     [[ -z ${!var:-} ]] || GIVEN="$GIVEN$var=\"${!var}\" "
 done
 MODE=full

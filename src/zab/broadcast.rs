@@ -112,6 +112,11 @@ struct Proposal<T> {
 struct LearnerState {
     observer: bool,
     last_heard_ms: u64,
+    /// While the learner syncs (until its NEWLEADER ACK), when it must be
+    /// done: it is held to initLimit, not syncLimit, as ZooKeeper's
+    /// LearnerHandler is until that ACK. A SNAP's learner sends nothing
+    /// while the snapshot streams and installs.
+    sync_deadline_ms: Option<u64>,
     /// The highest zxid this follower ACKed (or was synced to).
     last_ack: i64,
     /// The oldest proposal this follower has not ACKed and since when the
@@ -333,6 +338,23 @@ impl<T: Clone> Leader<T> {
         self.commit_ready()
     }
 
+    /// `sid`, added, has yet to finish its sync (ACK NEWLEADER): until then
+    /// only `deadline_ms` (initLimit from the sync's start) can drop it.
+    pub fn mark_syncing(&mut self, sid: ServerId, deadline_ms: u64) {
+        if let Some(l) = self.learners.get_mut(&sid) {
+            l.sync_deadline_ms = Some(deadline_ms);
+        }
+    }
+
+    /// `sid` finished its sync: from now on it is held to syncLimit.
+    pub fn mark_synced(&mut self, sid: ServerId, now_ms: u64) {
+        if let Some(l) = self.learners.get_mut(&sid) {
+            if l.sync_deadline_ms.take().is_some() {
+                l.last_heard_ms = l.last_heard_ms.max(now_ms);
+            }
+        }
+    }
+
     /// Any packet from `sid` (a PING reply) keeps it in touch.
     pub fn on_ping(&mut self, sid: ServerId, now_ms: u64) {
         if let Some(l) = self.learners.get_mut(&sid) {
@@ -375,6 +397,7 @@ impl<T: Clone> Leader<T> {
             LearnerState {
                 observer: is_observer,
                 last_heard_ms: now_ms,
+                sync_deadline_ms: None,
                 last_ack: forward_from,
                 waiting: None,
             },
@@ -407,7 +430,8 @@ impl<T: Clone> Leader<T> {
 
     /// Call every half tick. Drops learners not heard from within the sync
     /// limit, and followers that left a proposal un-ACKed for longer than it
-    /// (ZooKeeper's "transaction timeout"); steps down if fewer than a quorum
+    /// (ZooKeeper's "transaction timeout"), and learners still syncing past
+    /// their initLimit deadline; steps down if fewer than a quorum
     /// of voters, the leader included, are still in touch ("Not sufficient
     /// followers synced"); otherwise pings every learner.
     pub fn on_tick(&mut self, now_ms: u64) -> Vec<Effect<T>> {
@@ -417,6 +441,12 @@ impl<T: Clone> Leader<T> {
         let mut effects = Vec::new();
         let mut drop = Vec::new();
         for (&sid, l) in self.learners.iter_mut() {
+            if let Some(deadline_ms) = l.sync_deadline_ms {
+                if now_ms > deadline_ms {
+                    drop.push((sid, "not synced within initLimit"));
+                }
+                continue;
+            }
             if now_ms.saturating_sub(l.last_heard_ms) > self.sync_limit_ms {
                 drop.push((sid, "no packet within syncLimit"));
                 continue;
@@ -997,6 +1027,32 @@ mod tests {
         l.on_logged(z(1));
         l.on_ack(2, z(1), 1);
         assert!(l.propose("b").is_ok());
+    }
+
+    #[test]
+    fn a_syncing_learner_has_init_limit_not_sync_limit() {
+        const INIT: u64 = 3 * SYNC;
+        let mut l = leader(3, &[]);
+        // 3 re-syncs at 100 (a SNAP, say): it sends nothing until it has
+        // installed the snapshot and ACKs NEWLEADER.
+        l.add_learner(3, false, make_zxid(1, 0), 100);
+        l.mark_syncing(3, 100 + INIT);
+        l.on_ping(2, 100 + INIT);
+        let effects = l.on_tick(100 + INIT);
+        assert!(!effects.iter().any(|e| matches!(e, Effect::DropLearner { .. })), "{effects:?}");
+        // Synced (UPTODATE) at 100 + INIT: syncLimit counts from then.
+        l.mark_synced(3, 100 + INIT);
+        l.on_ping(2, 100 + INIT + SYNC);
+        assert!(!l.on_tick(100 + INIT + SYNC).iter().any(|e| matches!(e, Effect::DropLearner { .. })));
+        let effects = l.on_tick(100 + INIT + SYNC + 1);
+        assert!(effects.contains(&Effect::DropLearner { sid: 3, reason: "no packet within syncLimit" }), "{effects:?}");
+
+        // One that does not finish its sync within initLimit is dropped.
+        l.add_learner(3, false, make_zxid(1, 0), 200_000);
+        l.mark_syncing(3, 200_000 + INIT);
+        l.on_ping(2, 200_000 + INIT + 1);
+        let effects = l.on_tick(200_000 + INIT + 1);
+        assert!(effects.contains(&Effect::DropLearner { sid: 3, reason: "not synced within initLimit" }), "{effects:?}");
     }
 
     #[test]

@@ -668,7 +668,7 @@ impl<T: Clone, R> Peer<T, R> {
         for (z, txn) in self.history.iter().filter(|(z, _)| *z > zxid && *z <= last_committed) {
             Self::push_committed(effects, sid, observer, *z, txn.clone());
         }
-        Self::finish_sync(now_ms, sid, observer, last_committed, l, effects);
+        Self::finish_sync(now_ms, self.config.init_limit_ms, sid, observer, last_committed, l, effects);
     }
 
     fn push_committed(effects: &mut Vec<Effect<T, R>>, sid: ServerId, observer: bool, zxid: i64, txn: T) {
@@ -681,8 +681,11 @@ impl<T: Clone, R> Peer<T, R> {
     }
 
     /// After the history part of a sync: start forwarding, then NEWLEADER.
+    /// A learner forwarded to before it ACKs NEWLEADER has initLimit from
+    /// now to do so.
     fn finish_sync(
         now_ms: u64,
+        init_limit_ms: u64,
         sid: ServerId,
         observer: bool,
         forward_from: i64,
@@ -691,7 +694,10 @@ impl<T: Clone, R> Peer<T, R> {
     ) {
         let mut forwarded = Vec::new();
         match l.broadcast.as_mut() {
-            Some(b) => forwarded = b.add_learner(sid, observer, forward_from, now_ms),
+            Some(b) => {
+                forwarded = b.add_learner(sid, observer, forward_from, now_ms);
+                b.mark_syncing(sid, now_ms.saturating_add(init_limit_ms));
+            }
             None => {
                 l.forward_from.insert(sid, forward_from);
             }
@@ -748,7 +754,7 @@ impl<T: Clone, R> Peer<T, R> {
             let Some((_, txn)) = self.history.iter().find(|(z, _)| z == zxid) else { continue };
             Self::push_committed(effects, sid, observer, *zxid, txn.clone());
         }
-        Self::finish_sync(now_ms, sid, observer, plan.forward_from, l, effects);
+        Self::finish_sync(now_ms, self.config.init_limit_ms, sid, observer, plan.forward_from, l, effects);
     }
 
     fn leader_effects(&mut self, now_ms: u64, out: Vec<LeaderEffect>, effects: &mut Vec<Effect<T, R>>) {
@@ -783,6 +789,7 @@ impl<T: Clone, R> Peer<T, R> {
                 }
             }
         }
+        b.mark_synced(sid, now_ms);
     }
 
     fn established(&mut self, now_ms: u64, epoch: u32, effects: &mut Vec<Effect<T, R>>) {
@@ -814,6 +821,9 @@ impl<T: Clone, R> Peer<T, R> {
                     effects.push(Effect::Send { to, msg: from_broadcast(msg) });
                 }
             }
+            // It has not ACKed NEWLEADER yet (UPTODATE would have taken it
+            // out of forward_from).
+            leader.mark_syncing(sid, now_ms.saturating_add(self.config.init_limit_ms));
         }
         l.broadcast = Some(leader);
         self.election.update_vote_epoch(epoch);

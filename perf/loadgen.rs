@@ -783,13 +783,11 @@ fn sync_servers(plan: &Plan, path: &str) -> Result<(), Error> {
 // Server CPU time
 
 /// CPU time (utime + stime) of the server processes, in seconds: all
-/// threads together, and per thread name within each process (threads that
-/// share a name are summed; one that exits between two samples drops out of
-/// the per-thread figures but not out of the total).
+/// threads together, and each thread's ("PID/TID") with its name.
 #[derive(Default)]
 struct CpuSample {
     total: f64,
-    threads: std::collections::BTreeMap<String, f64>,
+    threads: std::collections::BTreeMap<String, (String, f64)>,
 }
 
 /// utime + stime, in clock ticks, from a /proc/.../stat file.
@@ -820,21 +818,25 @@ fn cpu_sample(pids: &[u32]) -> Result<CpuSample, Error> {
             else {
                 continue; // exited meanwhile
             };
-            *sample.threads.entry(format!("{pid}/{}", name.trim())).or_default() += seconds(ticks);
+            let tid = task.file_name().map(|tid| tid.to_string_lossy().into_owned()).unwrap_or_default();
+            sample.threads.insert(format!("{pid}/{tid}"), (format!("{pid}/{}", name.trim()), seconds(ticks)));
         }
     }
     Ok(sample)
 }
 
-/// Server CPU between two samples: the total, and a JSON object of each
-/// thread name's milliseconds (those of at least 10 ms), busiest first.
+/// Server CPU between two samples: the total, and a JSON object of the
+/// milliseconds of each thread name ("PID/name": the threads of one name
+/// summed; a thread that exited before the second sample counts in the
+/// total only), those of at least 10 ms, busiest first.
 fn cpu_between(before: &CpuSample, after: &CpuSample) -> (f64, String) {
-    let mut threads: Vec<(&String, f64)> = after
-        .threads
-        .iter()
-        .map(|(name, seconds)| (name, seconds - before.threads.get(name).copied().unwrap_or(0.0)))
-        .filter(|(_, seconds)| *seconds >= 0.01)
-        .collect();
+    let mut by_name: std::collections::BTreeMap<&String, f64> = std::collections::BTreeMap::new();
+    for (tid, (name, seconds)) in &after.threads {
+        // A thread absent from the first sample started after it.
+        let earlier = before.threads.get(tid).map_or(0.0, |(_, seconds)| *seconds);
+        *by_name.entry(name).or_default() += seconds - earlier;
+    }
+    let mut threads: Vec<(&String, f64)> = by_name.into_iter().filter(|(_, seconds)| *seconds >= 0.01).collect();
     threads.sort_by(|a, b| b.1.total_cmp(&a.1));
     let body: Vec<String> = threads
         .iter()

@@ -57,8 +57,7 @@ for build in old new; do
     binary="$OLD"
     [[ $build == new ]] && binary="$NEW"
     if [[ $ENSEMBLE == 1 ]]; then
-        ports=()
-        for _ in $(seq 9); do ports+=("$(free_port)"); done
+        read -r -a ports <<<"$(free_ports 9)"
         for n in 1 2 3; do
             dir="$WORK/$build/node$n"
             mkdir -p "$dir/data"
@@ -79,7 +78,7 @@ for build in old new; do
         for n in 0 1 2; do wait_serving "${ports[$n]}"; done
     else
         mkdir -p "$WORK/$build"
-        port=$(free_port)
+        port=$(free_ports 1)
         $(on_cpus "$SERVER_CPUS") "$binary" server --client-port "$port" --client-port-address 127.0.0.1 --data-dir "$WORK/$build" \
             --max-client-cnxns 0 ${SNAP:+--snap-count "$SNAP"} > "$WORK/$build.log" 2>&1 &
         PIDS+=($!)

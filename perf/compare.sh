@@ -183,17 +183,6 @@ stop_all() {
 trap stop_all EXIT
 trap 'stop_all; exit 130' INT TERM
 
-# free_ports N: N distinct free loopback ports.
-free_ports() {
-    python3 - "$1" <<'EOF'
-import socket, sys
-socks = []
-for _ in range(int(sys.argv[1])):
-    s = socket.socket(); s.bind(("127.0.0.1", 0)); socks.append(s)
-print(" ".join(str(s.getsockname()[1]) for s in socks))
-EOF
-}
-
 # wait_ready PORT TIMEOUT: until the server answers srvr with a Mode line.
 wait_ready() {
     local port="$1" deadline=$((SECONDS + $2)) reply

@@ -19,6 +19,8 @@
 set -euo pipefail
 
 REPO="$(cd "$(dirname "$0")/.." && pwd)"
+# shellcheck source=perf/lib.sh
+source "$REPO/perf/lib.sh"
 WARDEN="$REPO/target/release/warden"
 LG="$REPO/target/release/warden-loadgen"
 WORK="${WORK:-$REPO/target/perf-durability}"
@@ -66,10 +68,6 @@ stop_server() {
 }
 trap stop_server EXIT
 trap 'stop_server; exit 130' INT TERM
-
-free_port() {
-    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
-}
 
 # Waits (bounded) until the server on $1 answers srvr with a Mode line.
 wait_ready() {
@@ -173,7 +171,7 @@ EOF
 
 basic_suite() {
     local system="$1" r="$2" port data log
-    port=$(free_port)
+    port=$(free_ports 1)
     data="$WORK/$system-basic-$r/data"
     log="$WORK/$system-basic-$r/server.log"
     mkdir -p "$data"
@@ -199,7 +197,7 @@ snapshot_suite() {
     # A fresh port for every start: warden cannot re-bind a port that still has
     # connections in TIME_WAIT from its previous run (ZooKeeper can).
     start_one() {
-        port=$(free_port)
+        port=$(free_ports 1)
         if [[ "$system" == warden ]]; then start_warden "$data" "$port" "$1" "$log"; else start_zk "$data" "$port" "$1" "$log"; fi
         wait_ready "$port" 300
     }

@@ -23,9 +23,16 @@ use_loadgen() {
     [[ -x $LG ]] || { echo "no load generator at $LG: cargo build --release (or LG=PATH)" >&2; exit 1; }
 }
 
-# free_port: a free loopback port.
-free_port() {
-    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+# free_ports N: N distinct free loopback ports (all bound at once, so none
+# repeats).
+free_ports() {
+    python3 - "$1" <<'EOF'
+import socket, sys
+socks = []
+for _ in range(int(sys.argv[1])):
+    s = socket.socket(); s.bind(("127.0.0.1", 0)); socks.append(s)
+print(" ".join(str(s.getsockname()[1]) for s in socks))
+EOF
 }
 
 # srvr PORT: the server's answer to srvr, or nothing.

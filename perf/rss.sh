@@ -44,7 +44,7 @@ report() {  # report LABEL PORT...
 echo "build: $BINARY   $COUNT znodes of 100 bytes   load avg $(cut -d' ' -f1-3 /proc/loadavg)"
 
 # Standalone.
-port=$(free_port)
+port=$(free_ports 1)
 start_standalone() {
     "$BINARY" server --client-port "$port" --client-port-address 127.0.0.1 --data-dir "$WORK/standalone" \
         --max-client-cnxns 0 --snap-count 100000000 >> "$WORK/standalone.log" 2>&1 &
@@ -62,8 +62,7 @@ report "standalone, restarted" "$port"
 stop_all
 
 # 3-node ensemble.
-ports=()
-for _ in $(seq 9); do ports+=("$(free_port)"); done
+read -r -a ports <<<"$(free_ports 9)"
 for n in 1 2 3; do
     dir="$WORK/node$n"
     mkdir -p "$dir/data"

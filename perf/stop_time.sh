@@ -23,7 +23,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-PORT=$(free_port)
+PORT=$(free_ports 1)
 "$BINARY" server --client-port "$PORT" --client-port-address 127.0.0.1 --data-dir "$WORK/data" --max-client-cnxns 0 > "$WORK/log" 2>&1 &
 PID=$!
 wait_serving "$PORT"

@@ -7,6 +7,9 @@
 //! of times, with nothing else to wake them (no timers), and fail if any
 //! exchange stalls; and they check that the vendored source still carries
 //! the change, so an update of glommio cannot quietly bring the syscall back.
+//! The second change, `COOP_TASKRUN` on the main ring, is on the same path:
+//! an executor asleep is woken through a completion in that ring (its
+//! eventfd's), which these exchanges need tens of thousands of times.
 
 use std::sync::mpsc;
 use std::time::Duration;
@@ -111,7 +114,7 @@ fn a_sender_waiting_for_room_is_woken_when_the_receiver_takes_an_item() {
 }
 
 #[test]
-fn the_vendored_glommio_sleeps_with_a_fence_not_a_membarrier() {
+fn the_vendored_glommio_carries_its_changes() {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("vendor/glommio/src/sys");
     let read = |file: &str| std::fs::read_to_string(root.join(file)).unwrap_or_else(|error| panic!("{file}: {error}"));
     let uring = read("uring.rs");
@@ -137,4 +140,12 @@ fn the_vendored_glommio_sleeps_with_a_fence_not_a_membarrier() {
         "SleepNotifier::notify must fence before it reads should_notify"
     );
     assert!(!root.join("membarrier.rs").exists(), "sys/membarrier.rs is back");
+    // The second change: the main ring (sockets, files) posts completions
+    // cooperatively, without interrupting a running executor.
+    let main_ring = uring.find("\"main\",").expect("the main ring's construction");
+    let latency_ring = main_ring + uring[main_ring..].find("\"latency\",").expect("the latency ring's construction");
+    assert!(
+        code_lines(&uring[main_ring..latency_ring]).iter().any(|line| line.contains("SetupFlags::COOP_TASKRUN")),
+        "the main ring must be set up with COOP_TASKRUN (vendor/README.md)"
+    );
 }

@@ -92,6 +92,9 @@ bitflags::bitflags! {
         const CQSIZE    = 1 << 3;
         const CLAMP     = 1 << 4;
         const ATTACH_WQ = 1 << 5;
+        /// Completions for this ring never interrupt its running thread with
+        /// an IPI: they are posted at its next entry into the kernel (Linux 5.19).
+        const COOP_TASKRUN = 1 << 8;
     }
 }
 

@@ -1,7 +1,10 @@
 #!/usr/bin/env python3
-# How fast fdatasync completes with 1..4 writers on one file (direct I/O into
-# fallocated space, like the log): the reason the log overlaps its syncs
-# (LOG_SYNCS_IN_FLIGHT_MAX). Usage: python3 perf/fsync_probe.py [DIR] (default /tmp).
+# How fast fdatasync completes with 1..4 writers on one file, after direct
+# I/O into fallocated (unwritten) space and into space already written with
+# zeros: the reasons the log overlaps its syncs (LOG_SYNCS_IN_FLIGHT_MAX)
+# and writes zeros ahead of its batches (LOG_ZERO_AHEAD_BYTES).
+# Usage: [FSYNCS=150] [MODES="fallocate written"] [THREADS="1 2 3 4"]
+#        python3 perf/fsync_probe.py [DIR] (default /tmp).
 import os,time,threading,mmap,sys
 def run(nthreads, mode, n=int(os.environ.get('FSYNCS', '150'))):
     path=os.path.join(sys.argv[1] if len(sys.argv) > 1 else '/tmp', 'fsync-probe.test')
@@ -27,5 +30,6 @@ def run(nthreads, mode, n=int(os.environ.get('FSYNCS', '150'))):
           f" p99 {lat[len(lat)*99//100]*1e3:.2f} max {lat[-1]*1e3:.2f}")
     os.close(fd); os.unlink(path)
 for r in range(2):
-  for t in [1,2,3,4]:
-    run(t,'fallocate')
+  for t in [int(t) for t in os.environ.get('THREADS', '1 2 3 4').split()]:
+    for mode in os.environ.get('MODES', 'fallocate written').split():
+      run(t, mode)

@@ -698,20 +698,39 @@ fn sync_directory(dir: &Path) -> std::io::Result<()> {
 
 /// Appends batches to the current segment with direct I/O. Each batch is a
 /// whole number of blocks written at a block-aligned offset, then fdatasync'd
-/// (unless forceSync=no). Segments are preallocated in `prealloc_bytes` steps.
+/// (unless forceSync=no). Segments are preallocated in `prealloc_bytes` steps,
+/// and kept written with zeros `LOG_ZERO_AHEAD_BYTES` ahead of the last
+/// batch (see there), one chunk at a time in a task of its own.
 pub struct LogWriter {
     dir: PathBuf,
-    /// Shared with the fdatasyncs in flight (`write`).
+    /// Shared with the fdatasyncs in flight (`write`) and the zero fill.
     file: std::rc::Rc<DmaFile>,
     path: PathBuf,
     offset: u64,
     allocated: u64,
+    /// Everything below this is written (batches or zeros).
+    zeroed: u64,
+    /// The chunk being zeroed, never below `offset`: a batch reaching into
+    /// it waits for it, and the segment is not rolled or closed under it.
+    zero_fill: Option<ZeroFill>,
     prealloc_bytes: u64,
     force_sync: bool,
     /// Fault injection for tests: appends fail once this many batch bytes
     /// were written, as a full or failing disk would make them fail.
     fail_after_bytes: Option<u64>,
     appended_bytes: u64,
+    /// For tests: each zero fill waits this long before it writes, so that
+    /// batches are written while it is pending.
+    zero_fill_delay: Option<std::time::Duration>,
+}
+
+/// Zeros being written to `start..end` of the segment.
+struct ZeroFill {
+    start: u64,
+    end: u64,
+    /// Raised by the task when it is done (a failure it logs itself).
+    done: std::rc::Rc<std::cell::Cell<bool>>,
+    task: glommio::Task<()>,
 }
 
 impl LogWriter {
@@ -725,10 +744,13 @@ impl LogWriter {
             path,
             offset: 0,
             allocated: 0,
+            zeroed: 0,
+            zero_fill: None,
             prealloc_bytes,
             force_sync,
             fail_after_bytes: None,
             appended_bytes: 0,
+            zero_fill_delay: None,
         };
         writer.ensure_allocated(BLOCK_BYTES as u64).await?;
         writer.write_blocks(&encode_segment_header(first_zxid)).await?;
@@ -750,15 +772,82 @@ impl LogWriter {
 
     async fn write_blocks(&mut self, blocks: &[u8]) -> std::io::Result<()> {
         assert_eq!(blocks.len() % BLOCK_BYTES, 0, "log writes are whole blocks");
-        self.ensure_allocated(self.offset + blocks.len() as u64).await?;
+        let end = self.offset + blocks.len() as u64;
+        self.ensure_allocated(end).await?;
+        // Zeros landing after the batch would erase it: wait for a fill
+        // that reaches into the batch's blocks.
+        if self.zero_fill.as_ref().is_some_and(|fill| end > fill.start) {
+            self.finish_zero_fill().await;
+        }
         let mut buffer = self.file.alloc_dma_buffer(blocks.len());
         buffer.as_bytes_mut().copy_from_slice(blocks);
         let written = self.file.write_at(buffer, self.offset).await.map_err(io_error)?;
         if written != blocks.len() {
             return Err(std::io::Error::other(format!("short log write: {written} of {} bytes", blocks.len())));
         }
-        self.offset += blocks.len() as u64;
+        self.offset = end;
+        self.zeroed = self.zeroed.max(end);
+        if blocks.len() as u64 > crate::limits::LOG_ZERO_FILL_BATCH_MAX_BYTES {
+            // A log this busy syncs many txns at once: each sync's journal
+            // commit is spread over them, and zeros would only add writes.
+            return Ok(());
+        }
+        self.zero_ahead().await
+    }
+
+    /// Starts zeroing the next chunk if the last fill is done and less than
+    /// `LOG_ZERO_AHEAD_BYTES` past the last batch is zeroed.
+    async fn zero_ahead(&mut self) -> std::io::Result<()> {
+        if self.zero_fill.as_ref().is_some_and(|fill| fill.done.get()) {
+            self.finish_zero_fill().await;
+        }
+        let target = self.offset + crate::limits::LOG_ZERO_AHEAD_BYTES;
+        if self.zero_fill.is_some() || self.zeroed >= target {
+            return Ok(());
+        }
+        let (start, end) = (self.zeroed, (self.zeroed + crate::limits::LOG_ZERO_FILL_CHUNK_BYTES).min(target));
+        self.ensure_allocated(end).await?;
+        let file = self.file.clone();
+        let delay = self.zero_fill_delay;
+        let done = std::rc::Rc::new(std::cell::Cell::new(false));
+        let finished = done.clone();
+        let task = glommio::spawn_local(async move {
+            if let Some(delay) = delay {
+                glommio::timer::sleep(delay).await;
+            }
+            let length = (end - start) as usize;
+            let mut zeros = file.alloc_dma_buffer(length);
+            zeros.as_bytes_mut().fill(0);
+            let result = match file.write_at(zeros, start).await {
+                Ok(written) if written == length => Ok(()),
+                Ok(written) => Err(glommio::GlommioError::IoError(std::io::Error::other(format!("short write: {written} of {length} bytes")))),
+                Err(error) => Err(error),
+            };
+            if let Err(error) = &result {
+                // Only speed is lost: batches go on into unwritten blocks.
+                tracing::warn!(%error, start, end, "cannot write zeros ahead in the log segment");
+            }
+            finished.set(true);
+        });
+        self.zero_fill = Some(ZeroFill { start, end, done, task });
         Ok(())
+    }
+
+    /// Waits for the zero fill in flight, if any.
+    async fn finish_zero_fill(&mut self) {
+        if let Some(fill) = self.zero_fill.take() {
+            fill.task.await;
+            // A chunk that failed is not retried: batches write into it
+            // unzeroed, as into any preallocated space.
+            self.zeroed = self.zeroed.max(fill.end);
+        }
+    }
+
+    /// The zero fill in flight, for the caller to await before it truncates,
+    /// replaces or reopens this segment's file, so that no zeros land in it
+    /// afterwards. The writer forgets the fill (it may zero that chunk again).
+    pub fn take_zero_fill(&mut self) -> Option<glommio::Task<()>> {
+        self.zero_fill.take().map(|fill| fill.task)
     }
 
     pub fn set_fail_after_bytes(&mut self, limit: Option<u64>) {
@@ -793,14 +882,16 @@ impl LogWriter {
     }
 
     /// Closes this segment and starts `log.<first_zxid>`.
-    pub async fn roll(self, first_zxid: i64) -> std::io::Result<LogWriter> {
+    pub async fn roll(mut self, first_zxid: i64) -> std::io::Result<LogWriter> {
+        // Zeros written after the truncation would grow the file again.
+        self.finish_zero_fill().await;
         // Give back this segment's unused preallocation: every snapshot rolls
         // the log, and a segment kept at its preallocated size costs up to
         // preAllocSize of disk for every snapshot interval (at snapCount 2
         // the crash tests held tens of GB). What is left reads as zeros
         // either way, so this needs no sync of its own.
         self.file.truncate(self.offset).await.map_err(io_error)?;
-        let LogWriter { dir, file, prealloc_bytes, force_sync, fail_after_bytes, appended_bytes, .. } = self;
+        let LogWriter { dir, file, prealloc_bytes, force_sync, fail_after_bytes, appended_bytes, zero_fill_delay, .. } = self;
         // Callers roll only once every sync of this segment completed; a
         // finished sync task may still hold its clone until it is dropped.
         if let Ok(file) = std::rc::Rc::try_unwrap(file) {
@@ -809,6 +900,7 @@ impl LogWriter {
         let mut next = LogWriter::create(&dir, first_zxid, prealloc_bytes, force_sync).await?;
         next.fail_after_bytes = fail_after_bytes;
         next.appended_bytes = appended_bytes;
+        next.zero_fill_delay = zero_fill_delay;
         Ok(next)
     }
 }

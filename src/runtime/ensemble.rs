@@ -103,6 +103,12 @@ impl Log {
         while self.writing.get() || self.unconfirmed.get() > 0 || !self.batches.borrow().is_empty() {
             self.idle_wake.notified().await;
         }
+        // Callers truncate, replace or reopen the segments next: no zeros
+        // may land in one afterwards.
+        let zero_fill = self.writer.borrow_mut().as_mut().and_then(LogWriter::take_zero_fill);
+        if let Some(zero_fill) = zero_fill {
+            zero_fill.await;
+        }
     }
 }
 

@@ -652,3 +652,134 @@ fn chunked_files_hold_exactly_what_was_written() {
     writer.write_all(b"abc").unwrap();
     assert!(writer.finish(b"abcd").is_err(), "a header longer than the file");
 }
+
+/// Batches written one after another, each a block, while the writer zeros
+/// its segment ahead of them: a fill starts right where the next batch
+/// goes once the batches catch up with the zeroing, and zeros landing after
+/// a batch would erase it. Each fill is held back long enough that the
+/// batches catch up with it again and again. Every batch must recover.
+#[test]
+fn every_batch_survives_the_zeros_written_ahead_of_it() {
+    let dirs = TempDirs::new("zero-ahead");
+    let log_dir = dirs.log_dir.clone();
+    const TXNS: i64 = 4_500;
+    let written = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+        .spawn(move || async move {
+            // A small preallocation step: allocation and zeroing interleave.
+            let mut writer = LogWriter::create(&log_dir, 1, 64 * 1024, true).await.unwrap();
+            writer.zero_fill_delay = Some(std::time::Duration::from_millis(30));
+            let txns = history("n", 1..=TXNS);
+            // As the log task writes: the next batch while earlier ones sync.
+            let mut syncs = std::collections::VecDeque::new();
+            for batch in txns.chunks(3) {
+                let mut encoder = BatchEncoder::new();
+                for txn in batch {
+                    encoder.push(txn);
+                }
+                syncs.push_back(writer.write(encoder.finish()).await.unwrap());
+                if syncs.len() == crate::limits::LOG_SYNCS_IN_FLIGHT_MAX {
+                    syncs.pop_front().unwrap().await.unwrap();
+                }
+            }
+            for sync in syncs {
+                sync.await.unwrap();
+            }
+            assert!(
+                writer.offset > 2 * crate::limits::LOG_ZERO_AHEAD_BYTES,
+                "the batches span {} bytes, too few to pass several fills",
+                writer.offset
+            );
+            let next = writer.roll(TXNS + 1).await.unwrap();
+            drop(next);
+        })
+        .unwrap()
+        .join();
+    written.unwrap();
+    write_snapshot_at(&dirs, 0);
+    assert_recovers_to(&dirs, TXNS);
+}
+
+/// The point of the zeros: the blocks after the last batch are written
+/// blocks, not preallocated (unwritten) ones, whose conversion on first
+/// write makes each fdatasync commit the filesystem journal. Read with
+/// FIEMAP; the same file's preallocation past the zeroed part shows the
+/// kernel reports unwritten extents here at all.
+#[test]
+fn the_log_writer_zeros_its_segment_ahead_of_the_last_batch() {
+    let dirs = TempDirs::new("zero-extents");
+    let log_dir = dirs.log_dir.clone();
+    const PREALLOC: u64 = 16 * 1024 * 1024;
+    let offset = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+        .spawn(move || async move {
+            let mut writer = LogWriter::create(&log_dir, 1, PREALLOC, true).await.unwrap();
+            let mut encoder = BatchEncoder::new();
+            for txn in &history("n", 1..=3) {
+                encoder.push(txn);
+            }
+            writer.append(encoder.finish()).await.unwrap();
+            // Each batch zeros at most a chunk more; a few empty-ish batches
+            // let the fills reach the full distance ahead.
+            let chunks = crate::limits::LOG_ZERO_AHEAD_BYTES / crate::limits::LOG_ZERO_FILL_CHUNK_BYTES;
+            for zxid in 4..4 + chunks as i64 {
+                writer.finish_zero_fill().await;
+                let mut encoder = BatchEncoder::new();
+                encoder.push(&history("n", zxid..=zxid)[0]);
+                writer.append(encoder.finish()).await.unwrap();
+            }
+            writer.finish_zero_fill().await;
+            writer.offset
+        })
+        .unwrap()
+        .join()
+        .unwrap();
+    let file = std::fs::File::open(dirs.log_dir.join(segment_file_name(1))).unwrap();
+    let unwritten = unwritten_ranges(&file, PREALLOC);
+    let ahead = offset + crate::limits::LOG_ZERO_AHEAD_BYTES - crate::limits::LOG_ZERO_FILL_CHUNK_BYTES;
+    assert!(
+        unwritten.iter().all(|&(start, end)| end <= offset || start >= ahead),
+        "unwritten extents {unwritten:?} within {offset}..{ahead}, after the last batch"
+    );
+    assert!(
+        unwritten.iter().any(|&(_, end)| end == PREALLOC),
+        "no unwritten extent reported at the end of the preallocation ({unwritten:?}): cannot tell written from unwritten on this filesystem"
+    );
+}
+
+/// The byte ranges of `file` below `length` that FIEMAP reports unwritten
+/// (preallocated, reading as zeros without having been written).
+fn unwritten_ranges(file: &std::fs::File, length: u64) -> Vec<(u64, u64)> {
+    use std::os::fd::AsRawFd;
+    #[repr(C)]
+    #[derive(Clone, Copy, Default)]
+    struct Extent {
+        logical: u64,
+        physical: u64,
+        length: u64,
+        reserved64: [u64; 2],
+        flags: u32,
+        reserved: [u32; 3],
+    }
+    #[repr(C)]
+    struct Map {
+        start: u64,
+        length: u64,
+        flags: u32,
+        mapped_extents: u32,
+        extent_count: u32,
+        reserved: u32,
+        extents: [Extent; 512],
+    }
+    const FS_IOC_FIEMAP: libc::c_ulong = 0xC020_660B;
+    const FIEMAP_FLAG_SYNC: u32 = 1;
+    const FIEMAP_EXTENT_UNWRITTEN: u32 = 0x800;
+    let mut map = Map { start: 0, length, flags: FIEMAP_FLAG_SYNC, mapped_extents: 0, extent_count: 512, reserved: 0, extents: [Extent::default(); 512] };
+    // SAFETY: FS_IOC_FIEMAP reads the header and writes at most extent_count
+    // extents into the array that follows it, all inside `map`.
+    let result = unsafe { libc::ioctl(file.as_raw_fd(), FS_IOC_FIEMAP, &mut map as *mut Map) };
+    assert_eq!(result, 0, "FIEMAP: {}", std::io::Error::last_os_error());
+    map.extents[..map.mapped_extents as usize]
+        .iter()
+        .filter(|extent| extent.flags & FIEMAP_EXTENT_UNWRITTEN != 0)
+        .map(|extent| (extent.logical, extent.logical + extent.length))
+        .collect()
+}

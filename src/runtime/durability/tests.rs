@@ -97,19 +97,34 @@ fn write_snapshot_at(dirs: &DataDirs, zxid: i64) {
 /// The runtime's next step after a truncation: a new segment at `first`,
 /// written by the real `LogWriter`.
 fn append_with_log_writer(dirs: &DataDirs, first: i64, txns: Vec<Txn>) {
+    with_log_writer(dirs, first, 64 * 1024, move |mut writer| async move {
+        append_batch(&mut writer, &txns).await;
+    });
+}
+
+/// Runs `body` on a glommio executor with a new `LogWriter` for a segment
+/// at `first` in `dirs`' log directory; returns what `body` returns.
+fn with_log_writer<T, F, Fut>(dirs: &DataDirs, first: i64, prealloc_bytes: u64, body: F) -> T
+where
+    T: Send + 'static,
+    F: FnOnce(LogWriter) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = T>,
+{
     let log_dir = dirs.log_dir.clone();
     glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
-        .spawn(move || async move {
-            let mut writer = LogWriter::create(&log_dir, first, 64 * 1024, true).await.unwrap();
-            let mut encoder = BatchEncoder::new();
-            for txn in &txns {
-                encoder.push(txn);
-            }
-            writer.append(encoder.finish()).await.unwrap();
-        })
+        .spawn(move || async move { body(LogWriter::create(&log_dir, first, prealloc_bytes, true).await.unwrap()).await })
         .unwrap()
         .join()
-        .unwrap();
+        .unwrap()
+}
+
+/// Appends `txns` as one batch and waits for it to be durable.
+async fn append_batch(writer: &mut LogWriter, txns: &[Txn]) {
+    let mut encoder = BatchEncoder::new();
+    for txn in txns {
+        encoder.push(txn);
+    }
+    writer.append(encoder.finish()).await.unwrap();
 }
 
 /// Every file in both directories with its bytes, to show nothing changed.
@@ -556,22 +571,12 @@ fn replayed_tail_after_a_snapshot_install_skips_the_log_under_it() {
 #[test]
 fn a_rolled_segment_gives_back_its_preallocation() {
     let dirs = TempDirs::new("roll");
-    let log_dir = dirs.log_dir.clone();
     const PREALLOC: u64 = 4 * 1024 * 1024;
-    let written = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
-        .spawn(move || async move {
-            let mut writer = LogWriter::create(&log_dir, 1, PREALLOC, true).await.unwrap();
-            let mut encoder = BatchEncoder::new();
-            for txn in &history("n", 1..=3) {
-                encoder.push(txn);
-            }
-            writer.append(encoder.finish()).await.unwrap();
-            let next = writer.roll(4).await.unwrap();
-            drop(next);
-        })
-        .unwrap()
-        .join();
-    written.unwrap();
+    with_log_writer(&dirs, 1, PREALLOC, |mut writer| async move {
+        append_batch(&mut writer, &history("n", 1..=3)).await;
+        let next = writer.roll(4).await.unwrap();
+        drop(next);
+    });
     write_snapshot_at(&dirs, 0);
     let rolled = std::fs::metadata(dirs.log_dir.join(segment_file_name(1))).unwrap();
     assert!(rolled.len() < PREALLOC, "the rolled segment kept its preallocation: {} bytes", rolled.len());
@@ -661,40 +666,34 @@ fn chunked_files_hold_exactly_what_was_written() {
 #[test]
 fn every_batch_survives_the_zeros_written_ahead_of_it() {
     let dirs = TempDirs::new("zero-ahead");
-    let log_dir = dirs.log_dir.clone();
     const TXNS: i64 = 4_500;
-    let written = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
-        .spawn(move || async move {
-            // A small preallocation step: allocation and zeroing interleave.
-            let mut writer = LogWriter::create(&log_dir, 1, 64 * 1024, true).await.unwrap();
-            writer.zero_fill_delay = Some(std::time::Duration::from_millis(30));
-            let txns = history("n", 1..=TXNS);
-            // As the log task writes: the next batch while earlier ones sync.
-            let mut syncs = std::collections::VecDeque::new();
-            for batch in txns.chunks(3) {
-                let mut encoder = BatchEncoder::new();
-                for txn in batch {
-                    encoder.push(txn);
-                }
-                syncs.push_back(writer.write(encoder.finish()).await.unwrap());
-                if syncs.len() == crate::limits::LOG_SYNCS_IN_FLIGHT_MAX {
-                    syncs.pop_front().unwrap().await.unwrap();
-                }
+    // A small preallocation step: allocation and zeroing interleave.
+    with_log_writer(&dirs, 1, 64 * 1024, |mut writer| async move {
+        writer.zero_fill_delay = Some(std::time::Duration::from_millis(30));
+        let txns = history("n", 1..=TXNS);
+        // As the log task writes: the next batch while earlier ones sync.
+        let mut syncs = std::collections::VecDeque::new();
+        for batch in txns.chunks(3) {
+            let mut encoder = BatchEncoder::new();
+            for txn in batch {
+                encoder.push(txn);
             }
-            for sync in syncs {
-                sync.await.unwrap();
+            syncs.push_back(writer.write(encoder.finish()).await.unwrap());
+            if syncs.len() == crate::limits::LOG_SYNCS_IN_FLIGHT_MAX {
+                syncs.pop_front().unwrap().await.unwrap();
             }
-            assert!(
-                writer.offset > 2 * crate::limits::LOG_ZERO_AHEAD_BYTES,
-                "the batches span {} bytes, too few to pass several fills",
-                writer.offset
-            );
-            let next = writer.roll(TXNS + 1).await.unwrap();
-            drop(next);
-        })
-        .unwrap()
-        .join();
-    written.unwrap();
+        }
+        for sync in syncs {
+            sync.await.unwrap();
+        }
+        assert!(
+            writer.offset > 2 * crate::limits::LOG_ZERO_AHEAD_BYTES,
+            "the batches span {} bytes, too few to pass several fills",
+            writer.offset
+        );
+        let next = writer.roll(TXNS + 1).await.unwrap();
+        drop(next);
+    });
     write_snapshot_at(&dirs, 0);
     assert_recovers_to(&dirs, TXNS);
 }
@@ -707,31 +706,19 @@ fn every_batch_survives_the_zeros_written_ahead_of_it() {
 #[test]
 fn the_log_writer_zeros_its_segment_ahead_of_the_last_batch() {
     let dirs = TempDirs::new("zero-extents");
-    let log_dir = dirs.log_dir.clone();
     const PREALLOC: u64 = 16 * 1024 * 1024;
-    let offset = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
-        .spawn(move || async move {
-            let mut writer = LogWriter::create(&log_dir, 1, PREALLOC, true).await.unwrap();
-            let mut encoder = BatchEncoder::new();
-            for txn in &history("n", 1..=3) {
-                encoder.push(txn);
-            }
-            writer.append(encoder.finish()).await.unwrap();
-            // Each batch zeros at most a chunk more; a few empty-ish batches
-            // let the fills reach the full distance ahead.
-            let chunks = crate::limits::LOG_ZERO_AHEAD_BYTES / crate::limits::LOG_ZERO_FILL_CHUNK_BYTES;
-            for zxid in 4..4 + chunks as i64 {
-                writer.finish_zero_fill().await;
-                let mut encoder = BatchEncoder::new();
-                encoder.push(&history("n", zxid..=zxid)[0]);
-                writer.append(encoder.finish()).await.unwrap();
-            }
+    let offset = with_log_writer(&dirs, 1, PREALLOC, |mut writer| async move {
+        append_batch(&mut writer, &history("n", 1..=3)).await;
+        // Each batch zeros at most a chunk more; a few empty-ish batches
+        // let the fills reach the full distance ahead.
+        let chunks = crate::limits::LOG_ZERO_AHEAD_BYTES / crate::limits::LOG_ZERO_FILL_CHUNK_BYTES;
+        for zxid in 4..4 + chunks as i64 {
             writer.finish_zero_fill().await;
-            writer.offset
-        })
-        .unwrap()
-        .join()
-        .unwrap();
+            append_batch(&mut writer, &history("n", zxid..=zxid)).await;
+        }
+        writer.finish_zero_fill().await;
+        writer.offset
+    });
     let file = std::fs::File::open(dirs.log_dir.join(segment_file_name(1))).unwrap();
     let unwritten = unwritten_ranges(&file, PREALLOC);
     let ahead = offset + crate::limits::LOG_ZERO_AHEAD_BYTES - crate::limits::LOG_ZERO_FILL_CHUNK_BYTES;

@@ -437,7 +437,7 @@ fn peer_messages() -> Vec<PeerMessage> {
         PeerMessage::LeaderInfo { zxid: 0x2_0000_0000, secret: 0x005e_c2e7 },
         PeerMessage::Diff { zxid: 0x1_0000_0004 },
         PeerMessage::Trunc { zxid: 0x1_0000_0002 },
-        PeerMessage::Snap { zxid: 0x1_0000_0004 },
+        PeerMessage::Snap { zxid: 0x1_0000_0004, bytes: 4096 },
         PeerMessage::SnapChunk { bytes: Bytes::from(encode_snapshot(&DataTree::new())) },
         PeerMessage::SnapEnd,
         PeerMessage::Commit { zxid: 1 },

@@ -14,11 +14,12 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
 use hashbrown::HashMap;
 
 use super::durability::{DataDirs, LogWriter, PendingSync};
+use super::incoming_snapshot::IncomingSnapshot;
 use super::notify::Notify;
 use super::peer_net::{LinkId, NetEvent, PeerNet};
 use super::sequencer::Outlet;
@@ -199,8 +200,8 @@ struct Driver {
     links: HashMap<LinkId, Option<ServerId>>,
     /// Learner: the link to the leader.
     leader_link: Option<(LinkId, ServerId)>,
-    /// A SNAP being received: its zxid and bytes.
-    incoming_snapshot: Option<(i64, BytesMut)>,
+    /// A SNAP being received.
+    incoming_snapshot: Option<IncomingSnapshot>,
     received_snapshot: Option<Bytes>,
     /// Leader: learners' forwarded requests waiting for `can_propose`.
     held_forwards: VecDeque<ToSequencer>,
@@ -488,20 +489,41 @@ impl Driver {
                         self.adopt_secret(secret);
                         Msg::LeaderInfo { zxid }
                     }
-                    PeerMessage::Snap { zxid } => {
-                        self.incoming_snapshot = Some((zxid, BytesMut::new()));
+                    PeerMessage::Snap { zxid, bytes } => {
+                        match IncomingSnapshot::begin(zxid, bytes) {
+                            Ok(incoming) => self.incoming_snapshot = Some(incoming),
+                            Err(error) => {
+                                tracing::error!(%error, "cannot take the leader's snapshot; closing the link");
+                                self.net.close(link);
+                            }
+                        }
                         return;
                     }
                     PeerMessage::SnapChunk { bytes } => {
-                        if let Some((_, buffer)) = self.incoming_snapshot.as_mut() {
-                            buffer.extend_from_slice(&bytes);
+                        let result = match self.incoming_snapshot.as_mut() {
+                            Some(incoming) => incoming.chunk(&bytes),
+                            None => Err("a snapshot chunk without a SNAP".to_string()),
+                        };
+                        if let Err(error) = result {
+                            tracing::warn!(%error, "bad snapshot stream from the leader; closing the link");
+                            self.incoming_snapshot = None;
+                            self.net.close(link);
                         }
                         return;
                     }
                     PeerMessage::SnapEnd => {
-                        let Some((zxid, buffer)) = self.incoming_snapshot.take() else { return };
-                        self.received_snapshot = Some(buffer.freeze());
-                        Msg::Snap { zxid }
+                        let Some(incoming) = self.incoming_snapshot.take() else { return };
+                        match incoming.end() {
+                            Ok((zxid, bytes)) => {
+                                self.received_snapshot = Some(bytes);
+                                Msg::Snap { zxid }
+                            }
+                            Err(error) => {
+                                tracing::warn!(%error, "bad snapshot stream from the leader; closing the link");
+                                self.net.close(link);
+                                return;
+                            }
+                        }
                     }
                     other => match to_msg(other) {
                         Some(msg) => msg,
@@ -681,7 +703,13 @@ impl Driver {
         let Some(link) = link else { return };
         let message = match msg {
             Msg::LeaderInfo { zxid } => PeerMessage::LeaderInfo { zxid, secret: self.secret },
-            other => from_msg(other),
+            other => match from_msg(other) {
+                Some(message) => message,
+                None => {
+                    tracing::error!(to, "a SNAP header without its snapshot; not sent");
+                    return;
+                }
+            },
         };
         if let Err(error) = self.net.send(link, message) {
             tracing::warn!(to, ?error, "peer link queue full or closed");
@@ -706,7 +734,7 @@ impl Driver {
             return;
         };
         let zxid = crate::storage::snapshot::snapshot_zxid(&bytes).unwrap_or(0);
-        if self.net.send(link, PeerMessage::Snap { zxid }).is_err() || self.net.begin_stream(link).is_err() {
+        if self.net.send(link, PeerMessage::Snap { zxid, bytes: bytes.len() as u64 }).is_err() || self.net.begin_stream(link).is_err() {
             self.peer.on_learner_queue_full(now, to, more);
             return;
         }
@@ -883,15 +911,17 @@ fn to_msg(message: PeerMessage) -> Option<Msg<Entry, Committed>> {
     })
 }
 
-fn from_msg(msg: Msg<Entry, Committed>) -> PeerMessage {
-    match msg {
+/// The message for `msg`; None for a SNAP, which goes out with its
+/// snapshot's length ahead of the chunks (`send_snapshot`), never alone.
+fn from_msg(msg: Msg<Entry, Committed>) -> Option<PeerMessage> {
+    Some(match msg {
         Msg::FollowerInfo { sid, zxid } => PeerMessage::FollowerInfo { sid, zxid },
         Msg::ObserverInfo { sid, zxid } => PeerMessage::ObserverInfo { sid, zxid },
         Msg::LeaderInfo { zxid } => PeerMessage::LeaderInfo { zxid, secret: 0 },
         Msg::AckEpoch { last_logged_zxid, current_epoch } => PeerMessage::AckEpoch { last_logged_zxid, current_epoch },
         Msg::Diff { zxid } => PeerMessage::Diff { zxid },
         Msg::Trunc { zxid } => PeerMessage::Trunc { zxid },
-        Msg::Snap { zxid } => PeerMessage::Snap { zxid },
+        Msg::Snap { .. } => return None,
         Msg::NewLeader { zxid } => PeerMessage::NewLeader { zxid },
         Msg::UpToDate => PeerMessage::UpToDate,
         Msg::Proposal { zxid, txn } => PeerMessage::Proposal { zxid, txn: txn.txn, origin: txn.origin },
@@ -900,5 +930,5 @@ fn from_msg(msg: Msg<Entry, Committed>) -> PeerMessage {
         Msg::Inform { zxid, txn } => PeerMessage::Inform { zxid, txn: txn.txn, origin: txn.origin },
         Msg::Ping { zxid } => PeerMessage::Ping { zxid },
         Msg::Reply(item) => PeerMessage::Reply(item),
-    }
+    })
 }

@@ -9,6 +9,7 @@
 mod connection;
 pub mod durability;
 mod ensemble;
+mod incoming_snapshot;
 mod listener;
 mod notify;
 pub mod peer_net;

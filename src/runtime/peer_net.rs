@@ -1118,7 +1118,7 @@ mod tests {
             let streamer = PeerNet::start_with_queue_bytes_max(2, &servers, sender, queue_bytes_max).expect("start");
             let (leader_link, link) = connect(&leader, &leader_events, &streamer, &learner_events).await;
             const CHUNKS: usize = 40;
-            streamer.send(link, PeerMessage::Snap { zxid: 7 }).unwrap();
+            streamer.send(link, PeerMessage::Snap { zxid: 7, bytes: (CHUNKS * limits::SNAP_CHUNK_BYTES) as u64 }).unwrap();
             streamer.begin_stream(link).unwrap();
             assert_eq!(streamer.begin_stream(link), Err(SendError::QueueFull), "one stream at a time");
             // Queued during the stream: held, whatever the stream's progress.
@@ -1145,7 +1145,7 @@ mod tests {
                     NetEvent::QuorumMessage { link: from, msg } if from == leader_link => {
                         assert!(streamer.queued_bytes(link) <= queue_bytes_max);
                         received.push(match msg {
-                            PeerMessage::Snap { zxid } => format!("snap {zxid}"),
+                            PeerMessage::Snap { zxid, .. } => format!("snap {zxid}"),
                             PeerMessage::SnapChunk { bytes } => {
                                 assert_eq!(bytes.len(), limits::SNAP_CHUNK_BYTES);
                                 assert!(bytes.iter().all(|&byte| byte == bytes[0]));

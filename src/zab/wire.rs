@@ -60,7 +60,8 @@ pub enum PeerMessage {
     LeaderInfo { zxid: i64, secret: u64 },
     Diff { zxid: i64 },
     Trunc { zxid: i64 },
-    Snap { zxid: i64 },
+    /// A snapshot at `zxid` follows in chunks: `bytes` in all, then SnapEnd.
+    Snap { zxid: i64, bytes: u64 },
     /// A piece of an encoded snapshot, at most `limits::SNAP_CHUNK_BYTES`.
     SnapChunk { bytes: Bytes },
     SnapEnd,
@@ -302,7 +303,10 @@ fn encode_body(message: &PeerMessage, writer: &mut Writer) -> WireResult<()> {
         }
         PeerMessage::Diff { zxid } => zxid_message(writer, tag::DIFF, *zxid),
         PeerMessage::Trunc { zxid } => zxid_message(writer, tag::TRUNC, *zxid),
-        PeerMessage::Snap { zxid } => zxid_message(writer, tag::SNAP, *zxid),
+        PeerMessage::Snap { zxid, bytes } => {
+            zxid_message(writer, tag::SNAP, *zxid);
+            writer.write_i64(i64::try_from(*bytes).map_err(|_| WireError::Invalid("snapshot length above i64"))?);
+        }
         PeerMessage::SnapChunk { bytes } => {
             if bytes.len() > limits::SNAP_CHUNK_BYTES {
                 return Err(WireError::Invalid("snapshot chunk above SNAP_CHUNK_BYTES"));
@@ -515,7 +519,11 @@ fn decode_message(reader: &mut Reader) -> WireResult<PeerMessage> {
         tag::LEADER_INFO => PeerMessage::LeaderInfo { zxid: reader.read_i64()?, secret: reader.read_i64()? as u64 },
         tag::DIFF => PeerMessage::Diff { zxid: reader.read_i64()? },
         tag::TRUNC => PeerMessage::Trunc { zxid: reader.read_i64()? },
-        tag::SNAP => PeerMessage::Snap { zxid: reader.read_i64()? },
+        tag::SNAP => {
+            let zxid = reader.read_i64()?;
+            let bytes = u64::try_from(reader.read_i64()?).map_err(|_| WireError::Invalid("negative snapshot length"))?;
+            PeerMessage::Snap { zxid, bytes }
+        }
         tag::SNAP_CHUNK => {
             let bytes = reader.read_buffer()?;
             if bytes.len() > limits::SNAP_CHUNK_BYTES {
@@ -728,7 +736,7 @@ mod tests {
             PeerMessage::LeaderInfo { zxid: 0x0000_0004_0000_0000, secret: u64::MAX - 3 },
             PeerMessage::Diff { zxid: 1 },
             PeerMessage::Trunc { zxid: 2 },
-            PeerMessage::Snap { zxid: 3 },
+            PeerMessage::Snap { zxid: 3, bytes: 300 },
             PeerMessage::SnapChunk { bytes: Bytes::new() },
             PeerMessage::SnapChunk { bytes: Bytes::from(vec![0xa5; 300]) },
             PeerMessage::SnapEnd,
@@ -890,6 +898,12 @@ mod tests {
         let mut body = vec![tag::SNAP_CHUNK];
         body.extend_from_slice(&((limits::SNAP_CHUNK_BYTES + 1) as i32).to_be_bytes());
         body.resize(body.len() + limits::SNAP_CHUNK_BYTES + 1, 0);
+        assert!(matches!(decode(Bytes::from(body)), Err(WireError::Invalid(_))));
+
+        // A SNAP header declares its snapshot's length; a negative one is refused.
+        let mut body = vec![tag::SNAP];
+        body.extend_from_slice(&7i64.to_be_bytes());
+        body.extend_from_slice(&(-1i64).to_be_bytes());
         assert!(matches!(decode(Bytes::from(body)), Err(WireError::Invalid(_))));
 
         // A forged vector count larger than the frame allocates nothing.

@@ -490,6 +490,7 @@ impl Driver {
                         Msg::LeaderInfo { zxid }
                     }
                     PeerMessage::Snap { zxid, bytes } => {
+                        self.incoming_snapshot = None;
                         match IncomingSnapshot::begin(zxid, bytes) {
                             Ok(incoming) => self.incoming_snapshot = Some(incoming),
                             Err(error) => {

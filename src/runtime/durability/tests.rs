@@ -709,8 +709,8 @@ fn the_log_writer_zeros_its_segment_ahead_of_the_last_batch() {
     const PREALLOC: u64 = 16 * 1024 * 1024;
     let offset = with_log_writer(&dirs, 1, PREALLOC, |mut writer| async move {
         append_batch(&mut writer, &history("n", 1..=3)).await;
-        // Each batch zeros at most a chunk more; a few empty-ish batches
-        // let the fills reach the full distance ahead.
+        // Each batch zeros at most a chunk more; one-txn batches, one per
+        // chunk, let the fills reach the full distance ahead.
         let chunks = crate::limits::LOG_ZERO_AHEAD_BYTES / crate::limits::LOG_ZERO_FILL_CHUNK_BYTES;
         for zxid in 4..4 + chunks as i64 {
             writer.finish_zero_fill().await;

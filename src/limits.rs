@@ -97,7 +97,7 @@ pub const ELECTION_QUEUE_MAX: usize = 64;
 /// Encoded bytes waiting on one quorum link, beside the message bound
 /// (`zab::broadcast::LEARNER_QUEUE_MAX`): with frames up to
 /// `PEER_FRAME_BYTES_MAX`, the message bound alone would let one slow learner
-/// hold 80 GiB. Past either bound a send fails with QueueFull. A snapshot
+/// hold terabytes. Past either bound a send fails with QueueFull. A snapshot
 /// is streamed (`SNAP_STREAM_AHEAD_BYTES`); what is queued behind it (the
 /// txns committed meanwhile) counts here.
 pub const PEER_QUEUE_BYTES_MAX: usize = 1024 * 1024 * 1024;

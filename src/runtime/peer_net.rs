@@ -246,6 +246,8 @@ pub struct PeerNet {
     next_link: Cell<u64>,
     /// `limits::PEER_QUEUE_BYTES_MAX`, lowered by tests.
     queue_bytes_max: usize,
+    /// `LEARNER_QUEUE_MAX`, lowered by tests.
+    queue_messages_max: usize,
 }
 
 impl PeerNet {
@@ -253,14 +255,15 @@ impl PeerNet {
     /// line, with SO_REUSEADDR so a restarted server rebinds at once) and
     /// starts their accept loops on the current glommio executor.
     pub fn start(my_id: ServerId, servers: &[ServerSpec], events: LocalSender<NetEvent>) -> std::io::Result<Rc<PeerNet>> {
-        PeerNet::start_with_queue_bytes_max(my_id, servers, events, limits::PEER_QUEUE_BYTES_MAX)
+        PeerNet::start_with_queue_bounds(my_id, servers, events, limits::PEER_QUEUE_BYTES_MAX, LEARNER_QUEUE_MAX)
     }
 
-    fn start_with_queue_bytes_max(
+    fn start_with_queue_bounds(
         my_id: ServerId,
         servers: &[ServerSpec],
         events: LocalSender<NetEvent>,
         queue_bytes_max: usize,
+        queue_messages_max: usize,
     ) -> std::io::Result<Rc<PeerNet>> {
         assert!(queue_bytes_max >= limits::PEER_FRAME_BYTES_MAX, "every frame must fit in an empty queue");
         let peers: HashMap<ServerId, PeerAddress> = servers
@@ -293,6 +296,7 @@ impl PeerNet {
             links: RefCell::new(HashMap::new()),
             next_link: Cell::new(1),
             queue_bytes_max,
+            queue_messages_max,
         });
         glommio::spawn_local(election_accept_loop(net.clone(), election_listener)).detach();
         glommio::spawn_local(quorum_accept_loop(net.clone(), quorum_listener)).detach();
@@ -363,7 +367,7 @@ impl PeerNet {
 
     fn enqueue(&self, link: LinkId, msg: &PeerMessage, streamed: bool) -> Result<(), SendError> {
         let link = self.open_link(link)?;
-        if link.queued() >= LEARNER_QUEUE_MAX {
+        if link.queued() >= self.queue_messages_max {
             return Err(SendError::QueueFull);
         }
         let queued_bytes_before = link.queued_bytes();
@@ -1014,12 +1018,12 @@ mod tests {
             let (leader, leader_events) = start(1, &servers, 256);
             let (learner, learner_events) = start(2, &servers, 256);
             let (leader_link, learner_link) = connect(&leader, &leader_events, &learner, &learner_events).await;
-            let count = LEARNER_QUEUE_MAX as i64;
+            let count = 10_000;
             for zxid in 0..count {
                 learner.send(learner_link, PeerMessage::Ack { zxid }).expect("queue has room");
                 leader.send(leader_link, PeerMessage::Commit { zxid }).expect("queue has room");
             }
-            assert_eq!(learner.queued(learner_link), LEARNER_QUEUE_MAX);
+            assert_eq!(learner.queued(learner_link), count as usize);
             let mut acks = 0;
             let mut commits = 0;
             while acks < count || commits < count {
@@ -1056,8 +1060,8 @@ mod tests {
             // without queueing a gigabyte.
             let (leader, leader_events) = start(1, &servers, 4);
             let (sender, learner_events) = local_channel::new_bounded(64);
-            let queue_bytes_max = 16 * 1024 * 1024;
-            let learner = PeerNet::start_with_queue_bytes_max(2, &servers, sender, queue_bytes_max).expect("start");
+            let (queue_bytes_max, queue_messages_max) = (16 * 1024 * 1024, 10_000);
+            let learner = PeerNet::start_with_queue_bounds(2, &servers, sender, queue_bytes_max, queue_messages_max).expect("start");
             let (leader_link, learner_link) = connect(&leader, &leader_events, &learner, &learner_events).await;
 
             // Byte bound: 1 MiB chunks, letting the writer run between sends,
@@ -1075,12 +1079,12 @@ mod tests {
             }
             assert!(learner.queued_bytes(learner_link) + limits::SNAP_CHUNK_BYTES > queue_bytes_max);
             assert!(chunks_sent > 16, "the stalled peer's socket and channel absorb some chunks");
-            // Message bound: small messages fit until LEARNER_QUEUE_MAX are queued.
+            // Message bound: small messages fit until that many are queued.
             let mut pings_sent = 0i64;
             while learner.send(learner_link, PeerMessage::Ping { zxid: pings_sent }).is_ok() {
                 pings_sent += 1;
             }
-            assert_eq!(learner.queued(learner_link), LEARNER_QUEUE_MAX);
+            assert_eq!(learner.queued(learner_link), queue_messages_max);
             assert_eq!(learner.send(learner_link, PeerMessage::Ping { zxid: -1 }), Err(SendError::QueueFull));
 
             // The consumer resumes: everything arrives, in order, and the queue empties.
@@ -1115,7 +1119,7 @@ mod tests {
             let (sender, learner_events) = local_channel::new_bounded(64);
             // A queue of 8 MiB, and a 40 MiB stream fed through it.
             let queue_bytes_max = 8 * 1024 * 1024;
-            let streamer = PeerNet::start_with_queue_bytes_max(2, &servers, sender, queue_bytes_max).expect("start");
+            let streamer = PeerNet::start_with_queue_bounds(2, &servers, sender, queue_bytes_max, LEARNER_QUEUE_MAX).expect("start");
             let (leader_link, link) = connect(&leader, &leader_events, &streamer, &learner_events).await;
             const CHUNKS: usize = 40;
             streamer.send(link, PeerMessage::Snap { zxid: 7, bytes: (CHUNKS * limits::SNAP_CHUNK_BYTES) as u64 }).unwrap();
@@ -1167,6 +1171,48 @@ mod tests {
             assert_eq!(streamer.queued(link), 0);
             leader.shutdown().await;
             streamer.shutdown().await;
+        });
+    }
+
+    /// What commits while a learner's SNAP is encoded, sent and installed
+    /// is held behind it: at tens of thousands of writes a second, two
+    /// messages each, that is hundreds of thousands of messages. The
+    /// default bounds take them; a queue bound of 10,000 messages dropped
+    /// every learner that synced under such load, so it never rejoined.
+    #[test]
+    fn a_sync_backlog_of_two_hundred_thousand_messages_is_not_a_full_queue() {
+        run(|| async {
+            let servers = ensemble(2);
+            let (leader, leader_events) = start(1, &servers, 64);
+            let (learner, learner_events) = start(2, &servers, 64);
+            let (leader_link, learner_link) = connect(&leader, &leader_events, &learner, &learner_events).await;
+            const HELD: i64 = 100_000;
+            leader.begin_stream(leader_link).unwrap();
+            for zxid in 0..HELD {
+                let body = crate::txn::TxnBody::SetData { path: "/k".into(), data: Some(Bytes::from_static(b"v")), version: -1 };
+                let txn = std::sync::Arc::new(crate::txn::Txn { session_id: 1, cxid: 1, zxid, time_ms: 0, body });
+                leader.send(leader_link, PeerMessage::Proposal { zxid, txn, origin: None }).expect("room");
+                leader.send(leader_link, PeerMessage::Commit { zxid }).expect("room");
+            }
+            leader.send_streamed(leader_link, &PeerMessage::SnapEnd).unwrap();
+            leader.end_stream(leader_link);
+            assert!(matches!(next_event(&learner_events).await, NetEvent::QuorumMessage { msg: PeerMessage::SnapEnd, .. }));
+            for zxid in 0..HELD {
+                match next_event(&learner_events).await {
+                    NetEvent::QuorumMessage { link, msg: PeerMessage::Proposal { zxid: got, .. } } if link == learner_link => {
+                        assert_eq!(got, zxid)
+                    }
+                    other => panic!("proposal {zxid}: unexpected {other:?}"),
+                }
+                match next_event(&learner_events).await {
+                    NetEvent::QuorumMessage { link, msg: PeerMessage::Commit { zxid: got } } if link == learner_link => {
+                        assert_eq!(got, zxid)
+                    }
+                    other => panic!("commit {zxid}: unexpected {other:?}"),
+                }
+            }
+            leader.shutdown().await;
+            learner.shutdown().await;
         });
     }
 

@@ -32,8 +32,13 @@ pub const OUTSTANDING_PROPOSALS_MAX: usize = 1000;
 /// must reconnect and re-sync (DIFF/TRUNC/SNAP). Dropping is safe — the
 /// learner's ACKs stop counting — whereas an unbounded queue would let one slow
 /// learner exhaust the leader's memory. ZooKeeper's `queuedPackets` is
-/// unbounded; this bound is warden's.
-pub const LEARNER_QUEUE_MAX: usize = 10_000;
+/// unbounded; this bound is warden's. Memory is bounded by bytes
+/// (`limits::PEER_QUEUE_BYTES_MAX`); this count is large because a learner
+/// that syncs by SNAP has every txn committed while the snapshot is encoded,
+/// sent and installed (seconds, for a million znodes) queued behind it, two
+/// messages each: at 10,000 a learner never rejoined a leader taking 10,000
+/// writes a second (`perf/snap_sync.sh` with `RATE=0`).
+pub const LEARNER_QUEUE_MAX: usize = 1 << 22;
 
 /// The last counter a leader may assign in an epoch. ZooKeeper refuses a zxid
 /// whose low 32 bits are all ones (ZOOKEEPER-1277): the leader must step down

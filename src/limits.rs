@@ -86,6 +86,9 @@ pub const ELECTION_FRAME_BYTES_MAX: usize = 1024;
 /// A snapshot travels to a learner in pieces of at most this many bytes, so
 /// that no frame holds a whole snapshot and proposals can follow it closely.
 pub const SNAP_CHUNK_BYTES: usize = 1024 * 1024;
+/// How often the task that streams a SNAP looks whether the snapshot
+/// executor finished encoding it (it takes about a second per million znodes).
+pub const SNAP_ENCODE_POLL: std::time::Duration = std::time::Duration::from_millis(5);
 /// A snapshot streamed to a learner is fed to its link while at most this
 /// many bytes wait for the socket, so its size is not bounded by the link's
 /// queue (`PEER_QUEUE_BYTES_MAX`): only the leader's one encoded copy.

@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 mod common;
 use common::ensemble::{
     create_body, load_data, path_body, set_data_body, ClientError, Ensemble, LoadReport, LoadWriter, Mode, Session, SessionKeeper,
-    SyncMode, EPHEMERAL, OK, OP_CREATE, OP_SET_DATA, OP_SYNC, PERSISTENT, SESSION_TIMEOUT_MS,
+    SyncMode, Target, EPHEMERAL, OK, OP_CREATE, OP_SET_DATA, OP_SYNC, PERSISTENT, SESSION_TIMEOUT_MS,
 };
 
 /// Election plus sync, JVM start included.
@@ -567,6 +567,11 @@ fn a_large_snap_streams_while_writes_commit() {
     let during_paths = during.join().expect("writer thread");
     println!("[bigsnap] leader {leader} synced wiped node {wiped}: {modes:?}; {} writes meanwhile", during_paths.len());
     assert_sync_mode(&modes, SyncMode::Snap, &[SyncMode::Diff, SyncMode::Trunc], "a wiped follower gets a SNAP");
+    if ensemble.target == Target::Warden {
+        // Off the write path: the snapshot executor encoded it, not core 0.
+        let leader_output = ensemble.output_since(&mark);
+        assert!(leader_output.contains("encoded a snapshot for a learner"), "the leader's output:\n{leader_output}");
+    }
     assert!(!during_paths.is_empty(), "no writes while the follower synced");
     assert_readable_everywhere(&ensemble, &[wiped], &during_paths);
     let mut reader = session(&ensemble, wiped);

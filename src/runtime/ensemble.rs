@@ -24,7 +24,7 @@ use super::notify::Notify;
 use super::peer_net::{LinkId, NetEvent, PeerNet};
 use super::sequencer::Outlet;
 use super::shard::SharedState;
-use super::{elapsed_ms, wall_clock_ms, SequencerParts, ServerOptions};
+use super::{elapsed_ms, snapshots, wall_clock_ms, SequencerParts, ServerOptions};
 use crate::limits;
 use crate::pipeline::sequencer::Effect as SequencerEffect;
 use crate::pipeline::{Committed, Entry, Now, Origin, Sequencer, SequencerConfig, ToSequencer};
@@ -720,26 +720,28 @@ impl Driver {
         }
     }
 
-    /// SNAP: the committed tree is shard 0's replica once it applied every
-    /// commit already sent to it (this core's shard). Its chunks are fed to
-    /// the link at the socket's pace by a task of their own
-    /// (`stream_snapshot`), at most `SNAP_STREAM_AHEAD_BYTES` ahead, so a
-    /// snapshot of any size fits the link's queue bound. Everything queued
-    /// for the learner meanwhile — the committed txns after the snapshot's
-    /// zxid, NEWLEADER, live proposals — is held behind the stream.
+    /// SNAP: the snapshot executor encodes its replica at the zxid of every
+    /// commit delivered so far, on its own thread, so core 0 goes on
+    /// sequencing and shard 0 goes on serving meanwhile (encoding a big tree
+    /// takes a second per million znodes). The stream starts now: everything
+    /// queued for the learner from here on — the committed txns after that
+    /// zxid, NEWLEADER, live proposals — is held behind the SNAP, whose
+    /// header and chunks a task of its own (`stream_snapshot`) feeds to the
+    /// link once the bytes are there, at most `SNAP_STREAM_AHEAD_BYTES`
+    /// ahead of the socket, so a snapshot of any size fits the link's queue
+    /// bound.
     async fn send_snapshot(&mut self, now: u64, to: ServerId, more: &mut Vec<PeerEffect>) {
         let Some(link) = self.learners.get(&to).copied() else { return };
-        let Some(bytes) = super::shard::local_snapshot().await else {
-            tracing::warn!(to, "no local replica to snapshot; dropping the learner");
-            self.net.close(link);
-            return;
-        };
-        let zxid = crate::storage::snapshot::snapshot_zxid(&bytes).unwrap_or(0);
-        if self.net.send(link, PeerMessage::Snap { zxid, bytes: bytes.len() as u64 }).is_err() || self.net.begin_stream(link).is_err() {
+        if self.net.begin_stream(link).is_err() {
             self.peer.on_learner_queue_full(now, to, more);
             return;
         }
-        glommio::spawn_local(stream_snapshot(self.net.clone(), link, to, zxid, Bytes::from(bytes))).detach();
+        let Some((zxid, slot)) = self.outlet.encode_snapshot() else {
+            tracing::warn!(to, "nothing delivered yet to snapshot; dropping the learner");
+            self.net.close(link);
+            return;
+        };
+        glommio::spawn_local(stream_snapshot(self.net.clone(), link, to, zxid, slot)).detach();
         self.peer.on_snapshot_sent(now, to, zxid, more);
     }
 
@@ -871,15 +873,35 @@ fn origin_of_failed(origin: Option<Origin>) -> Option<Origin> {
     origin
 }
 
-/// Feeds a SNAP's chunks and its end to `link` (after `begin_stream`), at
-/// most `SNAP_STREAM_AHEAD_BYTES` ahead of the socket, then releases what
-/// was held behind it. If the link closes the learner reconnects and syncs
+/// Waits for the snapshot the executor encodes into `slot`, then feeds the
+/// SNAP header, its chunks and its end to `link` (after `begin_stream`), at
+/// most `SNAP_STREAM_AHEAD_BYTES` ahead of the socket, and releases what was
+/// held behind it. If the link closes the learner reconnects and syncs
 /// again; if its queue overflows (the learner fell too far behind while the
 /// snapshot was in flight) it is closed for the same effect.
-async fn stream_snapshot(net: Rc<PeerNet>, link: LinkId, to: ServerId, zxid: i64, bytes: Bytes) {
-    let chunks = (0..bytes.len()).step_by(limits::SNAP_CHUNK_BYTES);
-    let messages = chunks.map(|start| PeerMessage::SnapChunk { bytes: bytes.slice(start..bytes.len().min(start + limits::SNAP_CHUNK_BYTES)) });
-    for message in messages.chain(std::iter::once(PeerMessage::SnapEnd)) {
+async fn stream_snapshot(net: Rc<PeerNet>, link: LinkId, to: ServerId, zxid: i64, slot: Arc<snapshots::EncodeSlot>) {
+    let bytes = loop {
+        if let Some(result) = slot.take() {
+            break result;
+        }
+        // Dropping the slot tells the executor nobody waits any more.
+        if !net.is_open(link) {
+            return;
+        }
+        glommio::timer::sleep(limits::SNAP_ENCODE_POLL).await;
+    };
+    let bytes = match bytes {
+        Ok(bytes) => Bytes::from(bytes),
+        Err(error) => {
+            tracing::warn!(to, %error, "no snapshot for the learner; closing its link");
+            net.close(link);
+            return;
+        }
+    };
+    let header = PeerMessage::Snap { zxid, bytes: bytes.len() as u64 };
+    let chunk = |start: usize| bytes.slice(start..bytes.len().min(start + limits::SNAP_CHUNK_BYTES));
+    let chunks = (0..bytes.len()).step_by(limits::SNAP_CHUNK_BYTES).map(|start| PeerMessage::SnapChunk { bytes: chunk(start) });
+    for message in std::iter::once(header).chain(chunks).chain(std::iter::once(PeerMessage::SnapEnd)) {
         if net.wait_stream_room(link, limits::SNAP_STREAM_AHEAD_BYTES).await.is_err() {
             return;
         }

@@ -445,6 +445,11 @@ impl PeerNet {
         }
     }
 
+    /// Whether `link` is still open (not closed or closing).
+    pub fn is_open(&self, link: LinkId) -> bool {
+        self.open_link(link).is_ok()
+    }
+
     /// Messages queued on `link` and not yet written to the socket (0 if gone).
     pub fn queued(&self, link: LinkId) -> usize {
         self.links.borrow().get(&link).map_or(0, |link| link.queued())

@@ -202,6 +202,13 @@ struct SnapshotFeed {
     /// A new tree for the replica (an ensemble member rebuilt its state),
     /// to send before the txns that follow it.
     reset: RefCell<Option<Arc<crate::tree::DataTree>>>,
+    /// Snapshots for learners' SNAPs, each to be encoded at its zxid: the
+    /// feeder asks for each right after the txn with that zxid.
+    encodes: RefCell<Vec<(i64, Arc<snapshots::EncodeSlot>)>>,
+    /// The zxid of the last txn delivered (or of the last reset's tree): what
+    /// every shard and the executor's replica reach once they applied what
+    /// they were sent. None until the first.
+    delivered_zxid: Cell<Option<i64>>,
     /// Wakes the feeder.
     work: Notify,
     /// Wakes a delivery waiting for room in `pending`.
@@ -213,6 +220,7 @@ impl SnapshotFeed {
         let pending = self.pending.borrow();
         self.reset.borrow().is_some()
             || self.wanted.get().is_some()
+            || !self.encodes.borrow().is_empty()
             || pending.len() >= limits::SNAPSHOTTER_TXNS_PER_SEND
             || (self.awaited.get().is_some() && !pending.is_empty())
     }
@@ -241,13 +249,25 @@ async fn feed_snapshots(feed: Rc<SnapshotFeed>, snapshotter: ConnectedSender<sna
                 feed.awaited.set(None);
             }
         }
-        if !txns.is_empty() {
-            let bytes = txns.iter().map(|txn| txn.memory_bytes()).sum();
-            wait_for_backlog_room(&progress, bytes).await;
-            progress.backlog_bytes.fetch_add(bytes, std::sync::atomic::Ordering::AcqRel);
-            if snapshotter.send(snapshots::Input::Txns { txns, bytes }).await.is_err() {
+        // Each SNAP's encoding goes right after the txn at its zxid.
+        let encodes = std::mem::take(&mut *feed.encodes.borrow_mut());
+        let mut txns = txns;
+        for (zxid, slot) in encodes {
+            let rest = txns.split_off(txns.partition_point(|txn| txn.zxid <= zxid));
+            if send_txns(&snapshotter, &progress, txns).await.is_err() {
                 return;
             }
+            txns = rest;
+            // A reset that came in meanwhile replaces the replica the
+            // encoding was for (the learner's link goes with the old role).
+            if feed.reset.borrow().is_some() {
+                slot.fill(Err("the server rebuilt its state".to_string()));
+            } else if snapshotter.send(snapshots::Input::Encode { zxid, slot }).await.is_err() {
+                return;
+            }
+        }
+        if send_txns(&snapshotter, &progress, txns).await.is_err() {
+            return;
         }
         // A reset that came in while the txns were sent drops this request.
         if feed.reset.borrow().is_some() {
@@ -263,6 +283,21 @@ async fn feed_snapshots(feed: Rc<SnapshotFeed>, snapshotter: ConnectedSender<sna
             }
         }
     }
+}
+
+/// Sends `txns` (if any) to the executor once its backlog has room.
+async fn send_txns(
+    snapshotter: &ConnectedSender<snapshots::Input>,
+    progress: &snapshots::Progress,
+    txns: Vec<Arc<crate::txn::Txn>>,
+) -> Result<(), ()> {
+    if txns.is_empty() {
+        return Ok(());
+    }
+    let bytes = txns.iter().map(|txn| txn.memory_bytes()).sum();
+    wait_for_backlog_room(progress, bytes).await;
+    progress.backlog_bytes.fetch_add(bytes, std::sync::atomic::Ordering::AcqRel);
+    snapshotter.send(snapshots::Input::Txns { txns, bytes }).await.map_err(|_| ())
 }
 
 /// Waits until the executor's backlog has room for `bytes` more (or is
@@ -444,6 +479,19 @@ impl Outlet {
         }
     }
 
+    /// Asks the snapshot executor to encode its replica for a learner's
+    /// SNAP at the zxid of everything delivered so far, which it returns:
+    /// core 0 goes on while the executor encodes on its own thread, and
+    /// takes the bytes from the slot. None before anything was delivered.
+    pub(super) fn encode_snapshot(&self) -> Option<(i64, Arc<snapshots::EncodeSlot>)> {
+        let feed = &self.snapshot_feed;
+        let zxid = feed.delivered_zxid.get()?;
+        let slot = Arc::new(snapshots::EncodeSlot::default());
+        feed.encodes.borrow_mut().push((zxid, slot.clone()));
+        feed.work.notify();
+        Some((zxid, slot))
+    }
+
     /// Every shard and the snapshot executor continue from `tree`
     /// (an ensemble member rebuilt its state). Txns not yet sent to the
     /// executor came before the reset, so they go; so does a snapshot not
@@ -457,6 +505,10 @@ impl Outlet {
             self.snapshot_progress.busy.store(false, std::sync::atomic::Ordering::Release);
         }
         feed.awaited.set(None);
+        for (_, slot) in feed.encodes.borrow_mut().drain(..) {
+            slot.fill(Err("the server rebuilt its state".to_string()));
+        }
+        feed.delivered_zxid.set(Some(tree.last_processed_zxid()));
         *feed.reset.borrow_mut() = Some(tree.clone());
         feed.work.notify();
         self.deliver(Committed::Reset { tree }, false).await;
@@ -485,6 +537,7 @@ impl Outlet {
             },
             Committed::Txn { txn, origin } => {
                 self.feed_snapshot_executor(&txn).await;
+                self.snapshot_feed.delivered_zxid.set(Some(txn.zxid));
                 Committed::Txn { txn, origin }
             }
             other => other,
@@ -513,6 +566,43 @@ mod tests {
     use super::*;
     use std::sync::atomic::Ordering;
     use std::time::{Duration, Instant};
+
+    /// A SNAP is encoded at exactly its zxid: the feeder asks for it right
+    /// after that txn, even when txns after it are already waiting, so the
+    /// executor's replica is neither short of it nor past it.
+    #[test]
+    fn the_feeder_asks_for_each_encoding_right_after_its_txn() {
+        glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+            .spawn(|| async {
+                let (sender, receiver) = glommio::channels::shared_channel::new_bounded(16);
+                let (sender, receiver) = futures_lite::future::zip(sender.connect(), receiver.connect()).await;
+                let feed = Rc::new(SnapshotFeed::default());
+                let progress = Arc::new(snapshots::Progress::default());
+                let txn = |zxid| {
+                    let body = crate::txn::TxnBody::Check { path: "/".to_string() };
+                    Arc::new(crate::txn::Txn { session_id: 1, cxid: 1, zxid, time_ms: 0, body })
+                };
+                feed.pending.borrow_mut().extend((1..=5).map(txn));
+                let slots = [Arc::new(snapshots::EncodeSlot::default()), Arc::new(snapshots::EncodeSlot::default())];
+                feed.encodes.borrow_mut().extend([(3, slots[0].clone()), (5, slots[1].clone())]);
+                let feeder = glommio::spawn_local(feed_snapshots(feed.clone(), sender, progress));
+                feed.work.notify();
+                let mut order = Vec::new();
+                while order.len() < 4 {
+                    let input = glommio::timer::timeout(Duration::from_secs(5), async { Ok(receiver.recv().await) }).await;
+                    order.push(match input.expect("the feeder sent nothing within 5 s").expect("the feeder is gone") {
+                        snapshots::Input::Txns { txns, .. } => format!("txns {:?}", txns.iter().map(|txn| txn.zxid).collect::<Vec<_>>()),
+                        snapshots::Input::Encode { zxid, .. } => format!("encode at {zxid}"),
+                        _ => "something else".to_string(),
+                    });
+                }
+                assert_eq!(order, ["txns [1, 2, 3]", "encode at 3", "txns [4, 5]", "encode at 5"]);
+                drop(feeder.cancel());
+            })
+            .unwrap()
+            .join()
+            .unwrap();
+    }
 
     /// The feeder goes on while the backlog has room, or is empty (one batch
     /// always goes, however big), and waits while a batch would take it over

@@ -64,21 +64,6 @@ impl Default for RolePublished {
     }
 }
 
-thread_local! {
-    /// This core's shard, so the ensemble driver on core 0 can snapshot its
-    /// committed replica for a learner's SNAP.
-    static LOCAL_SHARD: RefCell<Option<Rc<ShardRuntime>>> = const { RefCell::new(None) };
-}
-
-/// An encoded snapshot of this core's shard replica, once it applied every
-/// committed item already sent to it.
-pub async fn local_snapshot() -> Option<Vec<u8>> {
-    let runtime = LOCAL_SHARD.with(|slot| slot.borrow().clone())?;
-    runtime.catch_up().await;
-    let core = runtime.core.borrow();
-    Some(crate::storage::snapshot::encode_snapshot(core.tree()))
-}
-
 #[derive(Default, Clone)]
 pub struct ShardPublished {
     pub connections: Vec<ConnectionPublished>,
@@ -448,7 +433,6 @@ pub async fn serve(
         packets_sent: Cell::new(0),
     });
 
-    LOCAL_SHARD.with(|slot| *slot.borrow_mut() = Some(runtime.clone()));
     // The applier: the committed stream, in order, into this shard's replica.
     {
         let runtime = runtime.clone();

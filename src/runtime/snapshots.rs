@@ -1,10 +1,12 @@
 //! The snapshot executor: its own DataTree replica, fed the committed stream,
 //! so a snapshot is an exact image at a zxid and taking one never stalls the
-//! write path (the stream queues up behind it, bounded). It also runs
-//! autopurge: keep `autopurge.snapRetainCount` snapshots and the logs they need.
+//! write path (the stream queues up behind it, bounded). It writes the
+//! periodic snapshots, and encodes the snapshot a leader sends a learner in a
+//! SNAP. It also runs autopurge: keep `autopurge.snapRetainCount` snapshots
+//! and the logs they need.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use glommio::channels::shared_channel::SharedReceiver;
@@ -23,6 +25,35 @@ pub enum Input {
     /// The server rebuilt its state (ensemble role change): continue from
     /// this tree; a pending snapshot is dropped.
     Reset(Arc<DataTree>),
+    /// Encode the replica for a learner's SNAP, which must be at exactly
+    /// this zxid: the feeder sends this right after the txn with that zxid
+    /// (or after the reset that ends at it), so the replica is there.
+    Encode { zxid: i64, slot: Arc<EncodeSlot> },
+}
+
+/// Where the executor leaves a SNAP's encoded snapshot for core 0, which
+/// polls it (`take`) while the executor encodes on its own thread.
+#[derive(Default)]
+pub struct EncodeSlot(Mutex<Option<Result<Vec<u8>, String>>>);
+
+impl EncodeSlot {
+    pub fn fill(&self, result: Result<Vec<u8>, String>) {
+        *self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(result);
+    }
+
+    /// The encoded snapshot or why there is none, once the executor is done.
+    pub fn take(&self) -> Option<Result<Vec<u8>, String>> {
+        self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).take()
+    }
+}
+
+/// The snapshot of `tree` for a SNAP asked for at `zxid`, or why not.
+fn encode_for_learner(tree: &DataTree, zxid: i64) -> Result<Vec<u8>, String> {
+    let at = tree.last_processed_zxid();
+    if at != zxid {
+        return Err(format!("the replica is at {at:#x}, not at the SNAP's {zxid:#x}"));
+    }
+    Ok(crate::storage::snapshot::encode_snapshot(tree))
 }
 
 /// What the log task and the feeder on core 0 share with the executor.
@@ -91,6 +122,20 @@ pub async fn run(
                         progress.busy.store(false, Ordering::Release);
                     }
                 }
+                // Nobody waits for it any more when core 0 dropped its end
+                // (the learner's link closed): skip the work.
+                Input::Encode { zxid, slot } if Arc::strong_count(&slot) > 1 => {
+                    let started = Instant::now();
+                    let result = encode_for_learner(tree, zxid);
+                    tracing::info!(
+                        zxid = format_args!("{zxid:#x}"),
+                        bytes = result.as_ref().map_or(0, |bytes| bytes.len()),
+                        elapsed_ms = started.elapsed().as_millis() as u64,
+                        "encoded a snapshot for a learner"
+                    );
+                    slot.fill(result);
+                }
+                Input::Encode { .. } => {}
             }
             match pending {
                 Some(zxid) if tree.last_processed_zxid() >= zxid => {
@@ -143,8 +188,10 @@ mod tests {
     use super::*;
     use crate::proto::codes::op;
     use crate::txn::{CreateTxn, TxnBody};
-    use glommio::channels::shared_channel;
+    use glommio::channels::shared_channel::{self, ConnectedSender};
     use glommio::{LocalExecutorBuilder, Placement};
+    use std::future::Future;
+    use std::pin::Pin;
 
     fn create(zxid: i64) -> Arc<Txn> {
         let body = TxnBody::Create(CreateTxn {
@@ -158,12 +205,12 @@ mod tests {
         Arc::new(Txn { session_id: 1, cxid: zxid as i32, zxid, time_ms: 1000, body })
     }
 
-    /// The executor applies what it is sent, lowers the backlog by what each
-    /// batch counted (the feeder waits on it, so a backlog never lowered
-    /// would stop every write), and writes the snapshot asked for.
-    #[test]
-    fn the_executor_drains_its_backlog_and_snapshots() {
-        let root = std::env::temp_dir().join(format!("warden-snapshots-test-{}", std::process::id()));
+    type Driven = Pin<Box<dyn Future<Output = ()>>>;
+
+    /// An executor on a thread of its own, with its data dirs under a fresh
+    /// directory; `drive` runs on another executor with the executor's input.
+    fn with_executor(name: &str, drive: impl FnOnce(ConnectedSender<Input>, Arc<Progress>) -> Driven + Send + 'static) -> DataDirs {
+        let root = std::env::temp_dir().join(format!("warden-snapshots-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&root);
         let dirs = DataDirs::new(&root, &root);
         dirs.create().unwrap();
@@ -177,31 +224,84 @@ mod tests {
                 .spawn(move || async move { run(receiver, &mut DataTree::new(), dirs, options, progress, shutdown).await })
                 .unwrap()
         };
-        let txns: Vec<Arc<Txn>> = (1..=3).map(create).collect();
-        let bytes: usize = txns.iter().map(|txn| txn.memory_bytes()).sum();
-        assert!(bytes > 3 * std::mem::size_of::<Txn>(), "the estimate counts paths and data: {bytes}");
-        progress.backlog_bytes.store(bytes, Ordering::Release);
-        progress.busy.store(true, Ordering::Release);
-        LocalExecutorBuilder::new(Placement::Unbound)
-            .spawn(move || async move {
-                let sender = sender.connect().await;
-                assert!(sender.send(Input::Txns { txns, bytes }).await.is_ok());
-                assert!(sender.send(Input::Snapshot(3)).await.is_ok());
-            })
-            .unwrap()
-            .join()
-            .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while progress.busy.load(Ordering::Acquire) && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(5));
+        {
+            let progress = progress.clone();
+            LocalExecutorBuilder::new(Placement::Unbound)
+                .spawn(move || async move { drive(sender.connect().await, progress).await })
+                .unwrap()
+                .join()
+                .unwrap();
         }
         shutdown.store(true, Ordering::Release);
         executor.join().unwrap().unwrap();
-        assert_eq!(progress.backlog_bytes.load(Ordering::Acquire), 0);
-        assert!(!progress.busy.load(Ordering::Acquire), "no snapshot within 10 s");
+        dirs
+    }
+
+    /// Waits (10 s at most) until `done` holds.
+    async fn eventually(what: &str, done: impl Fn() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !done() {
+            assert!(Instant::now() < deadline, "not within 10 s: {what}");
+            glommio::timer::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    /// The executor applies what it is sent, lowers the backlog by what each
+    /// batch counted (the feeder waits on it, so a backlog never lowered
+    /// would stop every write), and writes the snapshot asked for.
+    #[test]
+    fn the_executor_drains_its_backlog_and_snapshots() {
+        let dirs = with_executor("drain", |sender, progress| {
+            Box::pin(async move {
+                let txns: Vec<Arc<Txn>> = (1..=3).map(create).collect();
+                let bytes: usize = txns.iter().map(|txn| txn.memory_bytes()).sum();
+                assert!(bytes > 3 * std::mem::size_of::<Txn>(), "the estimate counts paths and data: {bytes}");
+                progress.backlog_bytes.store(bytes, Ordering::Release);
+                progress.busy.store(true, Ordering::Release);
+                assert!(sender.send(Input::Txns { txns, bytes }).await.is_ok());
+                assert!(sender.send(Input::Snapshot(3)).await.is_ok());
+                eventually("the snapshot is written", || !progress.busy.load(Ordering::Acquire)).await;
+                assert_eq!(progress.backlog_bytes.load(Ordering::Acquire), 0);
+            })
+        });
         let snapshot = std::fs::read(dirs.snapshot_dir.join(crate::storage::snapshot::snapshot_file_name(3))).unwrap();
         let tree = crate::storage::snapshot::decode_snapshot(snapshot.into()).unwrap();
         assert!(tree.get("/n3").is_some());
-        let _ = std::fs::remove_dir_all(&root);
+        let _ = std::fs::remove_dir_all(dirs.snapshot_dir.parent().unwrap());
+    }
+
+    /// A SNAP's snapshot is the replica at exactly the zxid asked for, and
+    /// nothing else: a replica anywhere else answers with an error (the link
+    /// closes and the learner syncs again), never with a snapshot whose
+    /// zxid the leader did not announce.
+    #[test]
+    fn the_executor_encodes_a_snap_only_at_its_zxid() {
+        let dirs = with_executor("encode", |sender, _| {
+            Box::pin(async move {
+                let txns: Vec<Arc<Txn>> = (1..=3).map(create).collect();
+                let bytes = txns.iter().map(|txn| txn.memory_bytes()).sum();
+                assert!(sender.send(Input::Txns { txns, bytes }).await.is_ok());
+                let at_3 = Arc::new(EncodeSlot::default());
+                let at_2 = Arc::new(EncodeSlot::default());
+                assert!(sender.send(Input::Encode { zxid: 3, slot: at_3.clone() }).await.is_ok());
+                assert!(sender.send(Input::Encode { zxid: 2, slot: at_2.clone() }).await.is_ok());
+                let taken = std::cell::RefCell::new((None, None));
+                eventually("both encodings are answered", || {
+                    let mut taken = taken.borrow_mut();
+                    taken.0 = taken.0.take().or_else(|| at_3.take());
+                    taken.1 = taken.1.take().or_else(|| at_2.take());
+                    taken.0.is_some() && taken.1.is_some()
+                })
+                .await;
+                let (at_3, at_2) = taken.into_inner();
+                let bytes = at_3.unwrap().expect("a snapshot at the replica's zxid");
+                let tree = crate::storage::snapshot::decode_snapshot(bytes.into()).unwrap();
+                assert_eq!(tree.last_processed_zxid(), 3);
+                assert!(tree.get("/n3").is_some());
+                let error = at_2.unwrap().expect_err("the replica is past zxid 2");
+                assert!(error.contains("0x3") && error.contains("0x2"), "{error}");
+            })
+        });
+        let _ = std::fs::remove_dir_all(dirs.snapshot_dir.parent().unwrap());
     }
 }

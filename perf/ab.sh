@@ -60,16 +60,7 @@ for build in old new; do
         read -r -a ports <<<"$(free_ports 9)"
         for n in 1 2 3; do
             dir="$WORK/$build/node$n"
-            mkdir -p "$dir/data"
-            echo "$n" > "$dir/data/myid"
-            {
-                echo "tickTime=2000"; echo "initLimit=10"; echo "syncLimit=5"; echo "dataDir=$dir/data"
-                echo "clientPort=${ports[$((n - 1))]}"; echo "clientPortAddress=127.0.0.1"; echo "maxClientCnxns=0"
-                echo "4lw.commands.whitelist=*"
-                for m in 1 2 3; do
-                    echo "server.$m=127.0.0.1:${ports[$((m + 2))]}:${ports[$((m + 5))]}:participant;127.0.0.1:${ports[$((m - 1))]}"
-                done
-            } > "$dir/zoo.cfg"
+            ensemble_node "$dir" "$n" "${ports[@]}"
             $(on_cpus "${ENSEMBLE_CPUS[$((n - 1))]:-}") "$binary" server --config "$dir/zoo.cfg" > "$dir/server.log" 2>&1 &
             PIDS+=($!)
             PIDLIST[$build]="${PIDLIST[$build]:-}${PIDLIST[$build]:+,}$!"

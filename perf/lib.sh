@@ -49,3 +49,24 @@ wait_serving() {
     echo "server on port $1 never served" >&2
     return 1
 }
+
+# ensemble_node DIR N PORTS... [EXTRA...]: the data dir (with myid) and
+# zoo.cfg in DIR of node N (1-3) of a 3-node loopback ensemble. PORTS are
+# nine: the three client ports, then the three quorum ports, then the three
+# election ports. Any EXTRA arguments are added as config lines.
+ensemble_node() {
+    local dir=$1 n=$2
+    local ports=("${@:3:9}")
+    shift 11
+    mkdir -p "$dir/data"
+    echo "$n" > "$dir/data/myid"
+    {
+        echo "tickTime=2000"; echo "initLimit=10"; echo "syncLimit=5"; echo "dataDir=$dir/data"
+        echo "clientPort=${ports[$((n - 1))]}"; echo "clientPortAddress=127.0.0.1"; echo "maxClientCnxns=0"
+        echo "4lw.commands.whitelist=*"
+        for line in "$@"; do echo "$line"; done
+        for m in 1 2 3; do
+            echo "server.$m=127.0.0.1:${ports[$((m + 2))]}:${ports[$((m + 5))]}:participant;127.0.0.1:${ports[$((m - 1))]}"
+        done
+    } > "$dir/zoo.cfg"
+}

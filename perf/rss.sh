@@ -64,17 +64,7 @@ stop_all
 # 3-node ensemble.
 read -r -a ports <<<"$(free_ports 9)"
 for n in 1 2 3; do
-    dir="$WORK/node$n"
-    mkdir -p "$dir/data"
-    echo "$n" > "$dir/data/myid"
-    {
-        echo "tickTime=2000"; echo "initLimit=10"; echo "syncLimit=5"; echo "dataDir=$dir/data"
-        echo "clientPort=${ports[$((n - 1))]}"; echo "clientPortAddress=127.0.0.1"; echo "maxClientCnxns=0"
-        echo "snapCount=100000000"; echo "4lw.commands.whitelist=*"
-        for m in 1 2 3; do
-            echo "server.$m=127.0.0.1:${ports[$((m + 2))]}:${ports[$((m + 5))]}:participant;127.0.0.1:${ports[$((m - 1))]}"
-        done
-    } > "$dir/zoo.cfg"
+    ensemble_node "$WORK/node$n" "$n" "${ports[@]}" "snapCount=100000000"
 done
 start_ensemble() {
     for n in 1 2 3; do

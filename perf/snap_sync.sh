@@ -40,17 +40,7 @@ start() {  # start N
     PID[$n]=$!
 }
 for n in 1 2 3; do
-    dir="$WORK/node$n"
-    mkdir -p "$dir/data"
-    echo "$n" > "$dir/data/myid"
-    {
-        echo "tickTime=2000"; echo "initLimit=10"; echo "syncLimit=5"; echo "dataDir=$dir/data"
-        echo "clientPort=${ports[$((n - 1))]}"; echo "clientPortAddress=127.0.0.1"; echo "maxClientCnxns=0"
-        echo "4lw.commands.whitelist=*"
-        for m in 1 2 3; do
-            echo "server.$m=127.0.0.1:${ports[$((m + 2))]}:${ports[$((m + 5))]}:participant;127.0.0.1:${ports[$((m - 1))]}"
-        done
-    } > "$dir/zoo.cfg"
+    ensemble_node "$WORK/node$n" "$n" "${ports[@]}"
     start "$n"
 done
 for n in 0 1 2; do wait_serving "${ports[$n]}"; done

@@ -36,8 +36,9 @@ pub const OUTSTANDING_PROPOSALS_MAX: usize = 1000;
 /// (`limits::PEER_QUEUE_BYTES_MAX`); this count is large because a learner
 /// that syncs by SNAP has every txn committed while the snapshot is encoded,
 /// sent and installed (seconds, for a million znodes) queued behind it, two
-/// messages each: at 10,000 a learner never rejoined a leader taking 10,000
-/// writes a second (`perf/snap_sync.sh` with `RATE=0`).
+/// messages each. With a bound of 10,000, a leader taking 4,000 writes a
+/// second dropped such a learner once per sync, and one taking 10,000 every
+/// 0.7 s (`perf/snap_sync.sh`).
 pub const LEARNER_QUEUE_MAX: usize = 1 << 22;
 
 /// The last counter a leader may assign in an epoch. ZooKeeper refuses a zxid

@@ -1182,8 +1182,8 @@ mod tests {
     /// What commits while a learner's SNAP is encoded, sent and installed
     /// is held behind it: at tens of thousands of writes a second, two
     /// messages each, that is hundreds of thousands of messages. The
-    /// default bounds take them; a queue bound of 10,000 messages dropped
-    /// every learner that synced under such load, so it never rejoined.
+    /// default bounds take them; with a bound of 10,000 messages the leader
+    /// dropped such a learner and sent it another SNAP (`LEARNER_QUEUE_MAX`).
     #[test]
     fn a_sync_backlog_of_two_hundred_thousand_messages_is_not_a_full_queue() {
         run(|| async {

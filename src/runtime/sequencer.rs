@@ -241,7 +241,7 @@ async fn feed_snapshots(feed: Rc<SnapshotFeed>, snapshotter: ConnectedSender<sna
                 return;
             }
         }
-        let txns = std::mem::take(&mut *feed.pending.borrow_mut());
+        let mut txns = std::mem::take(&mut *feed.pending.borrow_mut());
         feed.room.notify();
         if let Some(last) = txns.last() {
             last_sent_zxid = last.zxid;
@@ -251,7 +251,6 @@ async fn feed_snapshots(feed: Rc<SnapshotFeed>, snapshotter: ConnectedSender<sna
         }
         // Each SNAP's encoding goes right after the txn at its zxid.
         let encodes = std::mem::take(&mut *feed.encodes.borrow_mut());
-        let mut txns = txns;
         for (zxid, slot) in encodes {
             let rest = txns.split_off(txns.partition_point(|txn| txn.zxid <= zxid));
             if send_txns(&snapshotter, &progress, txns).await.is_err() {
